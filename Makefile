@@ -1,0 +1,40 @@
+# SEMS developer entry points. `make run` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test test-unit lint typecheck bench services schemas clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "SEMS needs Python >= 3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+run: $(STAMP)  ## embedded default: local runtime, SQLite, simulator of 3 facilities, API on :8080
+	$(VENV)/bin/sems run
+
+services:  ## install the servers the tests start (Mosquitto)
+	infra/local/install-services.sh
+
+test: $(STAMP) services  ## the whole suite: unit, integration (real Mosquitto), end-to-end
+	$(PY) -m pytest
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -m unit -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+schemas: $(STAMP)  ## regenerate schemas/json after changing a model
+	$(PY) -m schemas.export
+
+bench: $(STAMP) services  ## ingest throughput beside the broker's own; see docs/performance.md
+	$(PY) -m bench.ingest
+
+clean:
+	rm -rf $(VENV) .run .cache

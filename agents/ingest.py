@@ -1,0 +1,39 @@
+"""Ingest agent: raw meter payloads in, validated readings or dead letters out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+
+from connectors.mqtt import RawMessage
+from schemas.deadletter import DeadLetter
+from schemas.metadata import Registry
+from schemas.reading import SensorReading
+from schemas.validation import ValidationSettings, validate_reading
+from streams.channels import Channel
+from streams.metrics import Metrics
+
+
+async def ingest_agent(
+    batches: AsyncIterator[list[RawMessage]],
+    *,
+    readings: Channel[SensorReading],
+    dead_letters: Channel[DeadLetter],
+    registry: Callable[[], Registry],
+    settings: ValidationSettings,
+    metrics: Metrics,
+    clock: Callable[[], datetime],
+) -> None:
+    rejected = metrics.readings_rejected
+    async for batch in batches:
+        reg = registry()
+        now = clock()
+        for msg in batch:
+            result = validate_reading(
+                msg.payload, topic=msg.topic, registry=reg, now=now, settings=settings
+            )
+            if isinstance(result, SensorReading):
+                await readings.send(result, ack=msg.ack)
+            else:
+                rejected.labels(result.reason.value).inc()
+                await dead_letters.send(result, ack=msg.ack)

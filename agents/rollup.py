@@ -1,0 +1,180 @@
+"""Rollup agent: folds validated readings into event-time windows and stores, atomically, the
+accepted readings, the closed windows, the late dead letters and the new checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import datetime
+
+from schemas.deadletter import DeadLetter, RejectReason
+from schemas.reading import SensorReading
+from schemas.rollup import Rollup, WindowName
+from schemas.validation import dead_letter
+from streams.channels import Channel
+from streams.metrics import Metrics
+from tables.ports import CommitBatch, StoreUnavailable, TimeSeriesStore
+from tables.rollups import Checkpoint, Outcome, RollupAggregator, to_datetime, to_ms
+from tables.windows import WINDOW_MS, window_start
+
+log = logging.getLogger(__name__)
+
+READINGS_SOURCE = "sensor-readings"
+
+
+class RollupService:
+    """Owns the window state of the facilities routed to this process."""
+
+    def __init__(
+        self,
+        aggregator: RollupAggregator,
+        *,
+        store: TimeSeriesStore,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+        outputs: Mapping[WindowName, Channel[Rollup]] | None = None,
+        retry_delay_s: float = 1.0,
+    ) -> None:
+        self.aggregator = aggregator
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.outputs = outputs or {}
+        self.retry_delay_s = retry_delay_s
+        self._lock = asyncio.Lock()
+
+    async def recover(self) -> int:
+        """Rebuild open windows from the store after a restart. Returns readings replayed."""
+        replayed = 0
+        async with self._lock:
+            now_ms = to_ms(self.clock())
+            for cp in await self.store.checkpoints():
+                replayed += await self._recover_facility(cp, now_ms)
+        return replayed
+
+    async def _recover_facility(self, cp: Checkpoint, now_ms: int) -> int:
+        agg = self.aggregator
+        carries: dict[str, tuple[int, float]] = {}
+        minute_rollups: list[Rollup] = []
+        since_ms = 0
+        if cp.closed_until_ms is not None:
+            since_ms = cp.closed_until_ms
+            closed_until = to_datetime(since_ms)
+            carries = {
+                m: (to_ms(ts), kw)
+                for m, (ts, kw) in (await self.store.carries(cp.facility_id, closed_until)).items()
+            }
+            open_hour = window_start(since_ms, WINDOW_MS[WindowName.HOUR_1])
+            minute_rollups = await self.store.minute_rollups(
+                cp.facility_id, to_datetime(open_hour), closed_until
+            )
+        agg.restore(cp, carries=carries, minute_rollups=minute_rollups, now_ms=now_ms)
+        readings = await self.store.readings_since(cp.facility_id, to_datetime(since_ms))
+        for r in readings:
+            agg.add(r.facility_id, r.meter_id, to_ms(r.timestamp), r.active_power_kw,
+                    arrival_ms=now_ms)
+        rollups = agg.advance(cp.facility_id)
+        await self._commit(CommitBatch(rollups=rollups,
+                                       checkpoints=agg.checkpoints([cp.facility_id])))
+        await self._publish(rollups)
+        log.info("recovered %s: %d readings replayed into open windows", cp.facility_id,
+                 len(readings))
+        return len(readings)
+
+    async def process(self, readings: list[SensorReading]) -> None:
+        started = time.perf_counter()
+        async with self._lock:
+            agg = self.aggregator
+            now_ms = to_ms(self.clock())
+            accepted: list[SensorReading] = []
+            late: list[SensorReading] = []
+            touched: set[str] = set()
+            duplicates = 0
+            for r in readings:
+                outcome = agg.add(r.facility_id, r.meter_id, to_ms(r.timestamp),
+                                  r.active_power_kw, arrival_ms=now_ms)
+                if outcome is Outcome.ACCEPTED:
+                    accepted.append(r)
+                    touched.add(r.facility_id)
+                elif outcome is Outcome.DUPLICATE:
+                    duplicates += 1
+                else:
+                    late.append(r)
+            rollups: list[Rollup] = []
+            for fid in sorted(touched):
+                rollups.extend(agg.advance(fid))
+            dead: list[DeadLetter] = []
+            for r in late:
+                if await self.store.has_reading(r.meter_id, r.timestamp):
+                    duplicates += 1
+                    continue
+                dead.append(self._late(r))
+            await self._commit(CommitBatch(accepted, rollups, dead, agg.checkpoints(touched)))
+        self.metrics.readings_accepted.inc(len(accepted))
+        self.metrics.readings_duplicate.inc(duplicates)
+        if dead:
+            self.metrics.readings_rejected.labels(RejectReason.LATE.value).inc(len(dead))
+        await self._publish(rollups)
+        self.metrics.batch_duration.observe(time.perf_counter() - started)
+
+    async def tick(self) -> None:
+        """Close the windows of facilities that went quiet."""
+        async with self._lock:
+            agg = self.aggregator
+            rollups = agg.advance_idle(to_ms(self.clock()))
+            if not rollups:
+                return
+            touched = {r.facility_id for r in rollups}
+            await self._commit(CommitBatch(rollups=rollups, checkpoints=agg.checkpoints(touched)))
+        await self._publish(rollups)
+
+    def _late(self, r: SensorReading) -> DeadLetter:
+        st = self.aggregator.state(r.facility_id)
+        closed = to_datetime(st.closed_until_ms or 0).isoformat()
+        return dead_letter(
+            RejectReason.LATE,
+            f"reading at {r.timestamp.isoformat()} arrived after its window closed "
+            f"(windows before {closed} are final; allowed lateness "
+            f"{self.aggregator.settings.allowed_lateness_ms / 1000:g} s)",
+            payload=r.model_dump_json().encode(),
+            source=READINGS_SOURCE,
+            received_at=self.clock(),
+        )
+
+    async def _commit(self, batch: CommitBatch) -> None:
+        """Store the batch, retrying while the store is down: the events stay unacknowledged
+        upstream meanwhile, so nothing is lost and memory stays bounded by the channels."""
+        if not batch:
+            return
+        while True:
+            try:
+                await self.store.commit(batch)
+                return
+            except StoreUnavailable as exc:
+                log.error("store write failed, retrying in %.1f s: %s", self.retry_delay_s, exc)
+                await asyncio.sleep(self.retry_delay_s)
+
+    async def _publish(self, rollups: list[Rollup]) -> None:
+        emitted = self.metrics.rollups_emitted
+        for r in rollups:
+            emitted.labels(r.window.value, r.scope.value).inc()
+            out = self.outputs.get(r.window)
+            if out is not None:
+                await out.send(r)
+        for fid, st in self.aggregator.facilities.items():
+            if st.closed_until_ms is not None:
+                self.metrics.watermark.labels(fid).set(st.closed_until_ms / 1000)
+
+
+async def rollup_agent(batches: AsyncIterator[list[SensorReading]], *,
+                       service: RollupService) -> None:
+    async for batch in batches:
+        await service.process(batch)
+
+
+async def idle_timer(service: RollupService, *, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        await service.tick()

@@ -1,0 +1,150 @@
+"""Dashboard routes: facilities, live status, rollups, dead letters."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from api.app import DEPS, json_response
+from api.errors import bad_parameter, not_found
+from schemas.metadata import Facility, MeterType
+from schemas.rollup import Scope, WindowName
+
+DEFAULT_SPAN: dict[WindowName, timedelta] = {
+    WindowName.MIN_1: timedelta(hours=2),
+    WindowName.MIN_15: timedelta(days=1),
+    WindowName.HOUR_1: timedelta(days=7),
+}
+MAX_POINTS = 10_000
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/facilities", list_facilities)
+    app.router.add_get("/api/facilities/{facility_id}/current", current)
+    app.router.add_get("/api/facilities/{facility_id}/rollups", rollups)
+    app.router.add_get("/api/dead-letters", dead_letters)
+
+
+def parse_time(request: web.Request, name: str) -> datetime | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        ts = datetime.fromisoformat(raw)
+    except ValueError:
+        raise bad_parameter(name, f"{name} must be an ISO 8601 timestamp", value=raw) from None
+    if ts.tzinfo is None:
+        raise bad_parameter(name, f"{name} needs a UTC offset, e.g. 2026-01-01T00:00:00Z",
+                            value=raw)
+    return ts
+
+
+def parse_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_parameter(name, f"{name} must be an integer", value=raw) from None
+    if not low <= value <= high:
+        raise bad_parameter(name, f"{name} must be between {low} and {high}", value=value)
+    return value
+
+
+async def facility_or_404(request: web.Request) -> Facility:
+    facility_id = request.match_info["facility_id"]
+    for f in await request.app[DEPS].metadata.facilities():
+        if f.facility_id == facility_id:
+            return f
+    raise not_found("facility", facility_id)
+
+
+async def list_facilities(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    meters = await deps.metadata.meters()
+    out = []
+    for f in await deps.metadata.facilities():
+        out.append({
+            **f.model_dump(mode="json"),
+            "meters": [m.model_dump(mode="json", exclude={"facility_id"})
+                       for m in meters if m.facility_id == f.facility_id],
+        })
+    return json_response({"facilities": out})
+
+
+async def current(request: web.Request) -> web.Response:
+    """Latest state of a facility: the sum of its main meters' latest readings against the
+    contracted demand, every meter's latest reading, and how old the data is."""
+    deps = request.app[DEPS]
+    facility = await facility_or_404(request)
+    now = deps.clock()
+    latest = await deps.timeseries.latest_readings(facility.facility_id)
+    mains = [r for r in latest if r.meter_type is MeterType.MAIN]
+    total_kw = sum(r.active_power_kw for r in mains) if mains else None
+    oldest_main = min((r.timestamp for r in mains), default=None)
+    meters: list[dict[str, Any]] = [
+        {**r.model_dump(mode="json", exclude={"facility_id"}),
+         "age_s": round((now - r.timestamp).total_seconds(), 3)}
+        for r in latest
+    ]
+    return json_response({
+        "facility_id": facility.facility_id,
+        "as_of": now.isoformat(),
+        "total_power_kw": total_kw,
+        "contract_demand_kw": facility.contract_demand_kw,
+        "contract_utilization_pct": (
+            None if total_kw is None else round(100 * total_kw / facility.contract_demand_kw, 2)
+        ),
+        "data_timestamp": oldest_main.isoformat() if oldest_main else None,
+        "data_age_s": round((now - oldest_main).total_seconds(), 3) if oldest_main else None,
+        "meters": meters,
+    })
+
+
+async def rollups(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    facility = await facility_or_404(request)
+    raw_window = request.query.get("window", WindowName.MIN_15.value)
+    try:
+        window = WindowName(raw_window)
+    except ValueError:
+        raise bad_parameter("window", "window must be one of 1m, 15m, 1h",
+                            value=raw_window) from None
+    meter_id = request.query.get("meter_id")
+    scope = Scope.FACILITY
+    scope_id = facility.facility_id
+    if meter_id is not None:
+        known = {m.meter_id for m in await deps.metadata.meters()
+                 if m.facility_id == facility.facility_id}
+        if meter_id not in known:
+            raise not_found("meter", meter_id)
+        scope, scope_id = Scope.METER, meter_id
+    end = parse_time(request, "end") or deps.clock()
+    start = parse_time(request, "start") or end - DEFAULT_SPAN[window]
+    if start >= end:
+        raise bad_parameter("start", "start must be before end",
+                            start=start.isoformat(), end=end.isoformat())
+    limit = parse_int(request, "limit", default=MAX_POINTS, low=1, high=MAX_POINTS)
+    rows = await deps.timeseries.rollups(scope=scope, scope_id=scope_id, window=window,
+                                         start=start, end=end, limit=limit + 1)
+    truncated = len(rows) > limit
+    return json_response({
+        "facility_id": facility.facility_id,
+        "scope": scope.value,
+        "meter_id": meter_id,
+        "window": window.value,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "truncated": truncated,
+        "rollups": [r.model_dump(mode="json") for r in rows[:limit]],
+    })
+
+
+async def dead_letters(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    limit = parse_int(request, "limit", default=100, low=1, high=1000)
+    rows = await deps.timeseries.dead_letters(limit=limit)
+    return json_response({"dead_letters": [d.model_dump(mode="json") for d in rows]})

@@ -1,0 +1,3 @@
+from connectors.sqlite.store import SqliteStore
+
+__all__ = ["SqliteStore"]

@@ -1,0 +1,63 @@
+-- Embedded store of the local runtime. Times are epoch milliseconds, UTC.
+PRAGMA journal_mode = WAL;
+
+CREATE TABLE IF NOT EXISTS facilities (
+    facility_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    contract_demand_kw REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS meters (
+    meter_id TEXT PRIMARY KEY,
+    facility_id TEXT NOT NULL REFERENCES facilities (facility_id),
+    meter_type TEXT NOT NULL,
+    sample_interval_s REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS readings (
+    meter_id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    facility_id TEXT NOT NULL,
+    meter_type TEXT NOT NULL,
+    active_power_kw REAL NOT NULL,
+    reactive_power_kvar REAL NOT NULL,
+    voltage_v REAL NOT NULL,
+    frequency_hz REAL NOT NULL,
+    PRIMARY KEY (meter_id, ts_ms)
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS readings_by_facility_time ON readings (facility_id, ts_ms);
+
+CREATE TABLE IF NOT EXISTS rollups (
+    scope TEXT NOT NULL,
+    scope_id TEXT NOT NULL,
+    window TEXT NOT NULL,
+    window_start_ms INTEGER NOT NULL,
+    window_end_ms INTEGER NOT NULL,
+    facility_id TEXT NOT NULL,
+    meter_id TEXT,
+    avg_power_kw REAL NOT NULL,
+    max_power_kw REAL,
+    min_power_kw REAL,
+    total_energy_kwh REAL NOT NULL,
+    sample_count INTEGER NOT NULL,
+    covered_s REAL NOT NULL,
+    coverage REAL NOT NULL,
+    PRIMARY KEY (scope, scope_id, window, window_start_ms)
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS rollups_by_facility ON rollups (facility_id, window, window_start_ms);
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS window_checkpoints (
+    facility_id TEXT PRIMARY KEY,
+    closed_until_ms INTEGER,
+    max_ts_ms INTEGER NOT NULL
+);

@@ -1,0 +1,46 @@
+"""The ``sensor-readings`` record: one smart-meter sample."""
+
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.common import Identifier
+from schemas.metadata import MeterType
+
+# Plausible physical ranges for C&I sites. Negative power is export (on-site generation).
+ACTIVE_POWER_KW_MAX = 100_000.0
+REACTIVE_POWER_KVAR_MAX = 100_000.0
+VOLTAGE_V_MAX = 50_000.0  # up to medium-voltage metering
+FREQUENCY_HZ_MIN = 45.0
+FREQUENCY_HZ_MAX = 65.0
+
+
+class SensorReading(BaseModel):
+    """A smart-meter sample, published every 15 s per meter.
+
+    ``active_power_kw`` is the instantaneous real power; energy is derived downstream by
+    integrating it over the time each sample covers.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        allow_inf_nan=False,
+        json_schema_extra={"additionalProperties": False},
+    )
+
+    facility_id: Identifier
+    meter_id: Identifier
+    meter_type: MeterType
+    timestamp: Annotated[
+        AwareDatetime, Field(description="ISO 8601 with an offset; normalised to UTC")
+    ]
+    active_power_kw: Annotated[
+        float, Field(ge=-ACTIVE_POWER_KW_MAX, le=ACTIVE_POWER_KW_MAX)
+    ]
+    reactive_power_kvar: Annotated[
+        float, Field(ge=-REACTIVE_POWER_KVAR_MAX, le=REACTIVE_POWER_KVAR_MAX)
+    ]
+    voltage_v: Annotated[float, Field(ge=0, le=VOLTAGE_V_MAX)]
+    frequency_hz: Annotated[float, Field(ge=FREQUENCY_HZ_MIN, le=FREQUENCY_HZ_MAX)]

@@ -1,0 +1,140 @@
+"""Turn raw MQTT payloads into ``SensorReading``s or ``DeadLetter``s with a precise reason.
+
+Parsing and type checks run in one pass through pydantic's JSON mode with strict JSON typing
+(a number must be a JSON number, not a string); registry and clock checks follow.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.deadletter import DeadLetter, RejectReason
+from schemas.metadata import Registry
+from schemas.reading import SensorReading
+
+TOPIC_PREFIX = "meters"
+"""Readings are published on ``meters/{facility_id}/{meter_id}``."""
+
+# Most specific reasons first: when a payload has several problems, the first listed wins.
+_ERROR_TYPE_REASONS: list[tuple[RejectReason, tuple[str, ...]]] = [
+    (RejectReason.MALFORMED_JSON, ("json_invalid",)),
+    (RejectReason.NOT_AN_OBJECT, ("model_type", "model_attributes_type", "dict_type")),
+    (RejectReason.MISSING_FIELD, ("missing",)),
+    (RejectReason.UNKNOWN_FIELD, ("extra_forbidden",)),
+    (RejectReason.NON_FINITE, ("finite_number",)),
+    (RejectReason.NAIVE_TIMESTAMP, ("timezone_aware",)),
+    (RejectReason.INVALID_ID, ("string_pattern_mismatch",)),
+    (
+        RejectReason.OUT_OF_RANGE,
+        ("greater_than_equal", "less_than_equal", "greater_than", "less_than"),
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationSettings:
+    max_future_s: float = 300.0
+    """Readings stamped further ahead of the server clock are refused: a meter with a wrong
+    clock would otherwise drag the watermark forward and make everyone else late."""
+
+
+def reason_for(errors: list[dict[str, Any]]) -> RejectReason:
+    types = {e["type"] for e in errors}
+    for reason, error_types in _ERROR_TYPE_REASONS:
+        if types.intersection(error_types):
+            return reason
+    return RejectReason.WRONG_TYPE
+
+
+def encode_payload(payload: bytes) -> tuple[str, str]:
+    try:
+        return payload.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(payload).decode("ascii"), "base64"
+
+
+def dead_letter(
+    reason: RejectReason,
+    message: str,
+    *,
+    payload: bytes,
+    source: str,
+    received_at: datetime,
+    details: list[dict[str, Any]] | None = None,
+) -> DeadLetter:
+    text, encoding = encode_payload(payload)
+    return DeadLetter(
+        reason=reason,
+        message=message,
+        details=details or [],
+        source=source,
+        received_at=received_at,
+        raw_payload=text,
+        payload_encoding=encoding,  # type: ignore[arg-type]
+    )
+
+
+def _clean_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    """Pydantic errors without the echoed input and URLs: small, JSON-safe, no secrets."""
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or None, "type": e["type"], "msg": e["msg"]}
+        for e in errors
+    ]
+
+
+def validate_reading(
+    payload: bytes,
+    *,
+    topic: str,
+    registry: Registry,
+    now: datetime,
+    settings: ValidationSettings,
+) -> SensorReading | DeadLetter:
+    """Validate one payload published on ``topic``. Never raises on bad input."""
+    try:
+        reading = SensorReading.model_validate_json(payload)
+    except ValidationError as exc:
+        details = _clean_errors(exc.errors())
+        reason = reason_for(details)
+        first = details[0]
+        where = f" at {first['field']}" if first["field"] else ""
+        return dead_letter(
+            reason, f"{reason.value}{where}: {first['msg']}",
+            payload=payload, source=topic, received_at=now, details=details,
+        )
+
+    def reject(reason: RejectReason, message: str) -> DeadLetter:
+        return dead_letter(reason, message, payload=payload, source=topic, received_at=now)
+
+    parts = topic.split("/")
+    if len(parts) == 3 and parts[0] == TOPIC_PREFIX and (
+        parts[1] != reading.facility_id or parts[2] != reading.meter_id
+    ):
+        return reject(
+            RejectReason.TOPIC_MISMATCH,
+            f"payload names {reading.facility_id}/{reading.meter_id} but was published on {topic}",
+        )
+    if reading.facility_id not in registry.facilities:
+        return reject(RejectReason.UNKNOWN_FACILITY, f"unknown facility {reading.facility_id!r}")
+    meter = registry.meters.get(reading.meter_id)
+    if meter is None:
+        return reject(RejectReason.UNKNOWN_METER, f"unknown meter {reading.meter_id!r}")
+    if meter.facility_id != reading.facility_id or meter.meter_type != reading.meter_type:
+        return reject(
+            RejectReason.METER_MISMATCH,
+            f"meter {meter.meter_id} is registered as {meter.meter_type.value} at "
+            f"{meter.facility_id}, payload says {reading.meter_type.value} at "
+            f"{reading.facility_id}",
+        )
+    if reading.timestamp - now > timedelta(seconds=settings.max_future_s):
+        return reject(
+            RejectReason.FUTURE_TIMESTAMP,
+            f"timestamp {reading.timestamp.isoformat()} is more than "
+            f"{settings.max_future_s:g} s ahead of the server clock {now.isoformat()}",
+        )
+    return reading

@@ -1,0 +1,1 @@
+"""Deterministic simulators that stand in for real facilities in tests and demos."""

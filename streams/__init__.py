@@ -1,0 +1,1 @@
+"""Runtimes, wiring, settings and the command line."""

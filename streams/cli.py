@@ -1,0 +1,205 @@
+"""``sems`` command line: run the pipeline, simulate meters, export schemas."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from streams.settings import Settings, SettingsError, load_settings
+
+
+def _iso(value: str) -> datetime:
+    ts = datetime.fromisoformat(value)
+    if ts.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} needs a UTC offset (e.g. ...Z)")
+    return ts.astimezone(UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sems", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the pipeline and the API")
+    run.add_argument("--runtime", choices=["local", "kafka"])
+    run.add_argument("--mqtt", dest="mqtt_url", metavar="URL",
+                     help="consume meters from this broker, e.g. mqtt://127.0.0.1:1883")
+    run.add_argument("--data-dir", type=Path)
+    run.add_argument("--host", dest="api_host")
+    run.add_argument("--port", dest="api_port", type=int)
+    run.add_argument("--simulate", dest="simulate", action=argparse.BooleanOptionalAction,
+                     default=None, help="publish simulated meters (default: on)")
+    run.add_argument("--facilities", dest="simulate_facilities", type=int)
+    run.add_argument("--meters", dest="simulate_meters", type=int)
+    run.add_argument("--seed", dest="simulate_seed", type=int)
+    run.add_argument("--backfill-s", dest="simulate_backfill_s", type=float)
+
+    sim = sub.add_parser("simulate", help="publish simulated meter readings over MQTT")
+    sim.add_argument("--mqtt", dest="mqtt_url", required=True, metavar="URL")
+    sim.add_argument("--facilities", type=int, default=3)
+    sim.add_argument("--meters", type=int, default=4)
+    sim.add_argument("--seed", type=int, default=42)
+    sim.add_argument("--start", type=_iso, help="first timestamp (default: now - duration)")
+    sim.add_argument("--duration-s", type=float, default=3600.0)
+    sim.add_argument("--live", action="store_true", help="then keep publishing in real time")
+    sim.add_argument("--duplicate-rate", type=float, default=0.0)
+    sim.add_argument("--delay-rate", type=float, default=0.0)
+    sim.add_argument("--late", type=int, default=0)
+    sim.add_argument("--malformed", type=int, default=0)
+    sim.add_argument("--log", type=Path, help="append every published message to this JSONL")
+
+    sub.add_parser("export-schemas", help="write JSON Schemas of the topic contracts")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "export-schemas":
+        from schemas.export import main as export
+
+        return export()
+    overrides: dict[str, Any] = {}
+    if args.command == "run":
+        overrides = {k: getattr(args, k) for k in (
+            "runtime", "mqtt_url", "data_dir", "api_host", "api_port", "simulate",
+            "simulate_facilities", "simulate_meters", "simulate_seed", "simulate_backfill_s")}
+    try:
+        settings = load_settings(os.environ, **overrides)
+    except SettingsError as exc:
+        print(f"sems: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "run":
+        return asyncio.run(_run(settings))
+    return asyncio.run(_simulate(args))
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _run(settings: Settings) -> int:
+    if settings.runtime != "local":
+        print("sems: the kafka runtime is not available yet (issue 3)", file=sys.stderr)
+        return 2
+    from aiohttp import web
+
+    from api import ApiDeps, create_app
+    from connectors.mqtt import BrokerAddress, MqttPublisher, RawMessage
+    from simulators.fleet import build_fleet
+    from simulators.publish import Simulation
+    from streams.local import LocalRuntime
+
+    runtime = LocalRuntime(settings)
+    await runtime.open()
+    fleet = build_fleet(facilities=settings.simulate_facilities,
+                        meters_per_facility=settings.simulate_meters, seed=settings.simulate_seed)
+    if settings.simulate:
+        await runtime.store.upsert_facilities(list(fleet.facilities))
+        await runtime.store.upsert_meters(list(fleet.meters))
+        await runtime.reload_registry()
+    await runtime.start()
+
+    async def health_mqtt() -> tuple[bool, str]:
+        if runtime.mqtt is None:
+            return True, "not used (in-process simulator)"
+        ok = runtime.mqtt.connected.is_set()
+        return ok, "connected" if ok else "disconnected"
+
+    app = create_app(ApiDeps(timeseries=runtime.store, metadata=runtime.store,
+                             metrics=runtime.metrics, clock=runtime.clock,
+                             health_checks={"mqtt": health_mqtt}))
+    web_runner = web.AppRunner(app, access_log=None)
+    await web_runner.setup()
+    site = web.TCPSite(web_runner, settings.api_host, settings.api_port)
+    await site.start()
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    first = fleet.facilities[0].facility_id if fleet.facilities else "FACILITY"
+    print(f"SEMS is running ({settings.runtime} runtime, store {settings.database_path})\n"
+          f"  facilities:  {base}/api/facilities\n"
+          f"  live:        {base}/api/facilities/{first}/current\n"
+          f"  rollups:     {base}/api/facilities/{first}/rollups?window=1m\n"
+          f"  health:      {base}/healthz\n"
+          f"  metrics:     {base}/metrics\n"
+          "Press Ctrl+C to stop.", flush=True)
+
+    sim_task: asyncio.Task[None] | None = None
+    publisher: MqttPublisher | None = None
+    if settings.simulate:
+        if settings.mqtt_url:
+            publisher = await MqttPublisher(BrokerAddress.parse(settings.mqtt_url),
+                                            client_id="sems-simulator").__aenter__()
+            publish = publisher.publish
+        else:
+            async def publish(topic: str, payload: bytes) -> None:
+                await runtime.topics.raw.send(RawMessage(topic, payload, runtime.clock()))
+
+        sim = Simulation(fleet, publish, seed=settings.simulate_seed)
+
+        async def simulate() -> None:
+            now = runtime.clock()
+            await sim.run_range(now - timedelta(seconds=settings.simulate_backfill_s), now)
+            await sim.run_live(runtime.clock)
+
+        sim_task = asyncio.create_task(simulate(), name="simulator")
+
+    try:
+        await _wait_for_signal()
+    finally:
+        print("stopping...", flush=True)
+        if sim_task is not None:
+            sim_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sim_task
+        if publisher is not None:
+            await publisher.__aexit__(None, None, None)
+        await web_runner.cleanup()
+        await runtime.stop()
+    return 0
+
+
+async def _simulate(args: argparse.Namespace) -> int:
+    from connectors.mqtt import BrokerAddress, MqttPublisher
+    from simulators.fleet import build_fleet
+    from simulators.publish import Faults, Simulation, open_log
+
+    fleet = build_fleet(facilities=args.facilities, meters_per_facility=args.meters,
+                        seed=args.seed)
+    faults = Faults(duplicate_rate=args.duplicate_rate, delay_rate=args.delay_rate,
+                    late_count=args.late, malformed_count=args.malformed)
+    start = args.start or datetime.now(UTC) - timedelta(seconds=args.duration_s)
+    end = start + timedelta(seconds=args.duration_s)
+    log = open_log(args.log)
+    try:
+        async with MqttPublisher(BrokerAddress.parse(args.mqtt_url),
+                                 client_id=f"sems-simulator-{os.getpid()}") as pub:
+            sim = Simulation(fleet, pub.publish, faults=faults, seed=args.seed, log=log)
+            inject_at = start + (end - start) / 2
+            await sim.run_range(start, end, inject_at=inject_at)
+            print(f"published {sim.published} messages for {len(fleet.meters)} meters "
+                  f"from {start.isoformat()} to {end.isoformat()}", flush=True)
+            if args.live:
+                await sim.run_live(lambda: datetime.now(UTC))
+    finally:
+        if log is not None:
+            log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The embedded runtime: every agent in one process over in-memory channels, SQLite storage.
+
+Wiring (topic names match the Kafka runtime):
+
+    MQTT or simulator -> raw -> ingest_agent -> sensor-readings -> rollup_agent -> rollups.*
+                                           \\-> sensor-readings.dlq -> dead_letter_agent
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agents.deadletter import dead_letter_agent
+from agents.ingest import ingest_agent
+from agents.rollup import RollupService, idle_timer, rollup_agent
+from connectors.mqtt import BrokerAddress, MqttSource, RawMessage
+from connectors.sqlite import SqliteStore
+from schemas.deadletter import DeadLetter
+from schemas.reading import SensorReading
+from schemas.rollup import Rollup, WindowName
+from schemas.validation import ValidationSettings
+from streams.channels import Channel
+from streams.metrics import Metrics
+from streams.registry import RegistryHolder
+from streams.settings import Settings
+from tables.rollups import RollupAggregator, WindowSettings
+
+log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL_S = 3600.0
+
+
+@dataclass
+class Topics:
+    raw: Channel[RawMessage]
+    readings: Channel[SensorReading]
+    dead_letters: Channel[DeadLetter]
+    rollups: dict[WindowName, Channel[Rollup]]
+
+    @classmethod
+    def create(cls, capacity: int) -> Topics:
+        return cls(
+            raw=Channel("raw", capacity=capacity),
+            readings=Channel("sensor-readings", capacity=capacity),
+            dead_letters=Channel("sensor-readings.dlq", capacity=capacity),
+            rollups={w: Channel(f"rollups.{w.value}", capacity=capacity) for w in WindowName},
+        )
+
+
+@dataclass
+class LocalRuntime:
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.store = SqliteStore(s.database_path, metrics=self.metrics)
+        self.registry = RegistryHolder(self.store)
+        self.topics = Topics.create(s.channel_capacity)
+        self.rollup_service = RollupService(
+            RollupAggregator(
+                self.registry(),
+                WindowSettings(
+                    allowed_lateness_ms=round(s.allowed_lateness_s * 1000),
+                    idle_timeout_ms=round(s.idle_timeout_s * 1000),
+                ),
+            ),
+            store=self.store,
+            metrics=self.metrics,
+            clock=self.clock,
+            outputs=self.topics.rollups,
+        )
+        self.mqtt: MqttSource | None = None
+        self._agents: list[asyncio.Task[Any]] = []
+        self._services: list[asyncio.Task[Any]] = []
+
+    async def open(self) -> None:
+        """Open the store and load the registry; call before provisioning or :meth:`start`."""
+        await self.store.open()
+        await self.reload_registry()
+
+    async def reload_registry(self) -> None:
+        self.rollup_service.aggregator.registry = await self.registry.reload()
+
+    async def start(self) -> None:
+        s = self.settings
+        replayed = await self.rollup_service.recover()
+        if replayed:
+            log.info("recovered open windows from %d stored readings", replayed)
+        t = self.topics
+        n, within = s.batch_max, s.batch_within_s
+        self._agents = [
+            self._spawn(ingest_agent(
+                t.raw.stream().take(n, within=within),
+                readings=t.readings,
+                dead_letters=t.dead_letters,
+                registry=self.registry,
+                settings=ValidationSettings(max_future_s=s.max_future_s),
+                metrics=self.metrics,
+                clock=self.clock,
+            ), "ingest"),
+            self._spawn(rollup_agent(t.readings.stream().take(n, within=within),
+                                     service=self.rollup_service), "rollup"),
+            self._spawn(dead_letter_agent(t.dead_letters.stream().take(n, within=within),
+                                          store=self.store), "dead-letters"),
+        ]
+        self._services = [
+            self._spawn(idle_timer(self.rollup_service,
+                                   interval_s=min(5.0, s.idle_timeout_s / 2)), "idle-timer"),
+            self._spawn(self._prune_forever(), "retention"),
+            self._spawn(self._gauge_forever(), "gauges"),
+        ]
+        if s.mqtt_url:
+            self.mqtt = MqttSource(
+                BrokerAddress.parse(s.mqtt_url),
+                client_id=s.mqtt_client_id,
+                share_group=s.mqtt_share_group,
+                max_inflight=s.mqtt_max_inflight,
+                session_expiry_s=s.mqtt_session_expiry_s,
+                out=t.raw,
+                metrics=self.metrics,
+                clock=self.clock,
+            )
+            self._services.append(self._spawn(self.mqtt.run(), "mqtt"))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._crashed)
+        return task
+
+    @staticmethod
+    def _crashed(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s stopped", task.get_name(), exc_info=task.exception())
+
+    async def stop(self) -> None:
+        """Stop the sources, let the agents drain what is already in the channels, close."""
+        for task in self._services:
+            task.cancel()
+        for task in self._services:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        t = self.topics
+        await t.raw.close()
+        await self._agents[0]
+        await t.readings.close()
+        await t.dead_letters.close()
+        await asyncio.gather(*self._agents[1:], return_exceptions=True)
+        await self.store.close()
+
+    async def _prune_forever(self) -> None:
+        s = self.settings
+        while True:
+            now = self.clock()
+            deleted = await self.store.prune(
+                readings_before=now - timedelta(days=s.retention_raw_days),
+                minute_rollups_before=now - timedelta(days=s.retention_rollup_1m_days),
+                rollups_before=now - timedelta(days=s.retention_rollup_hourly_days),
+            )
+            if deleted:
+                log.info("retention: deleted %d rows", deleted)
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+
+    async def _gauge_forever(self) -> None:
+        t = self.topics
+        channels: list[Channel[Any]] = [t.raw, t.readings, t.dead_letters,
+                                        *t.rollups.values()]
+        while True:
+            for ch in channels:
+                self.metrics.channel_depth.labels(ch.name).set(ch.depth())
+            await asyncio.sleep(1.0)

@@ -1,0 +1,77 @@
+"""Prometheus metrics, one set per application instance (tests build several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.readings_received = Counter(
+            "sems_readings_received_total", "Raw messages received from meters", registry=r
+        )
+        self.readings_accepted = Counter(
+            "sems_readings_accepted_total", "Readings folded into rollups", registry=r
+        )
+        self.readings_rejected = Counter(
+            "sems_readings_rejected_total",
+            "Messages sent to the dead-letter stream, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.readings_duplicate = Counter(
+            "sems_readings_duplicate_total",
+            "Readings dropped because the same meter and timestamp were already counted",
+            registry=r,
+        )
+        self.rollups_emitted = Counter(
+            "sems_rollups_emitted_total", "Final rollups emitted", ["window", "scope"], registry=r
+        )
+        self.watermark = Gauge(
+            "sems_facility_watermark_timestamp_seconds",
+            "Event time up to which the facility's windows are closed",
+            ["facility_id"],
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "sems_rollup_batch_duration_seconds",
+            "Time to fold and store one batch of readings",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.store_write_duration = Histogram(
+            "sems_store_write_duration_seconds",
+            "Duration of a store write transaction",
+            ["store"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.store_rows_written = Counter(
+            "sems_store_rows_written_total", "Rows written", ["store", "table"], registry=r
+        )
+        self.store_errors = Counter(
+            "sems_store_errors_total", "Failed store operations", ["store", "operation"],
+            registry=r,
+        )
+        self.mqtt_connected = Gauge(
+            "sems_mqtt_connected", "1 while the MQTT subscriber is connected", registry=r
+        )
+        self.mqtt_connects = Counter(
+            "sems_mqtt_connects_total", "Successful MQTT (re)connections", registry=r
+        )
+        self.channel_depth = Gauge(
+            "sems_channel_depth", "Events waiting in an in-process channel", ["channel"],
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "sems_api_requests_total", "API requests", ["route", "method", "status"], registry=r
+        )
+        self.api_latency = Histogram(
+            "sems_api_request_duration_seconds",
+            "API request latency",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=r,
+        )

@@ -1,0 +1,89 @@
+"""One frozen, validated settings object, read once from ``SEMS_*`` at start-up.
+
+Nothing else reads the environment. Unknown ``SEMS_*`` keys are an error, so a typo does not
+silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PREFIX = "SEMS_"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    runtime: Literal["local", "kafka"] = "local"
+    data_dir: Path = Path(".run/data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # MQTT ingestion; without a URL the embedded simulator feeds the pipeline in-process.
+    mqtt_url: str | None = None
+    mqtt_client_id: str = "sems-ingest-1"
+    mqtt_share_group: str | None = "sems"
+    mqtt_max_inflight: Annotated[int, Field(ge=1, le=65535)] = 1000
+    mqtt_session_expiry_s: Annotated[int, Field(ge=0)] = 86_400
+
+    # Windows and validation.
+    allowed_lateness_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    max_future_s: Annotated[float, Field(ge=0)] = 300.0
+
+    # Batching between stages.
+    batch_max: Annotated[int, Field(ge=1)] = 2000
+    batch_within_s: Annotated[float, Field(gt=0)] = 0.05
+    channel_capacity: Annotated[int, Field(ge=1)] = 20_000
+
+    # API.
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+
+    # Embedded simulator (used when mqtt_url is unset, or by `sems simulate`).
+    simulate: bool = True
+    simulate_facilities: Annotated[int, Field(ge=1)] = 3
+    simulate_meters: Annotated[int, Field(ge=1)] = 4
+    simulate_seed: int = 42
+    simulate_backfill_s: Annotated[float, Field(ge=0)] = 3 * 3600
+
+    # Retention (days) of the embedded store.
+    retention_raw_days: Annotated[int, Field(ge=1)] = 90
+    retention_rollup_1m_days: Annotated[int, Field(ge=1)] = 90
+    retention_rollup_hourly_days: Annotated[int, Field(ge=1)] = 730
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "sems.db"
+
+
+def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
+    """Build settings from ``SEMS_*`` variables, then explicit overrides (CLI flags)."""
+    known = set(Settings.model_fields)
+    values: dict[str, Any] = {}
+    unknown = []
+    for key, value in environ.items():
+        if not key.startswith(PREFIX):
+            continue
+        name = key[len(PREFIX):].lower()
+        if name not in known:
+            unknown.append(key)
+        values[name] = value
+    if unknown:
+        raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{PREFIX}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise SettingsError(problems) from None

@@ -1,0 +1,1 @@
+"""State: event-time windowing for rollups, independent of any stream runtime."""
