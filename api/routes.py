@@ -31,6 +31,9 @@ def parse_time(request: web.Request, name: str) -> datetime | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
+    # A '+' typed into a URL arrives as a space: "2026-01-01T00:00:00 00:00" means +00:00.
+    if len(raw) > 6 and raw[-6] == " " and raw[-3] == ":":
+        raw = raw[:-6] + "+" + raw[-5:]
     try:
         ts = datetime.fromisoformat(raw)
     except ValueError:

@@ -43,12 +43,11 @@ class Meter(BaseModel):
     sample_interval_s: Annotated[
         float,
         Field(
-            default=15.0,
             gt=0,
             le=3600,
             description="Nominal reporting interval; a sample holds its power at most this long",
         ),
-    ]
+    ] = 15.0
 
 
 @dataclass(frozen=True, slots=True)

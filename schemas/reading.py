@@ -1,8 +1,9 @@
 """The ``sensor-readings`` record: one smart-meter sample."""
 
+from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.common import Identifier
 from schemas.metadata import MeterType
@@ -13,6 +14,10 @@ REACTIVE_POWER_KVAR_MAX = 100_000.0
 VOLTAGE_V_MAX = 50_000.0  # up to medium-voltage metering
 FREQUENCY_HZ_MIN = 45.0
 FREQUENCY_HZ_MAX = 65.0
+
+
+def _to_utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC)
 
 
 class SensorReading(BaseModel):
@@ -34,7 +39,9 @@ class SensorReading(BaseModel):
     meter_id: Identifier
     meter_type: MeterType
     timestamp: Annotated[
-        AwareDatetime, Field(description="ISO 8601 with an offset; normalised to UTC")
+        AwareDatetime,
+        AfterValidator(_to_utc),
+        Field(description="ISO 8601 with an offset; normalised to UTC"),
     ]
     active_power_kw: Annotated[
         float, Field(ge=-ACTIVE_POWER_KW_MAX, le=ACTIVE_POWER_KW_MAX)

@@ -43,12 +43,13 @@ class ValidationSettings:
     clock would otherwise drag the watermark forward and make everyone else late."""
 
 
-def reason_for(errors: list[dict[str, Any]]) -> RejectReason:
-    types = {e["type"] for e in errors}
+def reason_for(errors: list[dict[str, Any]]) -> tuple[RejectReason, dict[str, Any]]:
+    """The reason for a set of pydantic errors, and the error that decided it."""
     for reason, error_types in _ERROR_TYPE_REASONS:
-        if types.intersection(error_types):
-            return reason
-    return RejectReason.WRONG_TYPE
+        for e in errors:
+            if e["type"] in error_types:
+                return reason, e
+    return RejectReason.WRONG_TYPE, errors[0]
 
 
 def encode_payload(payload: bytes) -> tuple[str, str]:
@@ -100,8 +101,7 @@ def validate_reading(
         reading = SensorReading.model_validate_json(payload)
     except ValidationError as exc:
         details = _clean_errors(exc.errors())
-        reason = reason_for(details)
-        first = details[0]
+        reason, first = reason_for(details)
         where = f" at {first['field']}" if first["field"] else ""
         return dead_letter(
             reason, f"{reason.value}{where}: {first['msg']}",

@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", dest="api_host")
     run.add_argument("--port", dest="api_port", type=int)
     run.add_argument("--simulate", dest="simulate", action=argparse.BooleanOptionalAction,
-                     default=None, help="publish simulated meters (default: on)")
+                     default=None, help="publish the demo fleet's readings (default: on)")
+    run.add_argument("--demo-fleet", dest="demo_fleet", action=argparse.BooleanOptionalAction,
+                     default=None, help="register the demo fleet's facilities (default: on)")
     run.add_argument("--facilities", dest="simulate_facilities", type=int)
     run.add_argument("--meters", dest="simulate_meters", type=int)
     run.add_argument("--seed", dest="simulate_seed", type=int)
@@ -56,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--malformed", type=int, default=0)
     sim.add_argument("--log", type=Path, help="append every published message to this JSONL")
 
+    fac = sub.add_parser("facilities", help="manage the facility and meter registry")
+    fac_sub = fac.add_subparsers(dest="action", required=True)
+    imp = fac_sub.add_parser("import", help="upsert facilities and meters from a JSON file")
+    imp.add_argument("file", type=Path,
+                     help='{"facilities": [Facility...], "meters": [Meter...]} (schemas/json)')
+    imp.add_argument("--data-dir", type=Path)
+
     sub.add_parser("export-schemas", help="write JSON Schemas of the topic contracts")
     return p
 
@@ -67,9 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return export()
     overrides: dict[str, Any] = {}
+    if args.command == "facilities":
+        overrides = {"data_dir": args.data_dir}
     if args.command == "run":
         overrides = {k: getattr(args, k) for k in (
-            "runtime", "mqtt_url", "data_dir", "api_host", "api_port", "simulate",
+            "runtime", "mqtt_url", "data_dir", "api_host", "api_port", "simulate", "demo_fleet",
             "simulate_facilities", "simulate_meters", "simulate_seed", "simulate_backfill_s")}
     try:
         settings = load_settings(os.environ, **overrides)
@@ -82,6 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "run":
         return asyncio.run(_run(settings))
+    if args.command == "facilities":
+        try:
+            content = args.file.read_bytes()
+        except OSError as exc:
+            print(f"sems: cannot read {args.file}: {exc}", file=sys.stderr)
+            return 2
+        return asyncio.run(_import_facilities(settings, content, args.file))
     return asyncio.run(_simulate(args))
 
 
@@ -109,7 +127,7 @@ async def _run(settings: Settings) -> int:
     await runtime.open()
     fleet = build_fleet(facilities=settings.simulate_facilities,
                         meters_per_facility=settings.simulate_meters, seed=settings.simulate_seed)
-    if settings.simulate:
+    if settings.demo_fleet:
         await runtime.store.upsert_facilities(list(fleet.facilities))
         await runtime.store.upsert_meters(list(fleet.meters))
         await runtime.reload_registry()
@@ -170,6 +188,38 @@ async def _run(settings: Settings) -> int:
             await publisher.__aexit__(None, None, None)
         await web_runner.cleanup()
         await runtime.stop()
+    return 0
+
+
+async def _import_facilities(settings: Settings, content: bytes, path: Path) -> int:
+    import orjson
+    from pydantic import ValidationError
+
+    from connectors.sqlite import SqliteStore
+    from schemas.metadata import Facility, Meter, Registry
+    from streams.metrics import Metrics
+
+    try:
+        doc = orjson.loads(content)
+        facilities = [Facility.model_validate(f) for f in doc.get("facilities", [])]
+        meters = [Meter.model_validate(m) for m in doc.get("meters", [])]
+    except (orjson.JSONDecodeError, ValidationError, AttributeError) as exc:
+        print(f"sems: cannot import {path}: {exc}", file=sys.stderr)
+        return 2
+    store = SqliteStore(settings.database_path, metrics=Metrics())
+    await store.open()
+    try:
+        try:
+            Registry.build([*await store.facilities(), *facilities], meters)
+        except ValueError as exc:
+            print(f"sems: cannot import {path}: {exc}", file=sys.stderr)
+            return 2
+        await store.upsert_facilities(facilities)
+        await store.upsert_meters(meters)
+    finally:
+        await store.close()
+    print(f"imported {len(facilities)} facilities and {len(meters)} meters into "
+          f"{settings.database_path}")
     return 0
 
 

@@ -122,8 +122,6 @@ class LocalRuntime:
                 BrokerAddress.parse(s.mqtt_url),
                 client_id=s.mqtt_client_id,
                 share_group=s.mqtt_share_group,
-                max_inflight=s.mqtt_max_inflight,
-                session_expiry_s=s.mqtt_session_expiry_s,
                 out=t.raw,
                 metrics=self.metrics,
                 clock=self.clock,

@@ -30,8 +30,6 @@ class Settings(BaseModel):
     mqtt_url: str | None = None
     mqtt_client_id: str = "sems-ingest-1"
     mqtt_share_group: str | None = "sems"
-    mqtt_max_inflight: Annotated[int, Field(ge=1, le=65535)] = 1000
-    mqtt_session_expiry_s: Annotated[int, Field(ge=0)] = 86_400
 
     # Windows and validation.
     allowed_lateness_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
@@ -47,7 +45,9 @@ class Settings(BaseModel):
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=0, le=65535)] = 8080
 
-    # Embedded simulator (used when mqtt_url is unset, or by `sems simulate`).
+    # Demo fleet: register the simulated facilities and meters, and publish their readings
+    # (in-process, or over MQTT when mqtt_url is set).
+    demo_fleet: bool = True
     simulate: bool = True
     simulate_facilities: Annotated[int, Field(ge=1)] = 3
     simulate_meters: Annotated[int, Field(ge=1)] = 4

@@ -87,6 +87,7 @@ class SqliteStore:
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
+        self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -112,17 +113,26 @@ class SqliteStore:
         await self._run(self._reader, open_reader)
 
     async def close(self) -> None:
+        """Idempotent; later calls raise ``StoreUnavailable``."""
+        if self._closed:
+            return
+        self._closed = True
+
         def close(conn: sqlite3.Connection | None) -> None:
             if conn is not None:
                 conn.close()
 
         await self._run(self._writer, lambda: close(self._wconn))
         await self._run(self._reader, lambda: close(self._rconn))
+        self._wconn = self._rconn = None
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
 
     async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn)
+        except RuntimeError as exc:  # the pool was shut down by close()
+            raise StoreUnavailable("store is closed") from exc
 
     def _w(self) -> sqlite3.Connection:
         if self._wconn is None:

@@ -1,0 +1,55 @@
+"""Shared helpers for tests that run the local runtime in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from simulators.fleet import Fleet
+from streams.local import LocalRuntime
+from streams.settings import Settings
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], *, timeout_s: float,
+                     what: str, poll_s: float = 0.05) -> None:
+    """Wait until ``condition`` holds: a deadline, not a fixed sleep."""
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        await asyncio.sleep(poll_s)
+
+
+def settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "simulate": False,
+        "demo_fleet": False,
+        "api_port": 0,
+        **overrides,
+    }
+    return Settings.model_validate(values)
+
+
+async def start_runtime(cfg: Settings, fleet: Fleet) -> LocalRuntime:
+    runtime = LocalRuntime(cfg)
+    await runtime.open()
+    await runtime.store.upsert_facilities(list(fleet.facilities))
+    await runtime.store.upsert_meters(list(fleet.meters))
+    await runtime.reload_registry()
+    await runtime.start()
+    return runtime
+
+
+def count(runtime: LocalRuntime, sql: str) -> int:
+    """Query the store's SQLite file with a connection of our own, as an analyst would."""
+    with sqlite3.connect(runtime.settings.database_path) as conn:
+        return int(conn.execute(sql).fetchone()[0])
+
+
+async def count_is(runtime: LocalRuntime, sql: str, expected: int) -> bool:
+    return count(runtime, sql) == expected

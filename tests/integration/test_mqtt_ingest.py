@@ -1,0 +1,170 @@
+"""Ingestion from a real Mosquitto broker: storage, dead letters, reconnects, persistence,
+bursts and shared subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from connectors.mqtt import BrokerAddress, MqttPublisher, MqttSource, RawMessage
+from simulators.fleet import build_fleet
+from simulators.publish import Faults, Simulation
+from streams.channels import Channel
+from streams.metrics import Metrics
+from tests.integration.helpers import count_is, eventually, settings, start_runtime
+from tests.servers import Mosquitto
+
+pytestmark = pytest.mark.integration
+
+READINGS = "SELECT COUNT(*) FROM readings"
+DEAD = "SELECT COUNT(*) FROM dead_letters"
+START = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+
+
+def unique(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+async def publish_range(broker: Mosquitto, fleet_size: tuple[int, int], start: datetime,
+                        minutes: int, faults: Faults | None = None) -> int:
+    fleet = build_fleet(facilities=fleet_size[0], meters_per_facility=fleet_size[1], seed=7)
+    async with MqttPublisher(BrokerAddress.parse(broker.url), client_id=unique("pub")) as pub:
+        sim = Simulation(fleet, pub.publish, faults=faults or Faults(), seed=7)
+        await sim.run_range(start, start + timedelta(minutes=minutes), inject_at=start)
+        return sim.published
+
+
+async def test_readings_are_stored_and_bad_messages_dead_lettered(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    fleet = build_fleet(facilities=3, meters_per_facility=4, seed=7)
+    cfg = settings(tmp_path, mqtt_url=mosquitto.url, mqtt_client_id=unique("sems"),
+                   mqtt_share_group=unique("g"))
+    runtime = await start_runtime(cfg, fleet)
+    try:
+        await asyncio.wait_for(runtime.mqtt.connected.wait(), 10)  # type: ignore[union-attr]
+        # 12 meters x 40 steps (10 min) = 480 readings, plus the 8 kinds of malformed message.
+        await publish_range(mosquitto, (3, 4), START, 10, Faults(malformed_count=8))
+        await eventually(lambda: count_is(runtime, READINGS, 480), timeout_s=30,
+                         what="480 stored readings")
+        await eventually(lambda: count_is(runtime, DEAD, 8), timeout_s=30, what="8 dead letters")
+        reasons = {
+            d.reason.value for d in await runtime.store.dead_letters(limit=100)
+        }
+        assert reasons == {"malformed_json", "missing_field", "wrong_type", "out_of_range",
+                           "unknown_field", "naive_timestamp", "unknown_meter"}
+        rejected = runtime.metrics.registry.get_sample_value
+        total = sum(rejected("sems_readings_rejected_total", {"reason": r}) or 0
+                    for r in reasons)
+        assert total == 8
+    finally:
+        await runtime.stop()
+
+
+async def test_subscriber_reconnects_and_resubscribes_after_broker_restart(
+    own_mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    fleet = build_fleet(facilities=1, meters_per_facility=4, seed=7)
+    cfg = settings(tmp_path, mqtt_url=own_mosquitto.url)
+    runtime = await start_runtime(cfg, fleet)
+    try:
+        assert runtime.mqtt is not None
+        await asyncio.wait_for(runtime.mqtt.connected.wait(), 10)
+        await publish_range(own_mosquitto, (1, 4), START, 5)  # 4 meters x 20 steps
+        await eventually(lambda: count_is(runtime, READINGS, 80), timeout_s=30,
+                         what="first 80 readings")
+        own_mosquitto.restart()
+        await eventually(lambda: _true(runtime.metrics.registry.get_sample_value(
+            "sems_mqtt_connects_total") == 2), timeout_s=30, what="reconnect")
+        await publish_range(own_mosquitto, (1, 4), START + timedelta(minutes=5), 5)
+        await eventually(lambda: count_is(runtime, READINGS, 160), timeout_s=30,
+                         what="160 readings after the restart")
+    finally:
+        await runtime.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_readings_published_while_sems_is_down_arrive_after_it_restarts(
+    own_mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    fleet = build_fleet(facilities=1, meters_per_facility=4, seed=7)
+    cfg = settings(tmp_path, mqtt_url=own_mosquitto.url, mqtt_client_id="sems-persistent")
+    first = await start_runtime(cfg, fleet)
+    assert first.mqtt is not None
+    await asyncio.wait_for(first.mqtt.connected.wait(), 10)
+    await first.stop()
+    # SEMS is down; its persistent session makes the broker keep these for it.
+    published = await publish_range(own_mosquitto, (1, 4), START, 5)
+    second = await start_runtime(cfg, fleet)
+    try:
+        await eventually(lambda: count_is(second, READINGS, published), timeout_s=30,
+                         what=f"{published} readings queued while down")
+    finally:
+        await second.stop()
+
+
+async def test_burst_is_queued_by_the_broker_not_dropped(
+    own_mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    fleet = build_fleet(facilities=20, meters_per_facility=5, seed=7)
+    cfg = settings(tmp_path, mqtt_url=own_mosquitto.url)
+    runtime = await start_runtime(cfg, fleet)
+    try:
+        assert runtime.mqtt is not None
+        await asyncio.wait_for(runtime.mqtt.connected.wait(), 10)
+        # 100 meters x 240 steps = 24,000 readings as fast as the publisher goes.
+        published = await publish_range(own_mosquitto, (20, 5), START, 60)
+        assert published == 24_000
+        await eventually(lambda: count_is(runtime, READINGS, published), timeout_s=120,
+                         what="every reading of the burst")
+        assert not own_mosquitto.dropped_messages_logged()
+        received = runtime.metrics.registry.get_sample_value("sems_readings_received_total")
+        assert received is not None and received >= published
+    finally:
+        await runtime.stop()
+
+
+async def test_shared_subscription_splits_readings_between_processes(
+    mosquitto: Mosquitto,
+) -> None:
+    group = unique("share")
+    channels: list[Channel[RawMessage]] = [Channel(f"raw{i}", capacity=10_000) for i in (1, 2)]
+    got: list[list[str]] = [[], []]
+
+    async def drain(i: int) -> None:
+        async for batch in channels[i].stream().take(500, within=0.01):
+            got[i].extend(f"{m.topic} {m.payload!r}" for m in batch)
+            for m in batch:
+                if m.ack is not None:
+                    m.ack()  # what the pipeline does once the reading is stored
+
+    sources = [
+        MqttSource(BrokerAddress.parse(mosquitto.url), client_id=unique(f"worker{i}"),
+                   share_group=group,
+                   out=channels[i], metrics=Metrics())
+        for i in (0, 1)
+    ]
+    tasks = [asyncio.create_task(s.run()) for s in sources]
+    tasks += [asyncio.create_task(drain(i)) for i in (0, 1)]
+    try:
+        for s in sources:
+            await asyncio.wait_for(s.connected.wait(), 10)
+        published = await publish_range(mosquitto, (2, 5), START, 20)  # 10 x 80 = 800
+        await eventually(lambda: _true(len(got[0]) + len(got[1]) >= published),
+                         timeout_s=30,
+                         what=f"all {published} readings across both workers, got "
+                              f"{len(got[0])} + {len(got[1])}")
+        assert len(got[0]) + len(got[1]) == published, (len(got[0]), len(got[1]))
+        assert got[0] and got[1], "both workers must take a share"
+        assert not set(got[0]) & set(got[1]), "a reading went to both workers"
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
