@@ -106,7 +106,7 @@ class RollupAggregator:
             *, arrival_ms: int) -> Outcome:
         """Fold one validated sample. Windows close only in :meth:`advance`."""
         st = self.state(facility_id)
-        if st.closed_until_ms is not None and ts_ms < st.closed_until_ms:
+        if ts_ms < self._boundary(st):
             return Outcome.LATE
         bucket = st.minutes.setdefault(window_start(ts_ms, MINUTE_MS), {}).setdefault(
             meter_id, {}
@@ -118,6 +118,16 @@ class RollupAggregator:
             st.max_ts_ms = ts_ms
         st.last_arrival_ms = arrival_ms
         return Outcome.ACCEPTED
+
+    def _boundary(self, st: FacilityWindows) -> int:
+        """Samples before this are late: their 1-min window is closed, or is due to close as
+        soon as :meth:`advance` runs. Judged per sample, so where a batch ends does not change
+        what is late."""
+        boundary = st.closed_until_ms if st.closed_until_ms is not None else -(2**62)
+        if st.max_ts_ms is not None:
+            due = window_start(st.max_ts_ms - self.settings.allowed_lateness_ms, MINUTE_MS)
+            boundary = max(boundary, due)
+        return boundary
 
     def advance(self, facility_id: str) -> list[Rollup]:
         """Close the windows that the facility's watermark has passed."""

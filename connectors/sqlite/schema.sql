@@ -49,11 +49,16 @@ CREATE TABLE IF NOT EXISTS rollups (
 
 CREATE INDEX IF NOT EXISTS rollups_by_facility ON rollups (facility_id, window, window_start_ms);
 
+-- One row per distinct (source, payload): MQTT delivers at least once, so a message that is
+-- redelivered after a crash must not become a second dead letter.
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at_ms INTEGER NOT NULL,
     reason TEXT NOT NULL,
-    record TEXT NOT NULL
+    source TEXT NOT NULL,
+    payload_sha256 TEXT NOT NULL,
+    record TEXT NOT NULL,
+    UNIQUE (source, payload_sha256)
 );
 
 CREATE TABLE IF NOT EXISTS window_checkpoints (

@@ -8,6 +8,7 @@ never blocks on disk and API reads proceed while the pipeline writes (WAL reader
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -193,8 +194,10 @@ class SqliteStore:
                 )
             if batch.dead_letters:
                 conn.executemany(
-                    "INSERT INTO dead_letters (received_at_ms, reason, record) VALUES (?, ?, ?)",
-                    [(_ms(d.received_at), d.reason.value, d.model_dump_json())
+                    "INSERT OR IGNORE INTO dead_letters (received_at_ms, reason, source, "
+                    "payload_sha256, record) VALUES (?, ?, ?, ?, ?)",
+                    [(_ms(d.received_at), d.reason.value, d.source,
+                      hashlib.sha256(d.raw_payload.encode()).hexdigest(), d.model_dump_json())
                      for d in batch.dead_letters],
                 )
             if batch.checkpoints:

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
 from schemas.export import CONTRACTS, JSON_DIR, rendered
