@@ -160,7 +160,7 @@ class LocalRuntime:
             deleted = await self.store.prune(
                 readings_before=now - timedelta(days=s.retention_raw_days),
                 minute_rollups_before=now - timedelta(days=s.retention_rollup_1m_days),
-                rollups_before=now - timedelta(days=s.retention_rollup_hourly_days),
+                rollups_before=now - timedelta(days=s.retention_rollup_days),
             )
             if deleted:
                 log.info("retention: deleted %d rows", deleted)

@@ -57,7 +57,7 @@ class Settings(BaseModel):
     # Retention (days) of the embedded store.
     retention_raw_days: Annotated[int, Field(ge=1)] = 90
     retention_rollup_1m_days: Annotated[int, Field(ge=1)] = 90
-    retention_rollup_hourly_days: Annotated[int, Field(ge=1)] = 730
+    retention_rollup_days: Annotated[int, Field(ge=1)] = 730
 
     @property
     def database_path(self) -> Path:
