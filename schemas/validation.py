@@ -76,7 +76,7 @@ def dead_letter(
         source=source,
         received_at=received_at,
         raw_payload=text,
-        payload_encoding=encoding,  # type: ignore[arg-type]
+        payload_encoding=encoding,
     )
 
 
