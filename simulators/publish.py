@@ -127,8 +127,9 @@ class Simulation:
             await self._send(topic, payload, "malformed")
 
     async def run_range(self, start: datetime, end: datetime, *,
-                        inject_at: datetime | None = None) -> None:
-        """Publish ``[start, end)`` as fast as the sink takes it (backfill, tests)."""
+                        inject_at: datetime | None = None) -> datetime:
+        """Publish ``[start, end)`` as fast as the sink takes it (backfill, tests); returns the
+        next step's timestamp."""
         ts = align(start)
         while ts < end:
             await self.step(ts)
@@ -136,10 +137,14 @@ class Simulation:
                 await self.inject(ts)
             ts += timedelta(seconds=STEP_S)
         await self.flush()
+        return ts
 
-    async def run_live(self, clock: Callable[[], datetime]) -> None:
-        """Publish each 15 s step when the wall clock reaches it, forever."""
-        ts = align(clock()) + timedelta(seconds=STEP_S)
+    async def run_live(self, clock: Callable[[], datetime], *,
+                       next_step: datetime | None = None) -> None:
+        """Publish each 15 s step when the wall clock reaches it, forever; from ``next_step``
+        if given (catching up at once on steps already due), so nothing is skipped after a
+        backfill."""
+        ts = next_step or align(clock()) + timedelta(seconds=STEP_S)
         while True:
             wait_s = (ts - clock()).total_seconds()
             if wait_s > 0:

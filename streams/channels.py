@@ -4,30 +4,23 @@ Agents iterate ``stream.take(max_, within=...)`` exactly as on a Faust stream. A
 event is acknowledged when the agent asks for the next batch, i.e. after it has been handled;
 the MQTT connector hangs its PUBACK on that, so a reading is confirmed to the broker only once
 it is stored.
+
+Each subscriber has a bounded deque rather than an ``asyncio.Queue``: the queue's per-item
+bookkeeping was a visible share of the ingest profile, and batches only need "wake me when
+something arrives" and "wake me when there is room".
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 Ack = Callable[[], None]
 
-
-class _Closed:
-    pass
-
-
-_CLOSED = _Closed()
-
-
-@dataclass(slots=True)
-class _Delivery(Generic[T]):
-    value: T
-    ack: _SharedAck | None
+FILL_GAP_S = 0.002
 
 
 class _SharedAck:
@@ -39,10 +32,65 @@ class _SharedAck:
         self._ack = ack
         self._pending = pending
 
-    def done(self) -> None:
+    def __call__(self) -> None:
         self._pending -= 1
         if self._pending == 0:
             self._ack()
+
+
+class _Subscriber(Generic[T]):
+    __slots__ = ("_items", "_room", "buffer", "capacity", "closed", "wake_at")
+
+    def __init__(self, capacity: int) -> None:
+        self.buffer: deque[tuple[T, Ack | None]] = deque()
+        self.capacity = capacity
+        self.closed = False
+        self.wake_at = 1
+        """The consumer sleeps until the buffer holds this many events (or it times out)."""
+        self._items: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
+
+    def push(self, value: T, ack: Ack | None) -> None:
+        self.buffer.append((value, ack))
+        if len(self.buffer) >= self.wake_at:
+            self._wake_consumer()
+
+    def _wake_consumer(self) -> None:
+        waiter = self._items
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake_consumer()
+
+    async def room(self) -> None:
+        while len(self.buffer) >= self.capacity:
+            if self._room is None or self._room.done():
+                self._room = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._room)
+
+    def wake_producers(self) -> None:
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
+
+    async def wait(self, *, until: int, max_wait_s: float | None) -> None:
+        """Sleep until the buffer holds ``until`` events, the channel closes, or the timeout."""
+        if len(self.buffer) >= until or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        self.wake_at = until
+        self._items = waiter = loop.create_future()
+        handle = None
+        if max_wait_s is not None:
+            handle = loop.call_later(max_wait_s, self._wake_consumer)
+        try:
+            await waiter
+        finally:
+            if handle is not None:
+                handle.cancel()
+            self._items = None
+            self.wake_at = 1
 
 
 class Channel(Generic[T]):
@@ -51,69 +99,78 @@ class Channel(Generic[T]):
     def __init__(self, name: str, *, capacity: int) -> None:
         self.name = name
         self.capacity = capacity
-        self._queues: list[asyncio.Queue[_Delivery[T] | _Closed]] = []
+        self._subscribers: list[_Subscriber[T]] = []
 
     def stream(self) -> EventStream[T]:
-        queue: asyncio.Queue[_Delivery[T] | _Closed] = asyncio.Queue(self.capacity)
-        self._queues.append(queue)
-        return EventStream(self.name, queue)
+        sub: _Subscriber[T] = _Subscriber(self.capacity)
+        self._subscribers.append(sub)
+        return EventStream(self.name, sub)
 
     async def send(self, value: T, *, ack: Ack | None = None) -> None:
         """Deliver to every subscriber, waiting while any is full (back-pressure)."""
-        if not self._queues:
+        subs = self._subscribers
+        if not subs:
             if ack is not None:
                 ack()
             return
-        shared = _SharedAck(ack, len(self._queues)) if ack is not None else None
-        for q in self._queues:
-            await q.put(_Delivery(value, shared))
+        if len(subs) > 1 and ack is not None:
+            ack = _SharedAck(ack, len(subs))
+        for sub in subs:
+            if len(sub.buffer) >= sub.capacity:
+                await sub.room()
+            sub.push(value, ack)
 
     def depth(self) -> int:
-        return max((q.qsize() for q in self._queues), default=0)
+        return max((len(s.buffer) for s in self._subscribers), default=0)
 
     async def close(self) -> None:
-        for q in self._queues:
-            await q.put(_CLOSED)
+        """Streams end after the events already sent."""
+        for sub in self._subscribers:
+            sub.close()
 
 
 class EventStream(Generic[T]):
-    def __init__(self, name: str, queue: asyncio.Queue[_Delivery[T] | _Closed]) -> None:
+    def __init__(self, name: str, sub: _Subscriber[T]) -> None:
         self.name = name
-        self._queue = queue
+        self._sub = sub
 
     async def take(self, max_: int, *, within: float) -> AsyncIterator[list[T]]:
         """Batches of up to ``max_`` events, waiting at most ``within`` seconds after the first.
 
         Ends when the channel is closed, after the events sent before closing.
         """
+        sub = self._sub
+        buffer = sub.buffer
+        while True:
+            await sub.wait(until=1, max_wait_s=None)
+            if not buffer:
+                return  # closed and drained
+            if len(buffer) < max_ and within > 0:
+                await self._fill(max_, within)
+            n = min(max_, len(buffer))
+            taken = [buffer.popleft() for _ in range(n)]
+            sub.wake_producers()
+            yield [value for value, _ in taken]
+            for _, ack in taken:
+                if ack is not None:
+                    ack()
+
+    async def _fill(self, max_: int, within: float) -> None:
+        """Wait for more events, but stop early when a short gap passes with none arriving:
+        upstream is idle, or blocked until this batch is handled and acknowledged (the MQTT
+        broker holds back messages beyond its in-flight window), so waiting longer would only
+        stall the pipeline."""
         loop = asyncio.get_running_loop()
-        q = self._queue
-        closed = False
-        while not closed:
-            first = await q.get()
-            if isinstance(first, _Closed):
+        sub = self._sub
+        deadline = loop.time() + within
+        while len(sub.buffer) < max_ and not sub.closed:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 return
-            batch = [first]
-            deadline = loop.time() + within
-            while len(batch) < max_:
-                try:
-                    item = q.get_nowait()
-                except asyncio.QueueEmpty:
-                    timeout = deadline - loop.time()
-                    if timeout <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(q.get(), timeout)
-                    except TimeoutError:
-                        break
-                if isinstance(item, _Closed):
-                    closed = True
-                    break
-                batch.append(item)
-            yield [d.value for d in batch]
-            for d in batch:
-                if d.ack is not None:
-                    d.ack.done()
+            before = len(sub.buffer)
+            await sub.wait(until=max_, max_wait_s=min(remaining, FILL_GAP_S))
+            if len(sub.buffer) == before:
+                return
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._iterate()

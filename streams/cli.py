@@ -171,8 +171,9 @@ async def _run(settings: Settings) -> int:
 
         async def simulate() -> None:
             now = runtime.clock()
-            await sim.run_range(now - timedelta(seconds=settings.simulate_backfill_s), now)
-            await sim.run_live(runtime.clock)
+            next_step = await sim.run_range(
+                now - timedelta(seconds=settings.simulate_backfill_s), now)
+            await sim.run_live(runtime.clock, next_step=next_step)
 
         sim_task = asyncio.create_task(simulate(), name="simulator")
 
@@ -240,11 +241,11 @@ async def _simulate(args: argparse.Namespace) -> int:
                                  client_id=f"sems-simulator-{os.getpid()}") as pub:
             sim = Simulation(fleet, pub.publish, faults=faults, seed=args.seed, log=log)
             inject_at = start + (end - start) / 2
-            await sim.run_range(start, end, inject_at=inject_at)
+            next_step = await sim.run_range(start, end, inject_at=inject_at)
             print(f"published {sim.published} messages for {len(fleet.meters)} meters "
                   f"from {start.isoformat()} to {end.isoformat()}", flush=True)
             if args.live:
-                await sim.run_live(lambda: datetime.now(UTC))
+                await sim.run_live(lambda: datetime.now(UTC), next_step=next_step)
     finally:
         if log is not None:
             log.close()
