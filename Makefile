@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## embedded default: local runtime, SQLite, simulator of 3 facilities, API on :8080
 	$(VENV)/bin/sems run
 
-services:  ## install the servers the tests start (Mosquitto)
+services:  ## install the servers the tests start (Mosquitto, Kafka jars)
 	infra/local/install-services.sh
 
 test: $(STAMP) services  ## the whole suite: unit, integration (real Mosquitto), end-to-end

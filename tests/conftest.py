@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import Mosquitto
+from tests.servers import Kafka, Mosquitto
 
 
 @pytest.fixture(scope="session")
@@ -20,5 +20,21 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 def own_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A broker of the test's own, for tests that stop or restart it."""
     broker = Mosquitto(tmp_path / "mosquitto").start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kafka]:
+    """One Kafka broker shared by the tests that do not stop or restart it."""
+    broker = Kafka(tmp_path_factory.mktemp("kafka")).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def own_kafka(tmp_path: Path) -> Iterator[Kafka]:
+    """A Kafka broker of the test's own, for tests that stop, kill or restart it."""
+    broker = Kafka(tmp_path / "kafka").start()
     yield broker
     broker.stop()

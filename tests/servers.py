@@ -1,14 +1,18 @@
 """Real servers for tests and benchmarks, started on 127.0.0.1 in a private folder.
 
-Mosquitto comes from the Debian package (``infra/local/install-services.sh``). Readiness is a
-condition (the port accepts an MQTT CONNECT), never a fixed sleep.
+Mosquitto comes from the Debian package (``infra/local/install-services.sh``), Kafka from the
+Maven Central jars that ``infra/local/kafka.sh`` fetches. Readiness is a condition (the port
+accepts an MQTT CONNECT; the broker lists itself in a Kafka Metadata response), never a fixed
+sleep.
 """
 
 from __future__ import annotations
 
+import functools
 import getpass
 import shutil
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -122,3 +126,127 @@ class Mosquitto:
 
     def dropped_messages_logged(self) -> bool:
         return "Outgoing messages are being dropped" in self.log_path.read_text()
+
+
+# --- Apache Kafka ------------------------------------------------------------------------------
+# A single-node KRaft broker (broker and controller in one JVM) from the Maven Central jars that
+# infra/local/kafka.sh fetches once into .cache/kafka/libs. The script also writes the broker's
+# configuration and formats its storage, so the tests and `kafka.sh start` run the same broker.
+
+KAFKA_SCRIPT = Path(__file__).resolve().parents[1] / "infra" / "local" / "kafka.sh"
+_METADATA_API_KEY = 3
+_METADATA_VERSION = 4  # Kafka 4.1 serves v0-v13; v4 predates the flexible (v9+) encoding
+
+
+@functools.cache
+def install_kafka() -> None:
+    """Fetch the broker's jars, once per test session (the script skips them when cached)."""
+    subprocess.run(["bash", str(KAFKA_SCRIPT), "install"], check=True)
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("connection closed mid-response")
+        data += chunk
+    return data
+
+
+def kafka_broker_count(port: int) -> int:
+    """Brokers a Metadata request on ``port`` lists; 0 when the port does not answer.
+
+    A KRaft broker lists only unfenced brokers, so a count of 1 means the broker has caught up
+    with its metadata log and will accept topic creation and produce requests.
+    """
+    client_id = b"sems-probe"
+    request = (struct.pack(">hhih", _METADATA_API_KEY, _METADATA_VERSION, 1, len(client_id))
+               + client_id
+               + struct.pack(">i?", -1, False))  # all topics (null array); no auto-creation
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+            s.sendall(struct.pack(">i", len(request)) + request)
+            (size,) = struct.unpack(">i", _recv_exactly(s, 4))
+            # Response v4: correlation id, throttle time, then the brokers array's length.
+            _correlation, _throttle_ms, brokers = struct.unpack(">iii", _recv_exactly(s, 12))
+            _recv_exactly(s, size - 12)
+    except (OSError, struct.error):
+        return 0
+    return int(brokers)
+
+
+@dataclass
+class Kafka:
+    """A private single-node Kafka broker on 127.0.0.1 that a test can stop, kill and restart.
+
+    Restarts keep the data folder and both ports, so clients reconnect to the same address and
+    find their topics and committed offsets again.
+    """
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    controller_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        while self.controller_port == self.port:
+            self.controller_port = free_port()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "kafka.log"
+
+    def start(self, *, timeout_s: float = 90) -> Kafka:
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"kafka on {self.bootstrap} is already running")
+        install_kafka()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # `kafka.sh run` configures, formats the storage once, then execs java: the Popen's
+        # pid is the broker's own, so kill() reaches the JVM and not a wrapping shell.
+        with (self.workdir / "kafka.out").open("ab") as out:
+            self.process = subprocess.Popen(
+                ["bash", str(KAFKA_SCRIPT), "run", str(self.workdir), str(self.port),
+                 str(self.controller_port)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_until(lambda: self._alive() and kafka_broker_count(self.port) > 0,
+                       timeout_s=timeout_s, what=f"kafka on {self.bootstrap}", poll_s=0.1)
+        except BaseException:
+            self.kill()  # a broker that never became ready would outlive the failed fixture
+            raise
+        return self
+
+    def _alive(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            tails = [f"{p.name}:\n{p.read_text(errors='replace')[-4000:]}"
+                     for p in (self.workdir / "kafka.out", self.log_path) if p.exists()]
+            raise RuntimeError("kafka exited; " + "\n".join(tails))
+        return True
+
+    def stop(self, *, timeout_s: float = 60) -> None:
+        """A clean shutdown (SIGTERM): the broker flushes and closes its logs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        self.process = None
+
+    def kill(self) -> None:
+        """A crash (SIGKILL): no flush, no controlled shutdown."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=15)
+        self.process = None
+
+    def restart(self, *, timeout_s: float = 90) -> Kafka:
+        self.stop()
+        return self.start(timeout_s=timeout_s)
