@@ -10,7 +10,7 @@
 #                                            foreground (tests/servers.py keeps its pid this way)
 #
 # Defaults: DIR=.run/kafka under the repository, PORT=9092, CPORT (controller)=9093.
-# Environment: SEMS_KAFKA_START_TIMEOUT_S (default 90) bounds the wait in `start`.
+# Environment: KAFKA_START_TIMEOUT_S (default 90) bounds the wait in `start`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -172,7 +172,7 @@ cmd_start() {
     nohup "${java[@]}" kafka.Kafka "$dir/server.properties" >"$dir/kafka.out" 2>&1 &
     local pid=$!
     echo "$pid" >"$dir/kafka.pid"
-    local timeout_s="${SEMS_KAFKA_START_TIMEOUT_S:-90}"
+    local timeout_s="${KAFKA_START_TIMEOUT_S:-90}"
     local deadline=$((SECONDS + timeout_s))
     until [ -f "$log" ] && tail -c +"$((offset + 1))" "$log" | grep -q "Kafka Server started"; do
         if ! kill -0 "$pid" 2>/dev/null; then
