@@ -10,15 +10,15 @@ from schemas.deadletter import DeadLetter
 from schemas.metadata import Registry
 from schemas.reading import SensorReading
 from schemas.validation import ValidationSettings, validate_reading
-from streams.channels import Channel
+from streams.channels import Sink
 from streams.metrics import Metrics
 
 
 async def ingest_agent(
     batches: AsyncIterator[list[RawMessage]],
     *,
-    readings: Channel[SensorReading],
-    dead_letters: Channel[DeadLetter],
+    readings: Sink[SensorReading],
+    dead_letters: Sink[DeadLetter],
     registry: Callable[[], Registry],
     settings: ValidationSettings,
     metrics: Metrics,

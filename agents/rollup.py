@@ -6,22 +6,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime
+from typing import Protocol
 
 from schemas.deadletter import DeadLetter, RejectReason
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, WindowName
 from schemas.validation import dead_letter
-from streams.channels import Channel
+from streams.channels import Sink
 from streams.metrics import Metrics
 from tables.ports import CommitBatch, StoreUnavailable, TimeSeriesStore
-from tables.rollups import Checkpoint, Outcome, RollupAggregator, to_datetime, to_ms
+from tables.rollups import (
+    Checkpoint,
+    FacilityWindows,
+    Outcome,
+    RollupAggregator,
+    to_datetime,
+    to_ms,
+)
 from tables.windows import WINDOW_MS, window_start
 
 log = logging.getLogger(__name__)
 
 READINGS_SOURCE = "sensor-readings"
+
+
+class WindowStateStore(Protocol):
+    """Where a worker keeps its facilities' open windows between batches (the kafka runtime's
+    changelog-backed table). The local runtime has none: it rebuilds from the store."""
+
+    def load(self, facility_id: str) -> FacilityWindows | None: ...
+
+    def save(self, states: Iterable[FacilityWindows]) -> None: ...
+
+    def facility_ids(self) -> Iterable[str]: ...
 
 
 class RollupService:
@@ -34,7 +53,8 @@ class RollupService:
         store: TimeSeriesStore,
         metrics: Metrics,
         clock: Callable[[], datetime],
-        outputs: Mapping[WindowName, Channel[Rollup]] | None = None,
+        outputs: Mapping[WindowName, Sink[Rollup]] | None = None,
+        state_store: WindowStateStore | None = None,
         retry_delay_s: float = 1.0,
     ) -> None:
         self.aggregator = aggregator
@@ -42,6 +62,7 @@ class RollupService:
         self.metrics = metrics
         self.clock = clock
         self.outputs = outputs or {}
+        self.state_store = state_store
         self.retry_delay_s = retry_delay_s
         self._lock = asyncio.Lock()
 
@@ -93,6 +114,10 @@ class RollupService:
             touched: set[str] = set()
             duplicates = 0
             for r in readings:
+                if self.state_store is not None and r.facility_id not in agg.facilities:
+                    restored = self.state_store.load(r.facility_id)
+                    if restored is not None:
+                        agg.facilities[r.facility_id] = restored
                 outcome = agg.add(r.facility_id, r.meter_id, to_ms(r.timestamp),
                                   r.active_power_kw, arrival_ms=now_ms)
                 if outcome is Outcome.ACCEPTED:
@@ -112,6 +137,7 @@ class RollupService:
                     continue
                 dead.append(self._late(r))
             await self._commit(CommitBatch(accepted, rollups, dead, agg.checkpoints(touched)))
+            self._save_state(touched)
         self.metrics.readings_accepted.inc(len(accepted))
         self.metrics.readings_duplicate.inc(duplicates)
         if dead:
@@ -123,12 +149,31 @@ class RollupService:
         """Close the windows of facilities that went quiet."""
         async with self._lock:
             agg = self.aggregator
+            if self.state_store is not None:
+                # Facilities of this worker that sent nothing since it took them over.
+                for fid in list(self.state_store.facility_ids()):
+                    if fid not in agg.facilities:
+                        restored = self.state_store.load(fid)
+                        if restored is not None:
+                            agg.facilities[fid] = restored
             rollups = agg.advance_idle(to_ms(self.clock()))
             if not rollups:
                 return
             touched = {r.facility_id for r in rollups}
             await self._commit(CommitBatch(rollups=rollups, checkpoints=agg.checkpoints(touched)))
+            self._save_state(touched)
         await self._publish(rollups)
+
+    def _save_state(self, facility_ids: Iterable[str]) -> None:
+        """After the store commit: one state write per facility per batch, never per reading.
+        A crash between the two replays the batch, which the store absorbs idempotently."""
+        if self.state_store is not None:
+            facilities = self.aggregator.facilities
+            self.state_store.save([facilities[f] for f in sorted(facility_ids)])
+
+    def forget(self) -> None:
+        """Drop in-memory state (partitions were reassigned); it reloads from the state store."""
+        self.aggregator.facilities.clear()
 
     def _late(self, r: SensorReading) -> DeadLetter:
         st = self.aggregator.state(r.facility_id)

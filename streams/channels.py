@@ -15,10 +15,18 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 Ack = Callable[[], None]
+
+
+class Sink(Protocol[T_contra]):
+    """Where an agent sends its output: an in-process channel or a Kafka topic. ``ack`` is
+    called once the value is safely handed on (handled downstream, or stored by Kafka)."""
+
+    async def send(self, value: T_contra, *, ack: Ack | None = None) -> None: ...
 
 FILL_GAP_S = 0.002
 

@@ -31,6 +31,11 @@ class Settings(BaseModel):
     mqtt_client_id: str = "sems-ingest-1"
     mqtt_share_group: str | None = "sems"
 
+    # Kafka runtime.
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_partitions: Annotated[int, Field(ge=1, le=1000)] = 8
+    kafka_app_id: str = "sems"
+
     # Windows and validation.
     allowed_lateness_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0

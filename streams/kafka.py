@@ -1,0 +1,220 @@
+"""The distributed runtime: the same agents as faust-streaming workers on Apache Kafka.
+
+    MQTT -> MqttSource -> raw -> ingest_agent -> [sensor-readings] -> rollup agent (Faust)
+                                      \\-> [sensor-readings.dlq] -> dead-letter agent (Faust)
+
+Topics are partitioned by facility. The rollup agent keeps each facility's open windows in a
+Faust table (``rollup-state``, changelog-backed, written once per facility per batch) and
+writes readings, rollups and checkpoints to the store before Faust commits the batch's offsets,
+so a killed worker's replacement resumes from the table and the store absorbs the replay.
+Faust's own windowed tables are not used: their windows close on wall-clock time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from agents.deadletter import dead_letter_agent
+from agents.ingest import ingest_agent
+from agents.rollup import RollupService
+from connectors import kafka as topics
+from connectors.kafka import KafkaSink, ensure_topics, producer, topic_specs
+from connectors.mqtt import BrokerAddress, MqttSource, RawMessage
+from connectors.sqlite import SqliteStore
+from schemas.deadletter import DeadLetter
+from schemas.reading import SensorReading
+from schemas.rollup import Rollup, WindowName
+from schemas.validation import ValidationSettings
+from streams.channels import Ack, Channel
+from streams.metrics import Metrics
+from streams.registry import RegistryHolder
+from streams.settings import Settings
+from tables.codec import dump_state, load_state
+from tables.rollups import FacilityWindows, RollupAggregator, WindowSettings
+
+log = logging.getLogger(__name__)
+
+STATE_TABLE = "rollup-state"
+
+
+class FaustTableState:
+    """``WindowStateStore`` on a Faust table keyed by facility. ``use_partitioner`` places each
+    key by the same hash as the facility-keyed topics, so state and readings of a facility
+    always share a partition number, and writes outside a stream event (the idle timer) are
+    allowed."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def load(self, facility_id: str) -> FacilityWindows | None:
+        blob = self.table.get(facility_id)
+        return None if blob is None else load_state(orjson.loads(blob))
+
+    def save(self, states: Iterable[FacilityWindows]) -> None:
+        for st in states:
+            self.table[st.facility_id] = orjson.dumps(dump_state(st))
+
+    def facility_ids(self) -> Iterable[str]:
+        return [k if isinstance(k, str) else bytes(k).decode() for k in self.table.keys()]
+
+
+class FaustTopicSink:
+    """Rollups out to their topic, keyed by facility."""
+
+    def __init__(self, topic: Any) -> None:
+        self.topic = topic
+
+    async def send(self, value: Rollup, *, ack: Ack | None = None) -> None:
+        await self.topic.send(key=value.facility_id.encode(),
+                              value=value.model_dump_json().encode())
+        if ack is not None:
+            ack()
+
+
+async def _decoded(batches: AsyncIterator[list[bytes]],
+                   decode: Callable[[bytes], Any]) -> AsyncIterator[list[Any]]:
+    async for batch in batches:
+        yield [decode(v) for v in batch]
+
+
+@dataclass
+class KafkaRuntime:
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.store = SqliteStore(s.database_path, metrics=self.metrics)
+        self.registry = RegistryHolder(self.store)
+        self.raw: Channel[RawMessage] = Channel("raw", capacity=s.channel_capacity)
+        self.mqtt: MqttSource | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.app = self._faust_app()
+
+    # -- the Faust worker ------------------------------------------------------------------
+
+    def _faust_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.kafka_app_id,
+            broker=f"kafka://{s.kafka_bootstrap}",
+            store="memory://",
+            topic_partitions=s.kafka_partitions,
+            topic_replication_factor=1,
+            table_standby_replicas=0,
+            processing_guarantee="at_least_once",
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=1.0,
+            web_enabled=False,
+            autodiscover=False,
+            producer_acks=-1,
+        )
+        raw_topic: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        readings = app.topic(topics.READINGS, **raw_topic)
+        dead = app.topic(topics.DEAD_LETTERS, **raw_topic)
+        rollup_topics = {w: app.topic(topics.ROLLUP_TOPICS[w.value], **raw_topic)
+                         for w in WindowName}
+        table = app.Table(STATE_TABLE, default=None, partitions=s.kafka_partitions,
+                          use_partitioner=True)
+        # Raw UTF-8 keys, as on the facility-keyed topics: the partitioner must hash a
+        # facility's state to the partition of its readings (Faust would JSON-encode keys).
+        table.key_serializer = "raw"
+        table.value_serializer = "raw"
+        self.service = RollupService(
+            RollupAggregator(
+                self.registry(),
+                WindowSettings(allowed_lateness_ms=round(s.allowed_lateness_s * 1000),
+                               idle_timeout_ms=round(s.idle_timeout_s * 1000)),
+            ),
+            store=self.store,
+            metrics=self.metrics,
+            clock=self.clock,
+            outputs={w: FaustTopicSink(t) for w, t in rollup_topics.items()},
+            state_store=FaustTableState(table),
+        )
+        batch, within = s.batch_max, s.batch_within_s
+
+        async def rollup_agent(stream: Any) -> None:
+            async for values in _decoded(stream.take(batch, within=within),
+                                         SensorReading.model_validate_json):
+                await self.service.process(values)
+
+        async def dead_letters(stream: Any) -> None:
+            await dead_letter_agent(
+                _decoded(stream.take(batch, within=within), DeadLetter.model_validate_json),
+                store=self.store,
+            )
+
+        async def idle_tick() -> None:
+            await self.service.tick()
+
+        async def revoked(*_: Any, **__: Any) -> None:
+            self.service.forget()
+
+        app.agent(readings, name="sems.rollups")(rollup_agent)
+        app.agent(dead, name="sems.dead-letters")(dead_letters)
+        app.timer(interval=min(5.0, s.idle_timeout_s / 2))(idle_tick)
+        app.on_partitions_revoked.connect(revoked)
+        return app
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self.store.open()
+        await self.reload_registry()
+        await ensure_topics(self.settings.kafka_bootstrap,
+                            topic_specs(partitions=self.settings.kafka_partitions))
+
+    async def reload_registry(self) -> None:
+        self.service.aggregator.registry = await self.registry.reload()
+
+    async def start(self, *, ingest: bool = True) -> None:
+        """Start a worker; with ``ingest``, also the MQTT (or in-process) ingest service."""
+        await self.app.start()
+        if not ingest:
+            return
+        s = self.settings
+        self._producer = producer(s.kafka_bootstrap)
+        await self._producer.start()
+        readings: KafkaSink[SensorReading] = KafkaSink(
+            self._producer, topics.READINGS, key=lambda r: r.facility_id,
+            encode=lambda r: r.model_dump_json().encode())
+        dead: KafkaSink[DeadLetter] = KafkaSink(
+            self._producer, topics.DEAD_LETTERS, key=lambda d: d.source,
+            encode=lambda d: d.model_dump_json().encode())
+        self._tasks.append(asyncio.create_task(ingest_agent(
+            self.raw.stream().take(s.batch_max, within=s.batch_within_s),
+            readings=readings, dead_letters=dead, registry=self.registry,
+            settings=ValidationSettings(max_future_s=s.max_future_s),
+            metrics=self.metrics, clock=self.clock,
+        ), name="ingest"))
+        if s.mqtt_url:
+            self.mqtt = MqttSource(BrokerAddress.parse(s.mqtt_url), client_id=s.mqtt_client_id,
+                                   share_group=s.mqtt_share_group, out=self.raw,
+                                   metrics=self.metrics, clock=self.clock)
+            self._tasks.append(asyncio.create_task(self.mqtt.run(), name="mqtt"))
+
+    async def stop(self) -> None:
+        for task in self._tasks[1:]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._tasks:
+            await self.raw.close()
+            await self._tasks[0]
+        if self._producer is not None:
+            await self._producer.stop()
+        await self.app.stop()
+        await self.store.close()
