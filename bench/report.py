@@ -38,12 +38,24 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def sems_revision() -> str:
+    """The commit measured; ``-dirty`` when the working tree had uncommitted changes."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, check=True, timeout=10,
+                             cwd=Path(__file__).resolve().parents[1])
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
 def machine_facts() -> dict[str, str]:
     return {
         "date": datetime.now(UTC).date().isoformat(),
         "nproc": str(len(os.sched_getaffinity(0))),
         "cpu": cpu_model(),
         "os": platform.platform(),
+        "sems": sems_revision(),
         "python": sys.version.split()[0],
         "mosquitto": mosquitto_version(),
         "aiomqtt": version("aiomqtt"),

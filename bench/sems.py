@@ -83,8 +83,23 @@ def check_store(path: Path, *, expected: int) -> StoreCheck:
         )
 
 
-def _sample(runtime: LocalRuntime, name: str) -> int:
-    return int(runtime.metrics.registry.get_sample_value(name) or 0)
+def _sample(runtime: LocalRuntime, name: str, labels: dict[str, str] | None = None) -> int:
+    return int(_value(runtime, name, labels))
+
+
+def _value(runtime: LocalRuntime, name: str, labels: dict[str, str] | None = None) -> float:
+    return runtime.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def time_spent(runtime: LocalRuntime) -> str:
+    """Where the pipeline's time went, from its own histograms."""
+    sqlite = {"store": "sqlite"}
+    writes = _sample(runtime, "sems_store_write_duration_seconds_count", sqlite)
+    write_s = _value(runtime, "sems_store_write_duration_seconds_sum", sqlite)
+    batches = _sample(runtime, "sems_rollup_batch_duration_seconds_count")
+    batch_s = _value(runtime, "sems_rollup_batch_duration_seconds_sum")
+    return (f"{writes} SQLite write transactions took {write_s:.2f} s (writer thread); "
+            f"{batches} rollup batches took {batch_s:.2f} s including their commits")
 
 
 async def wait_accepted(runtime: LocalRuntime, expected: int, *, timeout_s: float) -> float:
@@ -100,6 +115,14 @@ async def wait_accepted(runtime: LocalRuntime, expected: int, *, timeout_s: floa
         if accepted != last:
             last, last_change = accepted, now
         await asyncio.sleep(POLL_S)
+
+
+def cpu_use(started: tuple[float, float], *, wall_s: float) -> str:
+    """CPU of the event-loop thread (the caller's) and of the process's other threads."""
+    loop_s = time.thread_time() - started[0]
+    other_s = time.process_time() - started[1] - loop_s
+    return (f"CPU over {wall_s:.2f} s: event-loop thread {loop_s:.2f} s "
+            f"({loop_s / wall_s:.0%}), other threads {other_s:.2f} s ({other_s / wall_s:.0%})")
 
 
 class SemsRuntime:
@@ -131,6 +154,7 @@ class SemsRuntime:
         if self.profiler is not None:
             self.profiler.enable()
         started = time.perf_counter()
+        cpu_started = (time.thread_time(), time.process_time())
         runtime = await start_runtime(self.settings, self.fleet)
         try:
             finished = await wait_accepted(runtime, expected,
@@ -141,10 +165,12 @@ class SemsRuntime:
             accepted = _sample(runtime, ACCEPTED)
             received = _sample(runtime, RECEIVED)
             dropped = _sample(runtime, DUPLICATES_DROPPED)
+            spent = time_spent(runtime)
+            cpu = cpu_use(cpu_started, wall_s=time.perf_counter() - started)
             await runtime.stop()
         check = check_store(self.settings.database_path, expected=expected)
         notes = (f"received {received}, accepted {accepted}, "
-                 f"redeliveries dropped as duplicates {dropped}", *check.notes())
+                 f"redeliveries dropped as duplicates {dropped}", *check.notes(), spent, cpu)
         return Drain(self.name, expected, accepted, finished - started, lost=check.lost,
                      duplicated=check.duplicated, notes=notes)
 

@@ -126,8 +126,8 @@ class KafkaRuntime:
         dead = app.topic(topics.DEAD_LETTERS, **raw_topic)
         rollup_topics = {w: app.topic(topics.ROLLUP_TOPICS[w.value], **raw_topic)
                          for w in WindowName}
-        table = app.Table(STATE_TABLE, default=None, partitions=s.kafka_partitions,
-                          use_partitioner=True)
+        table: Any = app.Table(STATE_TABLE, default=None, partitions=s.kafka_partitions,
+                               use_partitioner=True)
         # Raw UTF-8 keys, as on the facility-keyed topics: the partitioner must hash a
         # facility's state to the partition of its readings (Faust would JSON-encode keys).
         table.key_serializer = "raw"
