@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the pipeline and the API")
     run.add_argument("--runtime", choices=["local", "kafka"])
+    run.add_argument("--kafka", dest="kafka_bootstrap", metavar="HOST:PORT",
+                     help="Kafka bootstrap server for --runtime kafka (default 127.0.0.1:9092)")
     run.add_argument("--mqtt", dest="mqtt_url", metavar="URL",
                      help="consume meters from this broker, e.g. mqtt://127.0.0.1:1883")
     run.add_argument("--data-dir", type=Path)
@@ -43,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--meters", dest="simulate_meters", type=int)
     run.add_argument("--seed", dest="simulate_seed", type=int)
     run.add_argument("--backfill-s", dest="simulate_backfill_s", type=float)
+
+    worker = sub.add_parser("worker", help="an extra kafka-runtime worker (scale out)")
+    worker.add_argument("--kafka", dest="kafka_bootstrap", metavar="HOST:PORT")
+    worker.add_argument("--data-dir", type=Path)
 
     sim = sub.add_parser("simulate", help="publish simulated meter readings over MQTT")
     sim.add_argument("--mqtt", dest="mqtt_url", required=True, metavar="URL")
@@ -78,9 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, Any] = {}
     if args.command == "facilities":
         overrides = {"data_dir": args.data_dir}
+    if args.command == "worker":
+        overrides = {"data_dir": args.data_dir, "kafka_bootstrap": args.kafka_bootstrap,
+                     "runtime": "kafka"}
     if args.command == "run":
         overrides = {k: getattr(args, k) for k in (
-            "runtime", "mqtt_url", "data_dir", "api_host", "api_port", "simulate", "demo_fleet",
+            "runtime", "kafka_bootstrap", "mqtt_url", "data_dir", "api_host", "api_port",
+            "simulate", "demo_fleet",
             "simulate_facilities", "simulate_meters", "simulate_seed", "simulate_backfill_s")}
     try:
         settings = load_settings(os.environ, **overrides)
@@ -93,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "run":
         return asyncio.run(_run(settings))
+    if args.command == "worker":
+        return asyncio.run(_worker(settings))
     if args.command == "facilities":
         try:
             content = args.file.read_bytes()
@@ -111,19 +123,37 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
+async def _worker(settings: Settings) -> int:
+    """One more kafka-runtime worker: takes a share of the partitions, no ingest, no API."""
+    from streams.kafka import KafkaRuntime
+
+    runtime = KafkaRuntime(settings)
+    await runtime.open()
+    await runtime.start(ingest=False)
+    print(f"SEMS worker running on Kafka {settings.kafka_bootstrap} "
+          f"(group {settings.kafka_app_id}). Press Ctrl+C to stop.", flush=True)
+    try:
+        await _wait_for_signal()
+    finally:
+        await runtime.stop()
+    return 0
+
+
 async def _run(settings: Settings) -> int:
-    if settings.runtime != "local":
-        print("sems: the kafka runtime is not available yet (issue 3)", file=sys.stderr)
-        return 2
     from aiohttp import web
 
     from api import ApiDeps, create_app
     from connectors.mqtt import BrokerAddress, MqttPublisher, RawMessage
     from simulators.fleet import build_fleet
     from simulators.publish import Simulation
+    from streams.kafka import KafkaRuntime
     from streams.local import LocalRuntime
 
-    runtime = LocalRuntime(settings)
+    runtime: LocalRuntime | KafkaRuntime
+    if settings.runtime == "kafka":
+        runtime = KafkaRuntime(settings)
+    else:
+        runtime = LocalRuntime(settings)
     await runtime.open()
     fleet = build_fleet(facilities=settings.simulate_facilities,
                         meters_per_facility=settings.simulate_meters, seed=settings.simulate_seed)
@@ -165,7 +195,7 @@ async def _run(settings: Settings) -> int:
             publish = publisher.publish
         else:
             async def publish(topic: str, payload: bytes) -> None:
-                await runtime.topics.raw.send(RawMessage(topic, payload, runtime.clock()))
+                await runtime.raw.send(RawMessage(topic, payload, runtime.clock()))
 
         sim = Simulation(fleet, publish, seed=settings.simulate_seed)
 

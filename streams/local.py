@@ -81,6 +81,11 @@ class LocalRuntime:
         self._agents: list[asyncio.Task[Any]] = []
         self._services: list[asyncio.Task[Any]] = []
 
+    @property
+    def raw(self) -> Channel[RawMessage]:
+        """Where meter payloads enter (the MQTT source, or the in-process simulator)."""
+        return self.topics.raw
+
     async def open(self) -> None:
         """Open the store and load the registry; call before provisioning or :meth:`start`."""
         await self.store.open()
