@@ -31,8 +31,6 @@ class Backlog:
 
     messages: tuple[tuple[str, bytes], ...]
     packets: tuple[bytes, ...]
-    first_ts: datetime
-    last_ts: datetime
 
     @property
     def count(self) -> int:
@@ -60,13 +58,10 @@ async def build_backlog(fleet: Fleet, *, readings: int, now: datetime | None = N
     end = start + timedelta(seconds=steps * STEP_S)
     await Simulation(fleet, collect).run_range(start, end)
     kept = tuple(messages[:readings])
-    last_step = (len(kept) - 1) // meters
     return Backlog(
         messages=kept,
         packets=tuple(publish_packet(t, p, packet_id=i % 65_535 + 1)
                       for i, (t, p) in enumerate(kept)),
-        first_ts=start,
-        last_ts=start + timedelta(seconds=last_step * STEP_S),
     )
 
 

@@ -2,9 +2,10 @@
 
 Each consumer drains a backlog of simulator readings already queued in its persistent MQTT
 session, so the publisher's speed does not limit the result: ``mosquitto_sub`` (the broker's
-ceiling at QoS 1), a bare aiomqtt subscriber (the Python floor), and SEMS (MQTT -> validation
--> rollups -> SQLite). Runs are interleaved and reported as medians and ratios; SEMS's store is
-then checked for readings lost or counted twice. Method and results: docs/performance.md.
+ceiling at QoS 1), a bare aiomqtt subscriber (about the most a Python client on this MQTT stack
+can take), and SEMS (MQTT -> validation -> rollups -> SQLite). Runs are interleaved and
+reported as medians and ratios; SEMS's store is then checked for readings lost or counted
+twice. Method and results: docs/performance.md.
 
     python -m bench.ingest [--readings 200000] [--repeat 3] [--json PATH] [--profile]
 """
@@ -88,7 +89,7 @@ def consumer(kind: Kind, bench: Bench, *, run_id: str,
                        fleet=bench.fleet, workdir=bench.workdir / run_id, profiler=profiler)
 
 
-async def measure(c: Consumer, bench: Bench, results: Results | None) -> Drain:
+async def measure(c: Consumer, bench: Bench, *, results: Results | None = None) -> Drain:
     """Session first, then the backlog into it, then the timed drain; the session goes after
     so that no later backlog is queued for it."""
     await c.subscribe()
@@ -110,7 +111,7 @@ def run_order(rep: int) -> tuple[Kind, ...]:
 
 async def profile_sems(bench: Bench) -> str:
     profiler = cProfile.Profile()
-    await measure(consumer(SEMS, bench, run_id="profile", profiler=profiler), bench, None)
+    await measure(consumer(SEMS, bench, run_id="profile", profiler=profiler), bench)
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(PROFILE_TOP)
     return out.getvalue()
@@ -130,7 +131,8 @@ async def run(opts: Options) -> tuple[Results, str | None]:
             for rep in range(opts.repeat):
                 for kind in run_order(rep):
                     run_id = f"{rep + 1}-{KINDS.index(kind)}"
-                    drain = await measure(consumer(kind, bench, run_id=run_id), bench, results)
+                    drain = await measure(consumer(kind, bench, run_id=run_id), bench,
+                                          results=results)
                     results.drains.append(drain)
                     print(f"run {rep + 1}/{opts.repeat} {kind}: "
                           f"{drain.readings_per_s:,.0f} readings/s", file=sys.stderr)

@@ -57,15 +57,15 @@ class FaustTableState:
         self.table = table
 
     def load(self, facility_id: str) -> FacilityWindows | None:
-        blob = self.table.get(facility_id)
+        blob = self.table.get(facility_id.encode())
         return None if blob is None else load_state(orjson.loads(blob))
 
     def save(self, states: Iterable[FacilityWindows]) -> None:
         for st in states:
-            self.table[st.facility_id] = orjson.dumps(dump_state(st))
+            self.table[st.facility_id.encode()] = orjson.dumps(dump_state(st))
 
     def facility_ids(self) -> Iterable[str]:
-        return [k if isinstance(k, str) else bytes(k).decode() for k in self.table.keys()]
+        return [bytes(k).decode() for k in self.table.keys()]
 
 
 class FaustTopicSink:
@@ -126,12 +126,12 @@ class KafkaRuntime:
         dead = app.topic(topics.DEAD_LETTERS, **raw_topic)
         rollup_topics = {w: app.topic(topics.ROLLUP_TOPICS[w.value], **raw_topic)
                          for w in WindowName}
-        table: Any = app.Table(STATE_TABLE, default=None, partitions=s.kafka_partitions,
-                               use_partitioner=True)
         # Raw UTF-8 keys, as on the facility-keyed topics: the partitioner must hash a
         # facility's state to the partition of its readings (Faust would JSON-encode keys).
-        table.key_serializer = "raw"
-        table.value_serializer = "raw"
+        # The types, not attributes set afterwards, pick the codec: app.Table() builds the
+        # changelog topic at once, and a replacement worker's recovery decodes with that.
+        table: Any = app.Table(STATE_TABLE, default=None, partitions=s.kafka_partitions,
+                               use_partitioner=True, key_type=bytes, value_type=bytes)
         self.service = RollupService(
             RollupAggregator(
                 self.registry(),

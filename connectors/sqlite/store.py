@@ -258,7 +258,8 @@ class SqliteStore:
 
     async def readings_since(self, facility_id: str, since: datetime) -> list[SensorReading]:
         rows = await self._read(
-            f"SELECT {_READING_COLUMNS} FROM readings WHERE facility_id = ? AND ts_ms >= ? "
+            f"SELECT {_READING_COLUMNS} FROM readings WHERE meter_id IN "
+            "(SELECT meter_id FROM meters WHERE facility_id = ?) AND ts_ms >= ? "
             "ORDER BY ts_ms, meter_id",
             (facility_id, _ms(since)),
         )

@@ -125,6 +125,9 @@ async def test_burst_is_queued_by_the_broker_not_dropped(
         await eventually(lambda: count_is(runtime, READINGS, published), timeout_s=120,
                          what="every reading of the burst")
         assert not own_mosquitto.dropped_messages_logged()
+        # Memory stayed bounded: reading paused while 5,000 messages waited (one 64 KiB
+        # read-ahead of ~250 more may land after the pause).
+        assert 0 < runtime.mqtt.peak_waiting <= runtime.mqtt.max_waiting + 500
         received = runtime.metrics.registry.get_sample_value("sems_readings_received_total")
         assert received is not None and received >= published
     finally:
