@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-unit lint typecheck bench services schemas clean
+.PHONY: run run-kafka test test-unit lint typecheck bench services schemas clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "SEMS needs Python >= 3.11")'
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)  ## embedded default: local runtime, SQLite, simulator of 3 facilities, API on :8080
 	$(VENV)/bin/sems run
+
+run-kafka: $(STAMP) services  ## the kafka runtime: a local Kafka broker, ingest + worker + API
+	infra/local/kafka.sh start
+	$(VENV)/bin/sems run --runtime kafka
 
 services:  ## install the servers the tests start (Mosquitto, Kafka jars)
 	infra/local/install-services.sh
