@@ -122,6 +122,9 @@ class KafkaRuntime:
             processing_guarantee="at_least_once",
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=1.0,
+            # A killed worker's partitions move on after 10 s, not Faust's default 60 s.
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=1.0,
             broker_session_timeout=SESSION_TIMEOUT_S,
             web_enabled=False,
             autodiscover=False,
