@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ import requests
 
 from simulators.fleet import build_fleet
 from tests.oracle import expected_rollups
-from tests.servers import Mosquitto, free_port, wait_until
+from tests.servers import Kafka, Mosquitto, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +33,7 @@ SEMS = [sys.executable, "-m", "streams.cli"]
 
 
 class Sems:
-    def __init__(self, workdir: Path, broker: Mosquitto) -> None:
+    def __init__(self, workdir: Path, broker: Mosquitto, kafka: Kafka | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.db = workdir / "data" / "sems.db"
@@ -42,6 +43,10 @@ class Sems:
                      "--data-dir", str(workdir / "data")]
         self.env = {**os.environ, "SEMS_ALLOWED_LATENESS_S": "30",
                     "SEMS_IDLE_TIMEOUT_S": "3600", "SEMS_MQTT_CLIENT_ID": "sems-e2e"}
+        if kafka is not None:
+            self.args += ["--runtime", "kafka", "--kafka", kafka.bootstrap]
+            self.env.update(SEMS_KAFKA_PARTITIONS="4",
+                            SEMS_KAFKA_APP_ID=f"sems-e2e-{uuid.uuid4().hex[:8]}")
         self.log = (workdir / "sems.log").open("ab")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -80,9 +85,12 @@ class Sems:
         return self.proc.wait(timeout=30)
 
 
-@pytest.fixture
-def sems(tmp_path: Path, own_mosquitto: Mosquitto) -> Iterator[Sems]:
-    s = Sems(tmp_path, own_mosquitto)
+@pytest.fixture(params=["local", "kafka"])
+def sems(request: pytest.FixtureRequest, tmp_path: Path,
+         own_mosquitto: Mosquitto) -> Iterator[Sems]:
+    """SEMS on the embedded runtime, or on the kafka runtime (ingest + worker in one process)."""
+    kafka = request.getfixturevalue("kafka") if request.param == "kafka" else None
+    s = Sems(tmp_path, own_mosquitto, kafka)
     yield s
     if s.proc is not None and s.proc.poll() is None:
         s.proc.kill()
@@ -130,7 +138,7 @@ def test_rollups_equal_an_independent_recomputation_across_a_crash(
     distinct = {(r["meter_id"], r["timestamp"]) for r in accepted}
 
     wait_until(lambda: sems.count("SELECT COUNT(*) FROM readings") == len(distinct),
-               timeout_s=120, what=f"{len(distinct)} distinct readings stored")
+               timeout_s=180, what=f"{len(distinct)} distinct readings stored")
     # The data ends 2 min past the second hour: every window up to then must close.
     final_boundary_ms = int((start + timedelta(hours=2, minutes=1)).timestamp() * 1000)
     wait_until(
