@@ -45,11 +45,6 @@ from tables.rollups import FacilityWindows, RollupAggregator, WindowSettings
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "rollup-state"
-SESSION_TIMEOUT_S = 10.0
-"""How long the group waits for a silent worker (kill -9, lost host) before handing its
-partitions to the others; Faust's default of 60 s stalls those facilities for a minute.
-Heartbeats (every 3 s) come from the consumer's own thread, so a busy event loop does not
-trip it."""
 
 
 class FaustTableState:
@@ -125,7 +120,6 @@ class KafkaRuntime:
             # A killed worker's partitions move on after 10 s, not Faust's default 60 s.
             broker_session_timeout=10.0,
             broker_heartbeat_interval=1.0,
-            broker_session_timeout=SESSION_TIMEOUT_S,
             web_enabled=False,
             autodiscover=False,
             producer_acks=-1,
