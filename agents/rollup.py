@@ -169,7 +169,10 @@ class RollupService:
         A crash between the two replays the batch, which the store absorbs idempotently."""
         if self.state_store is not None:
             facilities = self.aggregator.facilities
-            self.state_store.save([facilities[f] for f in sorted(facility_ids)])
+            # A rebalance may have made this worker forget a facility meanwhile: its new
+            # owner has the state from the changelog, so there is nothing to save here.
+            self.state_store.save([facilities[f] for f in sorted(facility_ids)
+                                   if f in facilities])
 
     def forget(self) -> None:
         """Drop in-memory state (partitions were reassigned); it reloads from the state store."""

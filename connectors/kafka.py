@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -15,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from streams.channels import Ack
 
@@ -67,6 +69,12 @@ def topic_specs(*, partitions: int) -> list[TopicSpec]:
     ]
 
 
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition of ``key`` under the producers' default partitioner (Kafka's murmur2),
+    the placement every facility-keyed topic and table shares."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> None:
     """Create missing topics with their configs; refuse existing ones with another partition
     count (re-partitioning would break per-facility ordering and state)."""
@@ -81,8 +89,7 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> None:
                 await admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
-        described = await admin.describe_topics([s.name for s in specs])
-        partitions = {d["topic"]: len(d["partitions"]) for d in described}
+        partitions = await _partition_counts(admin, [s.name for s in specs])
         for s in specs:
             if partitions.get(s.name) != s.partitions:
                 raise RuntimeError(
@@ -91,6 +98,20 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> None:
                 )
     finally:
         await admin.close()
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str], *,
+                            timeout_s: float = 15.0) -> dict[str, int]:
+    """Partitions per topic as the broker describes them. A topic created a moment ago can
+    still show none until its metadata reaches the broker, so this waits for every topic to
+    show some, up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        if all(counts.get(n) for n in names) or time.monotonic() > deadline:
+            return counts
+        await asyncio.sleep(0.1)
 
 
 def producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:

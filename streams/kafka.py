@@ -22,13 +22,14 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from agents.deadletter import dead_letter_agent
 from agents.ingest import ingest_agent
 from agents.rollup import RollupService
 from connectors import kafka as topics
-from connectors.kafka import KafkaSink, ensure_topics, producer, topic_specs
+from connectors.kafka import KafkaSink, ensure_topics, partition_for, producer, topic_specs
 from connectors.mqtt import BrokerAddress, MqttSource, RawMessage
 from connectors.sqlite import SqliteStore
 from schemas.deadletter import DeadLetter
@@ -65,7 +66,15 @@ class FaustTableState:
             self.table[st.facility_id.encode()] = orjson.dumps(dump_state(st))
 
     def facility_ids(self) -> Iterable[str]:
-        return [bytes(k).decode() for k in self.table.keys()]
+        """Facilities whose state partition this worker owns now. After a rebalance the local
+        table still holds what this worker wrote for partitions that moved away (Faust drops
+        only what it restored from the changelog): ticking those would close the new owner's
+        windows from stale state and overwrite its rollups."""
+        changelog = self.table.changelog_topic.get_topic_name()
+        owned = {tp.partition for tp in self.table.app.assignor.assigned_actives()
+                 if tp.topic == changelog}
+        ids = (bytes(k).decode() for k in self.table.keys())
+        return [f for f in ids if partition_for(f.encode(), self.table.partitions) in owned]
 
 
 class FaustTopicSink:
@@ -85,6 +94,64 @@ async def _decoded(batches: AsyncIterator[list[bytes]],
                    decode: Callable[[bytes], Any]) -> AsyncIterator[list[Any]]:
     async for batch in batches:
         yield [decode(v) for v in batch]
+
+
+class _RewindingConsumer(faust_aiokafka.Consumer):
+    """Faust's consumer, except that records it does not deliver are fetched again.
+
+    faust-streaming 0.15 discards the records a fetch returns for a partition that is paused
+    by then (a rebalance, a table recovery) without moving the fetch position back. A stream
+    partition with a committed offset gets them back from the seek to the committed offsets
+    that follows; the rest are lost: the dead letters of a never-committed
+    ``sensor-readings.dlq``, and the changelog records a recovery waits for, forever. Here the
+    first record not delivered is where the partition is fetched from next, nothing after it
+    is delivered in between, and partitions never committed restart from their first offset,
+    as ``auto_offset_reset=earliest`` says; the store absorbs what is read twice.
+    """
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # noqa: ASYNC109
+        records, active = await self._wait_next_records(timeout)
+        if records is None or self.should_stop:
+            return
+        generation = self.app.consumer_generation_id
+        flowing = self.flow_active
+        rewind: dict[Any, int] = {}
+        for tp, record in self.scheduler.iterate(records):
+            if tp in rewind:
+                continue
+            if not (self.flow_active and self.app.consumer_generation_id == generation and (
+                    active is None or tp in active or tp in self._buffered_partitions)):
+                rewind[tp] = record.offset
+                continue
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            yield tp, self._to_message(tp, record)
+        assigned = self.assignment()
+        for tp, offset in rewind.items():
+            if tp in assigned:  # a revoked partition's next owner reads it from the commit
+                await self.seek(tp, offset)
+        if not flowing:
+            # Stopped for a rebalance: queued records may have been cleared unprocessed.
+            await self.perform_seek()
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        fresh = [TopicPartition(tp.topic, tp.partition) for tp in self.assignment()
+                 if not self._is_changelog_tp(tp) and not self._committed_offset.get(tp)]
+        if fresh:
+            await self._thread.seek_to_beginning(*fresh)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _RewindingConsumer
+
+
+async def _hold_flow_until_seek(app: Any, /, *_: Any, **__: Any) -> None:
+    """Sent when table recovery ends. Faust then resumes the stream partitions before it seeks
+    them back to their committed offsets, with the flow already running for the recovery: a
+    fetch in between delivers records from wherever a discarded fetch left the position, and
+    the seek then delivers the skipped ones after them, late for their windows. Stopped here,
+    the flow restarts once Faust has seeked."""
+    app.consumer.stop_flow()
 
 
 @dataclass
@@ -111,6 +178,8 @@ class KafkaRuntime:
             s.kafka_app_id,
             broker=f"kafka://{s.kafka_bootstrap}",
             store="memory://",
+            # Faust's own folder, which it would otherwise create in the working directory.
+            datadir=str(s.data_dir / "faust"),
             topic_partitions=s.kafka_partitions,
             topic_replication_factor=1,
             table_standby_replicas=0,
@@ -124,6 +193,8 @@ class KafkaRuntime:
             autodiscover=False,
             producer_acks=-1,
         )
+        app.transport = _Transport(app.conf.broker_consumer, app)
+        app.on_rebalance_complete.connect(_hold_flow_until_seek)
         raw_topic: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         readings = app.topic(topics.READINGS, **raw_topic)
         dead = app.topic(topics.DEAD_LETTERS, **raw_topic)

@@ -85,11 +85,12 @@ class Sems:
         return self.proc.wait(timeout=30)
 
 
-@pytest.fixture(params=["local"])  # "kafka": loses readings across kill -9, see issue 3 notes
+@pytest.fixture(params=["local", "kafka"])
 def sems(request: pytest.FixtureRequest, tmp_path: Path,
          own_mosquitto: Mosquitto) -> Iterator[Sems]:
-    """SEMS on the embedded runtime, or on the kafka runtime (ingest + worker in one process)."""
-    kafka = request.getfixturevalue("kafka") if request.param == "kafka" else None
+    """SEMS on the embedded runtime, or on the kafka runtime (ingest + worker in one process,
+    on a broker of its own so that no other test's readings are on its topics)."""
+    kafka = request.getfixturevalue("own_kafka") if request.param == "kafka" else None
     s = Sems(tmp_path, own_mosquitto, kafka)
     yield s
     if s.proc is not None and s.proc.poll() is None:

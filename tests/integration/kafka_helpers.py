@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -183,7 +183,6 @@ class Worker:
     app_id: str
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
-    env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SEMS_")}
@@ -193,7 +192,6 @@ class Worker:
             "SEMS_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
             "SEMS_DEMO_FLEET": "false",
             "SEMS_LOG_LEVEL": "INFO",
-            **self.env,
         })
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -240,14 +238,27 @@ async def settled(read: Callable[[], Any], expected: Any, *, timeout_s: float,
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}; "
-                                 f"last read: {summary(last)}, expected: {summary(expected)}")
+                                 f"last read: {summary(last)}, expected: {summary(expected)}"
+                                 f"{differences(last, expected)}")
         await asyncio.sleep(0.1)
 
 
 def summary(value: Any) -> str:
+    if isinstance(value, Outcome):
+        return (f"{len(value.rollups)} rollups, {value.readings} readings, dead letters "
+                f"{value.dead_letters}")
     if isinstance(value, list):
         return f"{len(value)} rows"
     return repr(value)
+
+
+def differences(last: Any, expected: Any, *, limit: int = 5) -> str:
+    """The first rollup rows that differ, to tell a missing window from a wrong one."""
+    if not (isinstance(last, Outcome) and isinstance(expected, Outcome)):
+        return ""
+    got, want = set(last.rollups), set(expected.rollups)
+    missing, unexpected = sorted(want - got)[:limit], sorted(got - want)[:limit]
+    return f"\n  missing rows: {missing}\n  unexpected rows: {unexpected}"
 
 
 def kcat() -> str:
