@@ -145,13 +145,19 @@ def tracebacks(*workers: Worker) -> list[str]:
             or " ERROR agents" in line]
 
 
-async def test_worker_killed_mid_replay_is_replaced_without_loss_or_double_count(
-    own_kafka: Kafka, replay: Replay, tmp_path: Path, workers: list[Worker]
-) -> None:
+async def prepare(kafka: Kafka, replay: Replay, tmp_path: Path) -> tuple[Path, Path]:
+    """A store with the fleet registered, and SEMS's topics on the broker."""
     data = tmp_path / "data"
     db = data / "sems.db"
     await register_in(db, replay.fleet)
-    await ensure_topics(own_kafka.bootstrap, topic_specs(partitions=PARTITIONS))
+    await ensure_topics(kafka.bootstrap, topic_specs(partitions=PARTITIONS))
+    return data, db
+
+
+async def test_worker_killed_mid_replay_is_replaced_without_loss_or_double_count(
+    own_kafka: Kafka, replay: Replay, tmp_path: Path, workers: list[Worker]
+) -> None:
+    data, db = await prepare(own_kafka, replay, tmp_path)
     group = app_id()
     first = start_worker(workers, own_kafka, data, group)
     await wait_assigned(first)
@@ -202,10 +208,7 @@ async def end_offsets(broker: Kafka, topic: str) -> dict[int, int]:
 async def test_two_workers_share_the_partitions_and_give_the_same_result(
     own_kafka: Kafka, replay: Replay, tmp_path: Path, workers: list[Worker]
 ) -> None:
-    data = tmp_path / "data"
-    db = data / "sems.db"
-    await register_in(db, replay.fleet)
-    await ensure_topics(own_kafka.bootstrap, topic_specs(partitions=PARTITIONS))
+    data, db = await prepare(own_kafka, replay, tmp_path)
     records = ingested(replay.fleet, replay.recorded)
     group = app_id()
     first = start_worker(workers, own_kafka, data, group)
