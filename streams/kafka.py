@@ -41,7 +41,7 @@ from streams.metrics import Metrics
 from streams.registry import RegistryHolder
 from streams.settings import Settings
 from tables.codec import dump_state, load_state
-from tables.rollups import FacilityWindows, RollupAggregator, WindowSettings
+from tables.rollups import FacilityWindows, RollupAggregator
 
 log = logging.getLogger(__name__)
 
@@ -207,11 +207,7 @@ class KafkaRuntime:
         table: Any = app.Table(STATE_TABLE, default=None, partitions=s.kafka_partitions,
                                use_partitioner=True, key_type=bytes, value_type=bytes)
         self.service = RollupService(
-            RollupAggregator(
-                self.registry(),
-                WindowSettings(allowed_lateness_ms=round(s.allowed_lateness_s * 1000),
-                               idle_timeout_ms=round(s.idle_timeout_s * 1000)),
-            ),
+            RollupAggregator(self.registry(), s.windows),
             store=self.store,
             metrics=self.metrics,
             clock=self.clock,

@@ -29,7 +29,7 @@ from streams.channels import Channel
 from streams.metrics import Metrics
 from streams.registry import RegistryHolder
 from streams.settings import Settings
-from tables.rollups import RollupAggregator, WindowSettings
+from tables.rollups import RollupAggregator
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,7 @@ class LocalRuntime:
         self.registry = RegistryHolder(self.store)
         self.topics = Topics.create(s.channel_capacity)
         self.rollup_service = RollupService(
-            RollupAggregator(
-                self.registry(),
-                WindowSettings(
-                    allowed_lateness_ms=round(s.allowed_lateness_s * 1000),
-                    idle_timeout_ms=round(s.idle_timeout_s * 1000),
-                ),
-            ),
+            RollupAggregator(self.registry(), s.windows),
             store=self.store,
             metrics=self.metrics,
             clock=self.clock,

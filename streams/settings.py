@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tables.rollups import WindowSettings
+
 PREFIX = "SEMS_"
 
 
@@ -67,6 +69,11 @@ class Settings(BaseModel):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "sems.db"
+
+    @property
+    def windows(self) -> WindowSettings:
+        return WindowSettings(allowed_lateness_ms=round(self.allowed_lateness_s * 1000),
+                              idle_timeout_ms=round(self.idle_timeout_s * 1000))
 
 
 def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:

@@ -7,7 +7,6 @@ import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,8 +15,8 @@ from simulators.fleet import Fleet, build_fleet
 from simulators.publish import Faults, Simulation
 from streams.channels import Channel
 from streams.kafka import KafkaRuntime
-from streams.local import LocalRuntime
-from tests.integration.helpers import count_is, eventually, settings
+from tests.integration.helpers import count_is, eventually, settings, start_runtime
+from tests.integration.kafka_helpers import rollups
 from tests.servers import Kafka
 
 pytestmark = pytest.mark.integration
@@ -44,15 +43,6 @@ async def replay(raw: Channel[RawMessage], recorded: list[tuple[str, bytes]]) ->
         await raw.send(RawMessage(topic, payload, datetime.now(UTC)))
 
 
-def rollups(db: Path) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(
-            "SELECT scope, scope_id, window, window_start_ms, sample_count, "
-            "round(total_energy_kwh, 9), round(avg_power_kw, 9), max_power_kw, min_power_kw, "
-            "round(coverage, 9) FROM rollups ORDER BY 1, 2, 3, 4"
-        ).fetchall()
-
-
 async def test_kafka_and_local_runtimes_give_identical_rollups(
     kafka: Kafka, tmp_path: Path
 ) -> None:
@@ -61,12 +51,7 @@ async def test_kafka_and_local_runtimes_give_identical_rollups(
     # 24 meters x 164 steps; the data ends 41 min in, so minutes up to 00:40 close.
     expected_readings = 24 * 164
 
-    local = LocalRuntime(settings(tmp_path / "local"))
-    await local.open()
-    await local.store.upsert_facilities(list(fleet.facilities))
-    await local.store.upsert_meters(list(fleet.meters))
-    await local.reload_registry()
-    await local.start()
+    local = await start_runtime(settings(tmp_path / "local"), fleet)
     try:
         await replay(local.topics.raw, recorded)
         await eventually(lambda: count_is(local, "SELECT COUNT(*) FROM readings",
