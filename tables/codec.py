@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.rollup import WindowName
 from tables.rollups import FacilityWindows
 from tables.windows import COMPOSED_WINDOWS, Accumulator
 
@@ -73,5 +72,3 @@ def load_state(d: dict[str, Any]) -> FacilityWindows:
         }
     return st
 
-
-__all__ = ["STATE_VERSION", "WindowName", "dump_state", "load_state"]

@@ -81,10 +81,6 @@ class FacilityWindows:
         default_factory=lambda: {w: {} for w in COMPOSED_WINDOWS}
     )
 
-    @property
-    def watermark_ms(self) -> int | None:
-        return self.closed_until_ms
-
 
 class RollupAggregator:
     """Rollup state of many facilities. Not thread-safe; one owner per partition."""

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from schemas.metadata import MeterType, Registry
+from schemas.metadata import Registry
 
 SIZES_S = {"1m": 60, "15m": 900, "1h": 3600}
 
@@ -110,6 +110,3 @@ def _total_extremes(per_meter: list[list[tuple[float, float, float]]], w0: float
             totals.append(total)
     return (max(totals), min(totals)) if totals else None
 
-
-def is_main(registry: Registry, meter_id: str) -> bool:
-    return registry.meters[meter_id].meter_type is MeterType.MAIN
