@@ -7,9 +7,10 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from simulators.fleet import Fleet
+from streams.kafka import KafkaRuntime
 from streams.local import LocalRuntime
 from streams.settings import Settings
 
@@ -35,14 +36,21 @@ def settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings.model_validate(values)
 
 
-async def start_runtime(cfg: Settings, fleet: Fleet) -> LocalRuntime:
-    runtime = LocalRuntime(cfg)
+R = TypeVar("R", LocalRuntime, KafkaRuntime)
+
+
+async def provision(runtime: R, fleet: Fleet) -> R:
+    """Open either runtime, register the fleet, start it."""
     await runtime.open()
     await runtime.store.upsert_facilities(list(fleet.facilities))
     await runtime.store.upsert_meters(list(fleet.meters))
     await runtime.reload_registry()
     await runtime.start()
     return runtime
+
+
+async def start_runtime(cfg: Settings, fleet: Fleet) -> LocalRuntime:
+    return await provision(LocalRuntime(cfg), fleet)
 
 
 def count(runtime: LocalRuntime, sql: str) -> int:

@@ -24,9 +24,9 @@ from schemas.reading import SensorReading
 from schemas.validation import ValidationSettings, validate_reading
 from simulators.fleet import Fleet
 from simulators.publish import Faults, Simulation
-from streams.local import LocalRuntime
 from streams.metrics import Metrics
-from tests.integration.helpers import eventually, settings
+from tests.integration.helpers import eventually, settings, start_runtime
+from tests.servers import stop_process
 
 Recorded = list[tuple[str, bytes]]
 
@@ -96,11 +96,7 @@ async def local_baseline(data_dir: Path, fleet: Fleet, recorded: Recorded,
                          *, expected_readings: int) -> Outcome:
     """The uninterrupted reference: the local runtime on the same recorded input."""
     cfg = settings(data_dir, idle_timeout_s=IDLE_TIMEOUT_S)
-    local = LocalRuntime(cfg)
-    await local.open()
-    await register(local.store, fleet)
-    await local.reload_registry()
-    await local.start()
+    local = await start_runtime(cfg, fleet)
     db = cfg.database_path
     try:
         for topic, payload in recorded:
@@ -218,13 +214,7 @@ class Worker:
         """Ctrl+C (SIGTERM, as ``sems worker`` handles it); kill -9 if it does not exit."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
+        stop_process(self.process, timeout_s=timeout_s)
         return self.process.returncode
 
 

@@ -28,7 +28,7 @@ from schemas.reading import SensorReading
 from schemas.rollup import Rollup
 from simulators.fleet import Fleet, build_fleet
 from streams.kafka import KafkaRuntime
-from tests.integration.helpers import eventually, settings
+from tests.integration.helpers import eventually, provision, settings
 from tests.integration.kafka_helpers import (
     IDLE_TIMEOUT_S,
     PARTITIONS,
@@ -39,7 +39,6 @@ from tests.integration.kafka_helpers import (
     local_baseline,
     produce,
     record,
-    register,
     register_in,
     rollups,
     run_kcat,
@@ -260,12 +259,7 @@ async def start_kafka_runtime(broker: Kafka, tmp_path: Path, fleet: Fleet) -> Ka
     cfg = settings(tmp_path, runtime="kafka", kafka_bootstrap=broker.bootstrap,
                    kafka_partitions=PARTITIONS, kafka_app_id=app_id(),
                    idle_timeout_s=IDLE_TIMEOUT_S)
-    runtime = KafkaRuntime(cfg)
-    await runtime.open()
-    await register(runtime.store, fleet)
-    await runtime.reload_registry()
-    await runtime.start()
-    return runtime
+    return await provision(KafkaRuntime(cfg), fleet)
 
 
 async def test_pipeline_recovers_by_itself_from_a_broker_restart_mid_stream(

@@ -15,7 +15,7 @@ from simulators.fleet import Fleet, build_fleet
 from simulators.publish import Faults, Simulation
 from streams.channels import Channel
 from streams.kafka import KafkaRuntime
-from tests.integration.helpers import count_is, eventually, settings, start_runtime
+from tests.integration.helpers import count_is, eventually, provision, settings, start_runtime
 from tests.integration.kafka_helpers import rollups
 from tests.servers import Kafka
 
@@ -61,12 +61,7 @@ async def test_kafka_and_local_runtimes_give_identical_rollups(
 
     cfg = settings(tmp_path / "kafka", runtime="kafka", kafka_bootstrap=kafka.bootstrap,
                    kafka_partitions=4, kafka_app_id=f"sems-{uuid.uuid4().hex[:6]}")
-    remote = KafkaRuntime(cfg)
-    await remote.open()
-    await remote.store.upsert_facilities(list(fleet.facilities))
-    await remote.store.upsert_meters(list(fleet.meters))
-    await remote.reload_registry()
-    await remote.start()
+    remote = await provision(KafkaRuntime(cfg), fleet)
     try:
         await replay(remote.raw, recorded)
         db = cfg.database_path
