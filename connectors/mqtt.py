@@ -69,6 +69,21 @@ class ReadAheadSocket:
         return getattr(self._sock, name)
 
 
+class _ReaderCapture:
+    """The event loop as one aiomqtt client sees it: ``add_reader`` also tells the gate."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, gate: ReadGate) -> None:
+        self._loop = loop
+        self._gate = gate
+
+    def add_reader(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:
+        self._gate._loop, self._gate._fd, self._gate._reader = self._loop, fd, (callback, args)
+        self._loop.add_reader(fd, callback, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+
 class ReadGate:
     """Stops reading the socket while too many messages wait in SEMS, so that the broker (and
     TCP) hold the rest.
@@ -86,30 +101,26 @@ class ReadGate:
         self._fd = -1
         self._reader: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
 
-    def install(self, paho: Any) -> None:
+    def install(self, client: aiomqtt.Client) -> None:
         """Wrap paho's socket in a :class:`ReadAheadSocket` when it opens, and keep the reader
-        callback aiomqtt registers for it, to remove and re-add it."""
+        callback aiomqtt registers for it, to remove and re-add it.
+
+        aiomqtt opens the socket in an executor thread and registers its reader through its own
+        ``_loop`` attribute, so that attribute gets a per-client proxy that notes the callback;
+        nothing shared (the event loop itself) is patched, so clients connecting at the same
+        time in several threads cannot interfere."""
+        paho: Any = client._client
         open_callback = paho.on_socket_open
-        loop = asyncio.get_running_loop()
         gate = self
 
-        def on_socket_open(client: Any, userdata: Any, sock: Any) -> None:
+        def on_socket_open(paho_client: Any, userdata: Any, sock: Any) -> None:
             wrapped = ReadAheadSocket(sock, gate)
-            client._sock = wrapped
-            real_add_reader = loop.add_reader
-
-            def capture(fd: Any, callback: Callable[..., Any], *args: Any) -> None:
-                gate._loop, gate._fd, gate._reader = loop, fd, (callback, args)
-                real_add_reader(fd, callback, *args)
-
-            loop.add_reader = capture  # type: ignore[method-assign,assignment]
-            try:
-                open_callback(client, userdata, wrapped)
-            finally:
-                del loop.add_reader  # back to the class's method
+            paho_client._sock = wrapped
             gate.paused = False
+            open_callback(paho_client, userdata, wrapped)
 
         paho.on_socket_open = on_socket_open
+        client._loop = _ReaderCapture(client._loop, self)  # type: ignore[assignment]
 
     def check(self, waiting: int) -> None:
         if self._loop is None or self._reader is None:
@@ -228,7 +239,7 @@ class MqttSource:
         paho = client._client  # manual PUBACK, read-ahead, read gate: see the docstrings
         paho.manual_ack_set(True)
         paho.disable_logger()  # paho formats a debug line per packet otherwise
-        gate.install(paho)
+        gate.install(client)
         async with client:
             self._generation += 1
             generation = self._generation
