@@ -4,9 +4,11 @@ accepted readings, the closed windows, the late dead letters and the new checkpo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -14,7 +16,7 @@ from schemas.deadletter import DeadLetter, RejectReason
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, WindowName
 from schemas.validation import dead_letter
-from streams.channels import Sink
+from streams.channels import Ack, Batch, Sink
 from streams.metrics import Metrics
 from tables.ports import CommitBatch, StoreUnavailable, TimeSeriesStore
 from tables.rollups import (
@@ -38,13 +40,36 @@ class WindowStateStore(Protocol):
 
     def load(self, facility_id: str) -> FacilityWindows | None: ...
 
-    def save(self, states: Iterable[FacilityWindows]) -> None: ...
+    def encode(self, state: FacilityWindows) -> bytes:
+        """The state as it is now: taken when a batch is folded, saved once it is stored."""
+        ...
+
+    def save(self, encoded: Mapping[str, bytes]) -> None: ...
 
     def facility_ids(self) -> Iterable[str]: ...
 
 
+@dataclass(slots=True)
+class _Folded:
+    """A folded batch on its way to the store, and what follows its commit."""
+
+    batch: CommitBatch
+    states: dict[str, bytes] = field(default_factory=dict)
+    accepted: int = 0
+    duplicates: int = 0
+    ack: Ack | None = None
+    started: float | None = None
+
+
 class RollupService:
-    """Owns the window state of the facilities routed to this process."""
+    """Owns the window state of the facilities routed to this process.
+
+    Folding and storing overlap: while batch N is being committed (in the store's writer
+    thread), batch N+1 is folded. Commits run one at a time, in fold order, each retried until
+    it succeeds; only after its commit is a batch's window state saved, its rollups published
+    and its events acknowledged upstream, so a crash replays what was not yet stored. At most
+    ``max_pending`` folded batches wait for the store (bounded memory, back-pressure).
+    """
 
     def __init__(
         self,
@@ -56,6 +81,7 @@ class RollupService:
         outputs: Mapping[WindowName, Sink[Rollup]] | None = None,
         state_store: WindowStateStore | None = None,
         retry_delay_s: float = 1.0,
+        max_pending: int = 2,
     ) -> None:
         self.aggregator = aggregator
         self.store = store
@@ -65,6 +91,8 @@ class RollupService:
         self.state_store = state_store
         self.retry_delay_s = retry_delay_s
         self._lock = asyncio.Lock()
+        self._pending: asyncio.Queue[_Folded] = asyncio.Queue(maxsize=max_pending)
+        self._committer: asyncio.Task[None] | None = None
 
     async def recover(self) -> int:
         """Rebuild open windows from the store after a restart. Returns readings replayed."""
@@ -104,7 +132,8 @@ class RollupService:
                  len(readings))
         return len(readings)
 
-    async def process(self, readings: list[SensorReading]) -> None:
+    async def process(self, readings: list[SensorReading], *, ack: Ack | None = None) -> None:
+        """Fold a batch and hand it to the committer; ``ack`` is called once it is stored."""
         started = time.perf_counter()
         async with self._lock:
             agg = self.aggregator
@@ -131,19 +160,18 @@ class RollupService:
             for fid in sorted(touched):
                 rollups.extend(agg.advance(fid))
             dead: list[DeadLetter] = []
+            if late:
+                # A late reading may repeat one that a batch still on its way stores.
+                await self.flush()
             for r in late:
                 if await self.store.has_reading(r.meter_id, r.timestamp):
                     duplicates += 1
                     continue
                 dead.append(self._late(r))
-            await self._commit(CommitBatch(accepted, rollups, dead, agg.checkpoints(touched)))
-            self._save_state(touched)
-        self.metrics.readings_accepted.inc(len(accepted))
-        self.metrics.readings_duplicate.inc(duplicates)
-        if dead:
-            self.metrics.readings_rejected.labels(RejectReason.LATE.value).inc(len(dead))
-        await self._publish(rollups)
-        self.metrics.batch_duration.observe(time.perf_counter() - started)
+            await self._submit(_Folded(
+                CommitBatch(accepted, rollups, dead, agg.checkpoints(touched)),
+                states=self._encode(touched), accepted=len(accepted), duplicates=duplicates,
+                ack=ack, started=started))
 
     async def tick(self) -> None:
         """Close the windows of facilities that went quiet."""
@@ -160,23 +188,79 @@ class RollupService:
             if not rollups:
                 return
             touched = {r.facility_id for r in rollups}
-            await self._commit(CommitBatch(rollups=rollups, checkpoints=agg.checkpoints(touched)))
-            self._save_state(touched)
-        await self._publish(rollups)
+            await self._submit(_Folded(
+                CommitBatch(rollups=rollups, checkpoints=agg.checkpoints(touched)),
+                states=self._encode(touched)))
 
-    def _save_state(self, facility_ids: Iterable[str]) -> None:
-        """After the store commit: one state write per facility per batch, never per reading.
-        A crash between the two replays the batch, which the store absorbs idempotently."""
-        if self.state_store is not None:
-            facilities = self.aggregator.facilities
-            # A rebalance may have made this worker forget a facility meanwhile: its new
-            # owner has the state from the changelog, so there is nothing to save here.
-            self.state_store.save([facilities[f] for f in sorted(facility_ids)
-                                   if f in facilities])
+    def _encode(self, facility_ids: Iterable[str]) -> dict[str, bytes]:
+        """The touched facilities' state as of this fold: one state write per facility per
+        batch, never per reading, saved after the batch's commit. A crash between the two
+        replays the batch, which the store absorbs idempotently."""
+        if self.state_store is None:
+            return {}
+        facilities = self.aggregator.facilities
+        return {f: self.state_store.encode(facilities[f]) for f in sorted(facility_ids)}
 
-    def forget(self) -> None:
-        """Drop in-memory state (partitions were reassigned); it reloads from the state store."""
-        self.aggregator.facilities.clear()
+    async def _submit(self, folded: _Folded) -> None:
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_forever(), name="rollup-commits")
+        await self._unless_committer_failed(self._pending.put(folded))
+
+    async def _unless_committer_failed(self, waiting: Awaitable[None]) -> None:
+        """Await ``waiting``; raise instead if the committer has died (a bug, not a store
+        outage, which it retries), so that agents fail loudly rather than hang."""
+        committer = self._committer
+        if committer is None:
+            await waiting
+            return
+        task = asyncio.ensure_future(waiting)
+        await asyncio.wait({task, committer}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise RuntimeError("the rollup committer stopped") from (
+                None if committer.cancelled() else committer.exception())
+        task.result()
+
+    async def _commit_forever(self) -> None:
+        while True:
+            folded = await self._pending.get()
+            try:
+                await self._commit(folded.batch)
+                if self.state_store is not None and folded.states:
+                    self.state_store.save(folded.states)
+                m = self.metrics
+                m.readings_accepted.inc(folded.accepted)
+                m.readings_duplicate.inc(folded.duplicates)
+                if folded.batch.dead_letters:
+                    m.readings_rejected.labels(RejectReason.LATE.value).inc(
+                        len(folded.batch.dead_letters))
+                await self._publish(folded.batch.rollups)
+                if folded.ack is not None:
+                    folded.ack()
+                if folded.started is not None:
+                    m.batch_duration.observe(time.perf_counter() - folded.started)
+            finally:
+                self._pending.task_done()
+
+    async def flush(self) -> None:
+        """Wait until every folded batch is stored, saved, published and acknowledged."""
+        await self._unless_committer_failed(self._pending.join())
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+
+    async def release(self) -> None:
+        """Partitions were reassigned: store what was folded, then drop the in-memory state
+        (it reloads from the state store for facilities this worker still owns)."""
+        async with self._lock:
+            await self.flush()
+            self.aggregator.facilities.clear()
 
     def _late(self, r: SensorReading) -> DeadLetter:
         st = self.aggregator.state(r.facility_id)
@@ -216,10 +300,11 @@ class RollupService:
                 self.metrics.watermark.labels(fid).set(st.closed_until_ms / 1000)
 
 
-async def rollup_agent(batches: AsyncIterator[list[SensorReading]], *,
+async def rollup_agent(batches: AsyncIterator[Batch[SensorReading]], *,
                        service: RollupService) -> None:
+    """Each batch is acknowledged upstream once it is stored, not when the next is taken."""
     async for batch in batches:
-        await service.process(batch)
+        await service.process(batch.values, ack=batch.ack)
 
 
 async def idle_timer(service: RollupService, *, interval_s: float) -> None:

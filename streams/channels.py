@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -27,6 +28,25 @@ class Sink(Protocol[T_contra]):
     called once the value is safely handed on (handled downstream, or stored by Kafka)."""
 
     async def send(self, value: T_contra, *, ack: Ack | None = None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Batch(Generic[T]):
+    """Events taken together, and how to acknowledge all of them once they are handled.
+    An agent that hands its work on (to a store writer, say) acks when that is done, not when
+    it takes the next batch."""
+
+    values: list[T]
+    ack: Ack
+
+
+def _ack_all(acks: list[Ack]) -> Ack:
+    def ack() -> None:
+        for a in acks:
+            a()
+
+    return ack
+
 
 FILL_GAP_S = 0.002
 
@@ -143,10 +163,18 @@ class EventStream(Generic[T]):
         self._sub = sub
 
     async def take(self, max_: int, *, within: float) -> AsyncIterator[list[T]]:
-        """Batches of up to ``max_`` events, waiting at most ``within`` seconds after the first.
+        """Batches of up to ``max_`` events, waiting at most ``within`` seconds after the first;
+        each batch is acknowledged when the agent asks for the next.
 
         Ends when the channel is closed, after the events sent before closing.
         """
+        async for batch in self.batches(max_, within=within):
+            yield batch.values
+            batch.ack()
+
+    async def batches(self, max_: int, *, within: float) -> AsyncIterator[Batch[T]]:
+        """As :meth:`take`, but the agent acknowledges each batch itself (Faust's
+        ``noack_take``)."""
         sub = self._sub
         buffer = sub.buffer
         while True:
@@ -158,10 +186,8 @@ class EventStream(Generic[T]):
             n = min(max_, len(buffer))
             taken = [buffer.popleft() for _ in range(n)]
             sub.wake_producers()
-            yield [value for value, _ in taken]
-            for _, ack in taken:
-                if ack is not None:
-                    ack()
+            yield Batch([value for value, _ in taken],
+                        _ack_all([ack for _, ack in taken if ack is not None]))
 
     async def _fill(self, max_: int, within: float) -> None:
         """Wait for more events, but stop early when a short gap passes with none arriving:

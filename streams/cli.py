@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--kafka", dest="kafka_bootstrap", metavar="HOST:PORT")
     worker.add_argument("--data-dir", type=Path)
 
+    ingest = sub.add_parser("ingest", help="the kafka runtime's ingest service alone: MQTT -> "
+                                           "validation -> Kafka (scale workers separately)")
+    ingest.add_argument("--kafka", dest="kafka_bootstrap", metavar="HOST:PORT")
+    ingest.add_argument("--mqtt", dest="mqtt_url", metavar="URL")
+    ingest.add_argument("--data-dir", type=Path)
+
     sim = sub.add_parser("simulate", help="publish simulated meter readings over MQTT")
     sim.add_argument("--mqtt", dest="mqtt_url", required=True, metavar="URL")
     sim.add_argument("--facilities", type=int, default=3)
@@ -87,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         overrides = {"data_dir": args.data_dir, "kafka_bootstrap": args.kafka_bootstrap,
                      "runtime": "kafka"}
+    if args.command == "ingest":
+        overrides = {"data_dir": args.data_dir, "kafka_bootstrap": args.kafka_bootstrap,
+                     "mqtt_url": args.mqtt_url, "runtime": "kafka"}
     if args.command == "run":
         overrides = {k: getattr(args, k) for k in (
             "runtime", "kafka_bootstrap", "mqtt_url", "data_dir", "api_host", "api_port",
@@ -105,6 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run(settings))
     if args.command == "worker":
         return asyncio.run(_worker(settings))
+    if args.command == "ingest":
+        if not settings.mqtt_url:
+            print("sems: ingest needs a broker: --mqtt URL or SEMS_MQTT_URL", file=sys.stderr)
+            return 2
+        return asyncio.run(_worker(settings, ingest=True))
     if args.command == "facilities":
         try:
             content = args.file.read_bytes()
@@ -123,15 +137,18 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-async def _worker(settings: Settings) -> int:
-    """One more kafka-runtime worker: takes a share of the partitions, no ingest, no API."""
+async def _worker(settings: Settings, *, ingest: bool = False) -> int:
+    """A kafka-runtime worker (takes a share of the partitions), or with ``ingest`` the ingest
+    service alone (MQTT -> Kafka); no API."""
     from streams.kafka import KafkaRuntime
 
     runtime = KafkaRuntime(settings)
     await runtime.open()
-    await runtime.start(ingest=False)
-    print(f"SEMS worker running on Kafka {settings.kafka_bootstrap} "
-          f"(group {settings.kafka_app_id}). Press Ctrl+C to stop.", flush=True)
+    await runtime.start(ingest=ingest, worker=not ingest)
+    what = (f"ingest from {settings.mqtt_url}" if ingest
+            else f"worker (group {settings.kafka_app_id})")
+    print(f"SEMS {what} running on Kafka {settings.kafka_bootstrap}. Press Ctrl+C to stop.",
+          flush=True)
     try:
         await _wait_for_signal()
     finally:

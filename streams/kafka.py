@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import faust
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from agents.deadletter import dead_letter_agent
@@ -61,9 +62,12 @@ class FaustTableState:
         blob = self.table.get(facility_id.encode())
         return None if blob is None else load_state(orjson.loads(blob))
 
-    def save(self, states: Iterable[FacilityWindows]) -> None:
-        for st in states:
-            self.table[st.facility_id.encode()] = orjson.dumps(dump_state(st))
+    def encode(self, state: FacilityWindows) -> bytes:
+        return orjson.dumps(dump_state(state))
+
+    def save(self, encoded: Mapping[str, bytes]) -> None:
+        for facility_id, blob in encoded.items():
+            self.table[facility_id.encode()] = blob
 
     def facility_ids(self) -> Iterable[str]:
         """Facilities whose state partition this worker owns now. After a rebalance the local
@@ -94,6 +98,16 @@ async def _decoded(batches: AsyncIterator[list[bytes]],
                    decode: Callable[[bytes], Any]) -> AsyncIterator[list[Any]]:
     async for batch in batches:
         yield [decode(v) for v in batch]
+
+
+def _acker(events: list[Any]) -> Ack:
+    """Marks a batch's Kafka messages safe to commit (Faust commits acked offsets)."""
+
+    def ack() -> None:
+        for event in events:
+            event.ack()
+
+    return ack
 
 
 class _RewindingConsumer(faust_aiokafka.Consumer):
@@ -133,6 +147,54 @@ class _RewindingConsumer(faust_aiokafka.Consumer):
             # Stopped for a rebalance: queued records may have been cleared unprocessed.
             await self.perform_seek()
 
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
+        """Faust's fetch loop, racing each *fetch* rather than each message against a flow
+        stop. Faust awaits ``wait_first(callback(message), suspend_flow.wait())`` per message:
+        four tasks and an ``asyncio.wait`` for every record, the largest share of a worker's
+        CPU in the kafka benchmark. Here one such race covers a fetch's records. When the
+        flow stops mid-fetch the rest are dropped undelivered, as Faust drops the message
+        whose race the stop won; they are not acknowledged, so the seek to the committed
+        offsets that follows every rebalance fetches them again."""
+        should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        try:
+            while not (should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                fetched = [pair async for pair in self.getmany(timeout=1.0)]
+                await self.sleep(0)
+                if fetched and not self.should_stop:
+                    await self.wait_first(self._deliver(fetched), self.suspend_flow.wait())
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _deliver(self, fetched: list[tuple[Any, Any]]) -> None:
+        """Faust's per-message bookkeeping (read offsets, gaps, commit-every), then the
+        conductor's callback, awaited directly."""
+        callback = self.callback
+        read_offset = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        for tp, message in fetched:
+            offset = message.offset
+            r_offset = read_offset[tp]
+            if r_offset is not None and offset < r_offset:
+                continue
+            if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
+                await self._add_gap(tp, r_offset + 1, offset)
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await self.commit()
+            await callback(message)
+            read_offset[tp] = offset
+
     async def perform_seek(self) -> None:
         await super().perform_seek()
         fresh = [TopicPartition(tp.topic, tp.partition) for tp in self.assignment()
@@ -168,6 +230,8 @@ class KafkaRuntime:
         self.mqtt: MqttSource | None = None
         self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._worker_started = False
+        self._sinks: list[KafkaSink[Any]] = []
         self.app = self._faust_app()
 
     # -- the Faust worker ------------------------------------------------------------------
@@ -192,6 +256,10 @@ class KafkaRuntime:
             web_enabled=False,
             autodiscover=False,
             producer_acks=-1,
+            # Rollups and table changelog records go out in batches: with Faust's default
+            # linger of 0 nearly every record was a produce request of its own.
+            producer_linger=0.01,
+            producer_compression_type="lz4",
         )
         app.transport = _Transport(app.conf.broker_consumer, app)
         app.on_rebalance_complete.connect(_hold_flow_until_seek)
@@ -217,9 +285,12 @@ class KafkaRuntime:
         batch, within = s.batch_max, s.batch_within_s
 
         async def rollup_agent(stream: Any) -> None:
-            async for values in _decoded(stream.take(batch, within=within),
-                                         SensorReading.model_validate_json):
-                await self.service.process(values)
+            # Acknowledged by the service once stored, so folding the next batch overlaps
+            # the store's commit of this one.
+            async for events in stream.noack_take(batch, within=within):
+                await self.service.process(
+                    [SensorReading.model_validate_json(e.value) for e in events],
+                    ack=_acker(events))
 
         async def dead_letters(stream: Any) -> None:
             await dead_letter_agent(
@@ -231,7 +302,7 @@ class KafkaRuntime:
             await self.service.tick()
 
         async def revoked(*_: Any, **__: Any) -> None:
-            self.service.forget()
+            await self.service.release()
 
         app.agent(readings, name="sems.rollups")(rollup_agent)
         app.agent(dead, name="sems.dead-letters")(dead_letters)
@@ -250,9 +321,11 @@ class KafkaRuntime:
     async def reload_registry(self) -> None:
         self.service.aggregator.registry = await self.registry.reload()
 
-    async def start(self, *, ingest: bool = True) -> None:
-        """Start a worker; with ``ingest``, also the MQTT (or in-process) ingest service."""
-        await self.app.start()
+    async def start(self, *, ingest: bool = True, worker: bool = True) -> None:
+        """Start a worker (the Faust app) and/or the MQTT (or in-process) ingest service."""
+        if worker:
+            await self.app.start()
+            self._worker_started = True
         if not ingest:
             return
         s = self.settings
@@ -264,6 +337,7 @@ class KafkaRuntime:
         dead: KafkaSink[DeadLetter] = KafkaSink(
             self._producer, topics.DEAD_LETTERS, key=lambda d: d.source,
             encode=lambda d: d.model_dump_json().encode())
+        self._sinks = [readings, dead]
         self._tasks.append(asyncio.create_task(ingest_agent(
             self.raw.stream().take(s.batch_max, within=s.batch_within_s),
             readings=readings, dead_letters=dead, registry=self.registry,
@@ -284,7 +358,13 @@ class KafkaRuntime:
         if self._tasks:
             await self.raw.close()
             await self._tasks[0]
+        for sink in self._sinks:
+            with contextlib.suppress(Exception):  # a failed delivery was logged already
+                await sink.close()
         if self._producer is not None:
             await self._producer.stop()
-        await self.app.stop()
+        if self._worker_started:
+            await self.service.flush()
+            await self.app.stop()
+            await self.service.close()
         await self.store.close()

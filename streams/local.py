@@ -105,7 +105,7 @@ class LocalRuntime:
                 metrics=self.metrics,
                 clock=self.clock,
             ), "ingest"),
-            self._spawn(rollup_agent(t.readings.stream().take(n, within=within),
+            self._spawn(rollup_agent(t.readings.stream().batches(n, within=within),
                                      service=self.rollup_service), "rollup"),
             self._spawn(dead_letter_agent(t.dead_letters.stream().take(n, within=within),
                                           store=self.store), "dead-letters"),
@@ -150,6 +150,7 @@ class LocalRuntime:
         await t.readings.close()
         await t.dead_letters.close()
         await asyncio.gather(*self._agents[1:], return_exceptions=True)
+        await self.rollup_service.close()
         await self.store.close()
 
     async def _prune_forever(self) -> None:

@@ -178,13 +178,14 @@ class Worker:
     data_dir: Path
     app_id: str
     log_path: Path
+    partitions: int = PARTITIONS
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SEMS_")}
         env.update({
             "SEMS_KAFKA_APP_ID": self.app_id,
-            "SEMS_KAFKA_PARTITIONS": str(PARTITIONS),
+            "SEMS_KAFKA_PARTITIONS": str(self.partitions),
             "SEMS_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
             "SEMS_DEMO_FLEET": "false",
             "SEMS_LOG_LEVEL": "INFO",
