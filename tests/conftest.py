@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import Kafka, Mosquitto
+from tests.servers import InfluxDB, Kafka, Mosquitto, Postgres, Redis
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +38,47 @@ def own_kafka(tmp_path: Path) -> Iterator[Kafka]:
     broker = Kafka(tmp_path / "kafka").start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB]:
+    """One InfluxDB shared by the tests that do not stop it (each uses buckets of its own)."""
+    server = InfluxDB(tmp_path_factory.mktemp("influxdb")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_influxdb(tmp_path: Path) -> Iterator[InfluxDB]:
+    server = InfluxDB(tmp_path / "influxdb").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """One PostgreSQL shared by the tests that do not stop it (each uses a database of its own)."""
+    server = Postgres(tmp_path_factory.mktemp("postgres")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[Postgres]:
+    server = Postgres(tmp_path / "postgres").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    server = Redis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Redis]:
+    server = Redis(tmp_path / "redis").start()
+    yield server
+    server.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import getpass
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -257,3 +258,165 @@ class Kafka:
     def restart(self, *, timeout_s: float = 90) -> Kafka:
         self.stop()
         return self.start(timeout_s=timeout_s)
+
+
+# --- Production stores: InfluxDB 2.7, PostgreSQL 15, Redis 7 -------------------------------------
+# Each is run by its project script's `run` mode (infra/local/*.sh), which execs the server in
+# the foreground, so the Popen's pid is the server's own and stop/kill reach it directly.
+
+LOCAL_SCRIPTS = Path(__file__).resolve().parents[1] / "infra" / "local"
+INFLUX_ORG = "sems"
+INFLUX_TOKEN = "sems-dev-token"
+
+
+@functools.cache
+def _install(script: str) -> None:
+    """Install (or build, for InfluxDB) once per test session; the scripts skip what is there."""
+    subprocess.run(["bash", str(LOCAL_SCRIPTS / script), "install"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _redis_pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class _ScriptServer:
+    """A server started by ``infra/local/<script> run DIR PORT``."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    script = ""
+    name = ""
+    stop_signal = signal.SIGTERM
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "server.out"
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _after_start(self) -> None:
+        """One-time setup once the server answers."""
+
+    def start(self, *, timeout_s: float = 60) -> _ScriptServer:
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"{self.name} on port {self.port} is already running")
+        _install(self.script)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen(
+                ["bash", str(LOCAL_SCRIPTS / self.script), "run", str(self.workdir),
+                 str(self.port)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_until(lambda: self._alive() and self._ready(), timeout_s=timeout_s,
+                       what=f"{self.name} on port {self.port}", poll_s=0.05)
+            self._after_start()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def _alive(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() \
+                else ""
+            raise RuntimeError(f"{self.name} exited; output:\n{tail}")
+        return True
+
+    def stop(self, *, timeout_s: float = 60) -> None:
+        """A clean shutdown with the signal the server treats as one."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(self.stop_signal)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=15)
+        self.process = None
+
+
+@dataclass
+class InfluxDB(_ScriptServer):
+    """InfluxDB 2.7 built from the Go module proxy (``influxdb.sh``), org ``sems``, an admin
+    token; buckets are the application's to create. Stops cleanly on SIGINT."""
+
+    script = "influxdb.sh"
+    name = "influxd"
+    stop_signal = signal.SIGINT
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _ready(self) -> bool:
+        return _http_ok(f"{self.url}/health")
+
+    def _after_start(self) -> None:
+        subprocess.run(["bash", str(LOCAL_SCRIPTS / self.script), "setup", str(self.workdir),
+                        str(self.port)], check=True, stdout=subprocess.DEVNULL)
+
+
+@dataclass
+class Postgres(_ScriptServer):
+    """PostgreSQL 15 (Debian), database ``sems``, trust authentication on 127.0.0.1. SIGINT is
+    its fast shutdown (SIGTERM would wait for every client to disconnect)."""
+
+    script = "postgres.sh"
+    name = "postgres"
+    stop_signal = signal.SIGINT
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/sems"
+
+    def _ready(self) -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=1) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
+
+
+@dataclass
+class Redis(_ScriptServer):
+    """Redis 7 (Debian), no persistence: a restart starts empty."""
+
+    script = "redis.sh"
+    name = "redis-server"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _ready(self) -> bool:
+        return _redis_pong(self.port)
