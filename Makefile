@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run run-kafka test test-unit lint typecheck bench services schemas clean
+.PHONY: run run-kafka run-production test test-unit lint typecheck bench bench-kafka bench-influx bench-api services schemas clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "SEMS needs Python >= 3.11")'
@@ -21,10 +21,18 @@ run-kafka: $(STAMP) services  ## the kafka runtime: a local Kafka broker, ingest
 	infra/local/kafka.sh start
 	$(VENV)/bin/sems run --runtime kafka
 
-services:  ## install the servers the tests start (Mosquitto, Kafka jars)
+run-production: $(STAMP) services  ## production profile on local servers: Kafka, InfluxDB, PostgreSQL, Redis
+	infra/local/kafka.sh start
+	infra/local/influxdb.sh start
+	infra/local/postgres.sh start
+	infra/local/redis.sh start
+	$(VENV)/bin/sems db upgrade
+	$(VENV)/bin/sems run --profile production
+
+services:  ## install the servers the tests start (Mosquitto, Kafka jars, InfluxDB, PostgreSQL, Redis)
 	infra/local/install-services.sh
 
-test: $(STAMP) services  ## the whole suite: unit, integration (real Mosquitto), end-to-end
+test: $(STAMP) services  ## the whole suite: unit, contract, integration on real servers, end to end
 	$(PY) -m pytest
 
 test-unit: $(STAMP)
@@ -39,6 +47,15 @@ schemas: $(STAMP)  ## regenerate schemas/json after changing a model
 
 bench: $(STAMP) services  ## ingest throughput beside the broker's own; see docs/performance.md
 	$(PY) -m bench.ingest
+
+bench-kafka: $(STAMP) services  ## the kafka runtime end to end and per worker, beside the local runtime
+	$(PY) -m bench.kafka
+
+bench-influx: $(STAMP) services  ## InfluxDB writes through SEMS beside raw line-protocol posts
+	$(PY) -m bench.influx
+
+bench-api: $(STAMP) services  ## /current latency at 500 req/s with Redis, beside no cache (needs wrk)
+	$(PY) -m bench.api
 
 clean:
 	rm -rf $(VENV) .run .cache

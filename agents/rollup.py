@@ -236,9 +236,7 @@ class RollupService:
                 if folded.batch.dead_letters:
                     m.readings_rejected.labels(RejectReason.LATE.value).inc(
                         len(folded.batch.dead_letters))
-                await self._publish(folded.batch.rollups)
-                if folded.ack is not None:
-                    folded.ack()
+                await self._publish(folded.batch.rollups, then=folded.ack)
                 if folded.started is not None:
                     m.batch_duration.observe(time.perf_counter() - folded.started)
             finally:
@@ -288,16 +286,37 @@ class RollupService:
                 log.error("store write failed, retrying in %.1f s: %s", self.retry_delay_s, exc)
                 await asyncio.sleep(self.retry_delay_s)
 
-    async def _publish(self, rollups: list[Rollup]) -> None:
+    async def _publish(self, rollups: list[Rollup], *, then: Ack | None = None) -> None:
+        """Send the rollups downstream; ``then`` fires once every one of them is handed on
+        (stored by Kafka, or handled by the local subscribers), so a batch is acknowledged
+        upstream only when its rollups cannot be lost."""
         emitted = self.metrics.rollups_emitted
+        sends = [(r, self.outputs[r.window]) for r in rollups if r.window in self.outputs]
         for r in rollups:
             emitted.labels(r.window.value, r.scope.value).inc()
-            out = self.outputs.get(r.window)
-            if out is not None:
-                await out.send(r)
+        ack = _after(len(sends), then) if then is not None else None
+        for r, out in sends:
+            await out.send(r, ack=ack)
         for fid, st in self.aggregator.facilities.items():
             if st.closed_until_ms is not None:
                 self.metrics.watermark.labels(fid).set(st.closed_until_ms / 1000)
+
+
+def _after(count: int, then: Ack) -> Ack | None:
+    """An ack to pass to ``count`` sends that calls ``then`` after the last of them; with
+    nothing to send, ``then`` is called at once."""
+    if count == 0:
+        then()
+        return None
+    remaining = count
+
+    def ack() -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0:
+            then()
+
+    return ack
 
 
 async def rollup_agent(batches: AsyncIterator[Batch[SensorReading]], *,

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.errors import ApiError, error_response
 from streams.metrics import Metrics
-from tables.ports import MetadataStore, StoreUnavailable, TimeSeriesStore
+from tables.ports import Cache, MetadataStore, StoreUnavailable, TimeSeriesStore
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ class ApiDeps:
     metrics: Metrics
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
+    cache: Cache | None = None
+    """Where ``/current`` keeps each facility's latest readings for ``current_ttl_s``."""
+    current_ttl_s: float = 10.0
 
 
 DEPS = web.AppKey("deps", ApiDeps)

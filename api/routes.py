@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from aiohttp import web
+from pydantic import TypeAdapter
 
-from api.app import DEPS, json_response
+from api.app import DEPS, ApiDeps, json_response
 from api.errors import bad_parameter, not_found
 from schemas.metadata import Facility, MeterType
+from schemas.reading import SensorReading
 from schemas.rollup import Scope, WindowName
+from tables.ports import CacheUnavailable
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SPAN: dict[WindowName, timedelta] = {
     WindowName.MIN_1: timedelta(hours=2),
@@ -18,6 +25,7 @@ DEFAULT_SPAN: dict[WindowName, timedelta] = {
     WindowName.HOUR_1: timedelta(days=7),
 }
 MAX_POINTS = 10_000
+_READINGS = TypeAdapter(list[SensorReading])
 
 
 def setup(app: web.Application) -> None:
@@ -83,8 +91,8 @@ async def current(request: web.Request) -> web.Response:
     contracted demand, every meter's latest reading, and how old the data is."""
     deps = request.app[DEPS]
     facility = await facility_or_404(request)
+    latest = await latest_readings(deps, facility.facility_id)
     now = deps.clock()
-    latest = await deps.timeseries.latest_readings(facility.facility_id)
     mains = [r for r in latest if r.meter_type is MeterType.MAIN]
     total_kw = sum(r.active_power_kw for r in mains) if mains else None
     oldest_main = min((r.timestamp for r in mains), default=None)
@@ -105,6 +113,38 @@ async def current(request: web.Request) -> web.Response:
         "data_age_s": round((now - oldest_main).total_seconds(), 3) if oldest_main else None,
         "meters": meters,
     })
+
+
+async def latest_readings(deps: ApiDeps, facility_id: str) -> list[SensorReading]:
+    """The store's latest readings of a facility, through the cache when there is one: a
+    dashboard polled by many screens costs one store query per facility per TTL. When the
+    cache fails, the store answers (uncached) and the failure is counted."""
+    cache = deps.cache
+    if cache is None:
+        return await deps.timeseries.latest_readings(facility_id)
+    counter = deps.metrics.cache_requests
+    key = f"current:{facility_id}"
+    usable = True
+    try:
+        cached = await cache.get(key)
+    except CacheUnavailable as exc:
+        log.debug("cache: %s", exc)
+        counter.labels("current", "error").inc()
+        cached, usable = None, False
+    if cached is not None:
+        counter.labels("current", "hit").inc()
+        return _READINGS.validate_json(cached)
+    if usable:
+        counter.labels("current", "miss").inc()
+    latest = await deps.timeseries.latest_readings(facility_id)
+    if usable:
+        try:
+            await cache.set(key, orjson.dumps([r.model_dump(mode="json") for r in latest]),
+                            ttl_s=deps.current_ttl_s)
+        except CacheUnavailable as exc:
+            log.debug("cache: %s", exc)
+            counter.labels("current", "error").inc()
+    return latest
 
 
 async def rollups(request: web.Request) -> web.Response:

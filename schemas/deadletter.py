@@ -18,6 +18,7 @@ class RejectReason(StrEnum):
     INVALID_ID = "invalid_id"
     NAIVE_TIMESTAMP = "naive_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
+    EXPIRED_TIMESTAMP = "expired_timestamp"
     UNKNOWN_FACILITY = "unknown_facility"
     UNKNOWN_METER = "unknown_meter"
     METER_MISMATCH = "meter_mismatch"

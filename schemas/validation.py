@@ -41,6 +41,9 @@ class ValidationSettings:
     max_future_s: float = 300.0
     """Readings stamped further ahead of the server clock are refused: a meter with a wrong
     clock would otherwise drag the watermark forward and make everyone else late."""
+    max_age_s: float | None = None
+    """Readings older than this (the raw-data retention) are refused: the store would drop
+    them at once (SQLite's pruning) or refuse them (InfluxDB, outside a bucket's retention)."""
 
 
 def reason_for(errors: list[dict[str, Any]]) -> tuple[RejectReason, dict[str, Any]]:
@@ -136,5 +139,12 @@ def validate_reading(
             RejectReason.FUTURE_TIMESTAMP,
             f"timestamp {reading.timestamp.isoformat()} is more than "
             f"{settings.max_future_s:g} s ahead of the server clock {now.isoformat()}",
+        )
+    if settings.max_age_s is not None and now - reading.timestamp > timedelta(
+            seconds=settings.max_age_s):
+        return reject(
+            RejectReason.EXPIRED_TIMESTAMP,
+            f"timestamp {reading.timestamp.isoformat()} is older than the raw-data retention "
+            f"({settings.max_age_s / 86_400:g} days before {now.isoformat()})",
         )
     return reading

@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the pipeline and the API")
+    run.add_argument("--profile", choices=["embedded", "production"],
+                     help="stores: embedded SQLite (default) or InfluxDB + PostgreSQL + Redis")
     run.add_argument("--runtime", choices=["local", "kafka"])
     run.add_argument("--kafka", dest="kafka_bootstrap", metavar="HOST:PORT",
                      help="Kafka bootstrap server for --runtime kafka (default 127.0.0.1:9092)")
@@ -47,11 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backfill-s", dest="simulate_backfill_s", type=float)
 
     worker = sub.add_parser("worker", help="an extra kafka-runtime worker (scale out)")
+    worker.add_argument("--profile", choices=["embedded", "production"])
     worker.add_argument("--kafka", dest="kafka_bootstrap", metavar="HOST:PORT")
     worker.add_argument("--data-dir", type=Path)
 
     ingest = sub.add_parser("ingest", help="the kafka runtime's ingest service alone: MQTT -> "
                                            "validation -> Kafka (scale workers separately)")
+    ingest.add_argument("--profile", choices=["embedded", "production"])
     ingest.add_argument("--kafka", dest="kafka_bootstrap", metavar="HOST:PORT")
     ingest.add_argument("--mqtt", dest="mqtt_url", metavar="URL")
     ingest.add_argument("--data-dir", type=Path)
@@ -76,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", type=Path,
                      help='{"facilities": [Facility...], "meters": [Meter...]} (schemas/json)')
     imp.add_argument("--data-dir", type=Path)
+    imp.add_argument("--profile", choices=["embedded", "production"])
+
+    db = sub.add_parser("db", help="the production PostgreSQL schema")
+    db_sub = db.add_subparsers(dest="action", required=True)
+    db_sub.add_parser("upgrade", help="apply every pending migration (Alembic)")
+    db_sub.add_parser("current", help="print the schema revision the database is at")
 
     sub.add_parser("export-schemas", help="write JSON Schemas of the topic contracts")
     return p
@@ -89,16 +99,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return export()
     overrides: dict[str, Any] = {}
     if args.command == "facilities":
-        overrides = {"data_dir": args.data_dir}
+        overrides = {"data_dir": args.data_dir, "profile": args.profile}
     if args.command == "worker":
         overrides = {"data_dir": args.data_dir, "kafka_bootstrap": args.kafka_bootstrap,
-                     "runtime": "kafka"}
+                     "runtime": "kafka", "profile": args.profile}
     if args.command == "ingest":
         overrides = {"data_dir": args.data_dir, "kafka_bootstrap": args.kafka_bootstrap,
-                     "mqtt_url": args.mqtt_url, "runtime": "kafka"}
+                     "mqtt_url": args.mqtt_url, "runtime": "kafka", "profile": args.profile}
     if args.command == "run":
         overrides = {k: getattr(args, k) for k in (
-            "runtime", "kafka_bootstrap", "mqtt_url", "data_dir", "api_host", "api_port",
+            "profile", "runtime", "kafka_bootstrap", "mqtt_url", "data_dir", "api_host", "api_port",
             "simulate", "demo_fleet",
             "simulate_facilities", "simulate_meters", "simulate_seed", "simulate_backfill_s")}
     try:
@@ -119,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("sems: ingest needs a broker: --mqtt URL or SEMS_MQTT_URL", file=sys.stderr)
             return 2
         return asyncio.run(_worker(settings, ingest=True))
+    if args.command == "db":
+        return _db(settings, args.action)
     if args.command == "facilities":
         try:
             content = args.file.read_bytes()
@@ -188,7 +200,8 @@ async def _run(settings: Settings) -> int:
 
     app = create_app(ApiDeps(timeseries=runtime.store, metadata=runtime.store,
                              metrics=runtime.metrics, clock=runtime.clock,
-                             health_checks={"mqtt": health_mqtt}))
+                             health_checks={"mqtt": health_mqtt}, cache=runtime.cache,
+                             current_ttl_s=settings.current_cache_ttl_s))
     web_runner = web.AppRunner(app, access_log=None)
     await web_runner.setup()
     site = web.TCPSite(web_runner, settings.api_host, settings.api_port)
@@ -239,13 +252,29 @@ async def _run(settings: Settings) -> int:
     return 0
 
 
+def _db(settings: Settings, action: str) -> int:
+    """``sems db upgrade|current`` against SEMS_POSTGRES_DSN (the production profile's
+    metadata store; the embedded SQLite store creates its schema itself)."""
+    from connectors.postgres.migrate import current_revision, upgrade
+
+    dsn = settings.postgres_dsn.get_secret_value()
+    try:
+        if action == "upgrade":
+            upgrade(dsn)
+        print(f"schema revision: {current_revision(dsn) or 'none'}")
+    except Exception as exc:  # the CLI's boundary: a message, not a traceback
+        print(f"sems: database {action} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 async def _import_facilities(settings: Settings, content: bytes, path: Path) -> int:
     import orjson
     from pydantic import ValidationError
 
-    from connectors.sqlite import SqliteStore
     from schemas.metadata import Facility, Meter, Registry
     from streams.metrics import Metrics
+    from streams.stores import build_store
 
     try:
         doc = orjson.loads(content)
@@ -254,7 +283,7 @@ async def _import_facilities(settings: Settings, content: bytes, path: Path) -> 
     except (orjson.JSONDecodeError, ValidationError, AttributeError) as exc:
         print(f"sems: cannot import {path}: {exc}", file=sys.stderr)
         return 2
-    store = SqliteStore(settings.database_path, metrics=Metrics())
+    store = build_store(settings, Metrics())
     await store.open()
     try:
         try:
@@ -266,8 +295,8 @@ async def _import_facilities(settings: Settings, content: bytes, path: Path) -> 
         await store.upsert_meters(meters)
     finally:
         await store.close()
-    print(f"imported {len(facilities)} facilities and {len(meters)} meters into "
-          f"{settings.database_path}")
+    where = settings.database_path if settings.profile == "embedded" else "PostgreSQL"
+    print(f"imported {len(facilities)} facilities and {len(meters)} meters into {where}")
     return 0
 
 

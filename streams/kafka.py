@@ -18,7 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -32,7 +32,6 @@ from agents.rollup import RollupService
 from connectors import kafka as topics
 from connectors.kafka import KafkaSink, ensure_topics, partition_for, producer, topic_specs
 from connectors.mqtt import BrokerAddress, MqttSource, RawMessage
-from connectors.sqlite import SqliteStore
 from schemas.deadletter import DeadLetter
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, WindowName
@@ -41,7 +40,9 @@ from streams.channels import Ack, Channel
 from streams.metrics import Metrics
 from streams.registry import RegistryHolder
 from streams.settings import Settings
+from streams.stores import build_cache, build_store
 from tables.codec import dump_state, load_state
+from tables.ports import Cache, Store
 from tables.rollups import FacilityWindows, RollupAggregator
 
 log = logging.getLogger(__name__)
@@ -81,23 +82,18 @@ class FaustTableState:
         return [f for f in ids if partition_for(f.encode(), self.table.partitions) in owned]
 
 
-class FaustTopicSink:
-    """Rollups out to their topic, keyed by facility."""
-
-    def __init__(self, topic: Any) -> None:
-        self.topic = topic
-
-    async def send(self, value: Rollup, *, ack: Ack | None = None) -> None:
-        await self.topic.send(key=value.facility_id.encode(),
-                              value=value.model_dump_json().encode())
-        if ack is not None:
-            ack()
-
-
 async def _decoded(batches: AsyncIterator[list[bytes]],
                    decode: Callable[[bytes], Any]) -> AsyncIterator[list[Any]]:
     async for batch in batches:
         yield [decode(v) for v in batch]
+
+
+def _facility_id(rollup: Rollup) -> str:
+    return rollup.facility_id
+
+
+def _json(rollup: Rollup) -> bytes:
+    return rollup.model_dump_json().encode()
 
 
 def _acker(events: list[Any]) -> Ack:
@@ -224,7 +220,8 @@ class KafkaRuntime:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.store = SqliteStore(s.database_path, metrics=self.metrics)
+        self.store: Store = build_store(s, self.metrics)
+        self.cache: Cache | None = build_cache(s)
         self.registry = RegistryHolder(self.store)
         self.raw: Channel[RawMessage] = Channel("raw", capacity=s.channel_capacity)
         self.mqtt: MqttSource | None = None
@@ -232,6 +229,7 @@ class KafkaRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._worker_started = False
         self._sinks: list[KafkaSink[Any]] = []
+        self._rollup_producer = producer(s.kafka_bootstrap)
         self.app = self._faust_app()
 
     # -- the Faust worker ------------------------------------------------------------------
@@ -266,8 +264,6 @@ class KafkaRuntime:
         raw_topic: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         readings = app.topic(topics.READINGS, **raw_topic)
         dead = app.topic(topics.DEAD_LETTERS, **raw_topic)
-        rollup_topics = {w: app.topic(topics.ROLLUP_TOPICS[w.value], **raw_topic)
-                         for w in WindowName}
         # Raw UTF-8 keys, as on the facility-keyed topics: the partitioner must hash a
         # facility's state to the partition of its readings (Faust would JSON-encode keys).
         # The types, not attributes set afterwards, pick the codec: app.Table() builds the
@@ -279,7 +275,11 @@ class KafkaRuntime:
             store=self.store,
             metrics=self.metrics,
             clock=self.clock,
-            outputs={w: FaustTopicSink(t) for w, t in rollup_topics.items()},
+            # Rollups go out through a producer of our own in record batches (KafkaSink); a
+            # batch of readings is acknowledged once its rollups are stored by Kafka.
+            outputs={w: KafkaSink(self._rollup_producer, topics.ROLLUP_TOPICS[w.value],
+                                  key=_facility_id, encode=_json)
+                     for w in WindowName},
             state_store=FaustTableState(table),
         )
         batch, within = s.batch_max, s.batch_within_s
@@ -313,6 +313,8 @@ class KafkaRuntime:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
+        # Faust keeps its own folder there, whatever the store (SQLite or the servers).
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.open()
         await self.reload_registry()
         await ensure_topics(self.settings.kafka_bootstrap,
@@ -324,7 +326,12 @@ class KafkaRuntime:
     async def start(self, *, ingest: bool = True, worker: bool = True) -> None:
         """Start a worker (the Faust app) and/or the MQTT (or in-process) ingest service."""
         if worker:
+            await self._rollup_producer.start()
             await self.app.start()
+            # Faust's Monitor keeps per-event statistics for its web views, which SEMS does not
+            # serve (its own metrics are on /metrics): 3 % of a worker's CPU.
+            if self.app.monitor in self.app.sensors:
+                self.app.sensors.remove(self.app.monitor)
             self._worker_started = True
         if not ingest:
             return
@@ -341,7 +348,8 @@ class KafkaRuntime:
         self._tasks.append(asyncio.create_task(ingest_agent(
             self.raw.stream().take(s.batch_max, within=s.batch_within_s),
             readings=readings, dead_letters=dead, registry=self.registry,
-            settings=ValidationSettings(max_future_s=s.max_future_s),
+            settings=ValidationSettings(max_future_s=s.max_future_s,
+                                    max_age_s=s.retention_raw_days * 86_400.0),
             metrics=self.metrics, clock=self.clock,
         ), name="ingest"))
         if s.mqtt_url:
@@ -367,4 +375,8 @@ class KafkaRuntime:
             await self.service.flush()
             await self.app.stop()
             await self.service.close()
+            for out in self.service.outputs.values():
+                with contextlib.suppress(Exception):  # a failed delivery was logged already
+                    await cast(KafkaSink[Rollup], out).close()
+            await self._rollup_producer.stop()
         await self.store.close()

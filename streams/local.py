@@ -20,7 +20,6 @@ from agents.deadletter import dead_letter_agent
 from agents.ingest import ingest_agent
 from agents.rollup import RollupService, idle_timer, rollup_agent
 from connectors.mqtt import BrokerAddress, MqttSource, RawMessage
-from connectors.sqlite import SqliteStore
 from schemas.deadletter import DeadLetter
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, WindowName
@@ -29,6 +28,8 @@ from streams.channels import Channel
 from streams.metrics import Metrics
 from streams.registry import RegistryHolder
 from streams.settings import Settings
+from streams.stores import build_cache, build_store
+from tables.ports import Cache, Store
 from tables.rollups import RollupAggregator
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ class LocalRuntime:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.store = SqliteStore(s.database_path, metrics=self.metrics)
+        self.store: Store = build_store(s, self.metrics)
+        self.cache: Cache | None = build_cache(s)
         self.registry = RegistryHolder(self.store)
         self.topics = Topics.create(s.channel_capacity)
         self.rollup_service = RollupService(
@@ -101,7 +103,8 @@ class LocalRuntime:
                 readings=t.readings,
                 dead_letters=t.dead_letters,
                 registry=self.registry,
-                settings=ValidationSettings(max_future_s=s.max_future_s),
+                settings=ValidationSettings(max_future_s=s.max_future_s,
+                                    max_age_s=s.retention_raw_days * 86_400.0),
                 metrics=self.metrics,
                 clock=self.clock,
             ), "ingest"),

@@ -65,6 +65,10 @@ class Metrics:
             "sems_channel_depth", "Events waiting in an in-process channel", ["channel"],
             registry=r,
         )
+        self.cache_requests = Counter(
+            "sems_cache_requests_total", "Cache lookups by result (hit, miss, error)",
+            ["cache", "result"], registry=r,
+        )
         self.api_requests = Counter(
             "sems_api_requests_total", "API requests", ["route", "method", "status"], registry=r
         )

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from tables.rollups import WindowSettings
 
@@ -24,6 +24,10 @@ class SettingsError(ValueError):
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # embedded: SQLite and an in-process cache, nothing to install. production: InfluxDB for
+    # time series, PostgreSQL for metadata and events, Redis for the API cache, and the kafka
+    # runtime unless SEMS_RUNTIME says otherwise.
+    profile: Literal["embedded", "production"] = "embedded"
     runtime: Literal["local", "kafka"] = "local"
     data_dir: Path = Path(".run/data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -37,6 +41,18 @@ class Settings(BaseModel):
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_partitions: Annotated[int, Field(ge=1, le=1000)] = 8
     kafka_app_id: str = "sems"
+
+    # Production stores.
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_token: SecretStr = SecretStr("sems-dev-token")
+    influx_org: str = "sems"
+    influx_bucket_prefix: str = "sems"
+    influx_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    postgres_dsn: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/sems")
+    postgres_pool_max: Annotated[int, Field(ge=1, le=100)] = 8
+    postgres_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    redis_url: str | None = "redis://127.0.0.1:6379/0"
+    current_cache_ttl_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
     # Windows and validation.
     allowed_lateness_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
@@ -61,10 +77,18 @@ class Settings(BaseModel):
     simulate_seed: int = 42
     simulate_backfill_s: Annotated[float, Field(ge=0)] = 3 * 3600
 
-    # Retention (days) of the embedded store.
+    # Retention (days): raw readings, 1-minute rollups, 15-minute and hourly rollups. The
+    # embedded store prunes itself; InfluxDB buckets are created with these retentions.
     retention_raw_days: Annotated[int, Field(ge=1)] = 90
     retention_rollup_1m_days: Annotated[int, Field(ge=1)] = 90
     retention_rollup_days: Annotated[int, Field(ge=1)] = 730
+
+    @model_validator(mode="before")
+    @classmethod
+    def _production_runs_on_kafka(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("profile") == "production":
+            values.setdefault("runtime", "kafka")
+        return values
 
     @property
     def database_path(self) -> Path:

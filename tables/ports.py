@@ -77,3 +77,27 @@ class MetadataStore(Protocol):
     async def upsert_meters(self, meters: list[Meter]) -> None: ...
 
     async def ping(self) -> None: ...
+
+
+class CacheUnavailable(RuntimeError):
+    """The cache cannot be reached; callers go to the store instead."""
+
+
+class Cache(Protocol):
+    """A shared cache of serialized values with a time to live. Never serves a value older
+    than the ``ttl_s`` it was set with."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, *, ttl_s: float) -> None: ...
+
+    async def ping(self) -> None: ...
+
+
+class Store(TimeSeriesStore, MetadataStore, Protocol):
+    """What a runtime opens: time series and metadata behind one object (SQLite embedded;
+    InfluxDB + PostgreSQL in production)."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...

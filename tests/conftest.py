@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +83,21 @@ def own_redis(tmp_path: Path) -> Iterator[Redis]:
     server = Redis(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def pg_database(postgres: Postgres) -> Iterator[str]:
+    """A database of the test's own on the shared PostgreSQL, migrated to the newest schema;
+    yields its DSN."""
+    import psycopg
+
+    from connectors.postgres.migrate import upgrade
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(dsn)
+    yield dsn
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

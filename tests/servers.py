@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/bin/mosquitto")
 
@@ -317,7 +318,7 @@ class _ScriptServer:
     def _after_start(self) -> None:
         """One-time setup once the server answers."""
 
-    def start(self, *, timeout_s: float = 60) -> _ScriptServer:
+    def start(self, *, timeout_s: float = 60) -> Self:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"{self.name} on port {self.port} is already running")
         _install(self.script)
@@ -420,3 +421,20 @@ class Redis(_ScriptServer):
 
     def _ready(self) -> bool:
         return _redis_pong(self.port)
+
+
+def store_server_versions() -> dict[str, str]:
+    """Versions of the production store servers, as their binaries report them (benchmarks
+    record them beside their results)."""
+    def first_line(argv: list[str]) -> str:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+        return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) \
+            else "unknown"
+
+    influxd = subprocess.run(["bash", str(LOCAL_SCRIPTS / "influxdb.sh"), "install"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    return {
+        "influxdb": first_line([influxd, "version"]).split(" build_date")[0],
+        "postgresql": first_line(["/usr/lib/postgresql/15/bin/postgres", "--version"]),
+        "redis": first_line(["redis-server", "--version"]).split(" sha=")[0],
+    }

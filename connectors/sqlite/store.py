@@ -250,7 +250,8 @@ class SqliteStore:
 
     async def checkpoints(self) -> list[Checkpoint]:
         rows = await self._read(
-            "SELECT facility_id, closed_until_ms, max_ts_ms FROM window_checkpoints"
+            "SELECT facility_id, closed_until_ms, max_ts_ms FROM window_checkpoints "
+            "ORDER BY facility_id"
         )
         return [Checkpoint(*row) for row in rows]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from simulators.fleet import Fleet
 from streams.kafka import KafkaRuntime
 from streams.local import LocalRuntime
 from streams.settings import Settings
+from tests.servers import INFLUX_ORG, INFLUX_TOKEN, InfluxDB
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], *, timeout_s: float,
@@ -23,6 +25,16 @@ async def eventually(condition: Callable[[], Awaitable[bool]], *, timeout_s: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
         await asyncio.sleep(poll_s)
+
+
+def production_settings(tmp_path: Path, influx: InfluxDB, dsn: str,
+                        **overrides: Any) -> Settings:
+    """The production profile on the test's servers, with buckets of the test's own."""
+    return Settings.model_validate({
+        "profile": "production", "data_dir": tmp_path / "data",
+        "influx_url": influx.url, "influx_token": INFLUX_TOKEN, "influx_org": INFLUX_ORG,
+        "influx_bucket_prefix": f"t{uuid.uuid4().hex[:10]}", "postgres_dsn": dsn, **overrides,
+    })
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -12,10 +12,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
 
 from connectors import kafka as topics
 from connectors.mqtt import RawMessage
@@ -179,6 +181,8 @@ class Worker:
     app_id: str
     log_path: Path
     partitions: int = PARTITIONS
+    env: dict[str, str] = field(default_factory=dict)
+    """More settings (SEMS_*) for this worker, e.g. the production profile's servers."""
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
@@ -189,6 +193,7 @@ class Worker:
             "SEMS_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
             "SEMS_DEMO_FLEET": "false",
             "SEMS_LOG_LEVEL": "INFO",
+            **self.env,
         })
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -250,6 +255,18 @@ def differences(last: Any, expected: Any, *, limit: int = 5) -> str:
     got, want = set(last.rollups), set(expected.rollups)
     missing, unexpected = sorted(want - got)[:limit], sorted(got - want)[:limit]
     return f"\n  missing rows: {missing}\n  unexpected rows: {unexpected}"
+
+
+async def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
+    """The group's committed offsets of ``sensor-readings``, by partition."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items()
+            if tp.topic == topics.READINGS}
 
 
 def kcat() -> str:

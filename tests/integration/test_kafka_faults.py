@@ -35,6 +35,7 @@ from tests.integration.kafka_helpers import (
     Outcome,
     Recorded,
     Worker,
+    committed_offsets,
     ingested,
     local_baseline,
     produce,
@@ -183,17 +184,6 @@ async def test_worker_killed_mid_replay_is_replaced_without_loss_or_double_count
     assert tracebacks(first, replacement) == []
 
 
-async def committed_offsets(broker: Kafka, group: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items()
-            if tp.topic == topics.READINGS}
-
-
 async def end_offsets(broker: Kafka, topic: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None)
     await consumer.start()
@@ -240,7 +230,7 @@ async def test_two_workers_share_the_partitions_and_give_the_same_result(
     assert any(ends[p] for p in readings_partitions(second))
 
     async def all_committed() -> bool:
-        committed = await committed_offsets(own_kafka, group)
+        committed = await committed_offsets(own_kafka.bootstrap, group)
         return all(committed.get(p, 0) == ends[p] for p in ends if ends[p])
 
     await eventually(all_committed, timeout_s=30, what="the group's offsets at the end")

@@ -16,7 +16,7 @@ from schemas.validation import ValidationSettings, validate_reading
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-SETTINGS = ValidationSettings(max_future_s=300.0)
+SETTINGS = ValidationSettings(max_future_s=300.0, max_age_s=90 * 86_400.0)
 REGISTRY = Registry.build(
     [
         Facility(facility_id="f1", name="Plant 1", contract_demand_kw=500),
@@ -146,6 +146,9 @@ ID_64 = "a" * 64
         # 14:06+02:00 is 12:06Z: 360 s ahead, whatever the offset.
         pytest.param(payload(timestamp='"2026-01-01T14:06:00+02:00"'), TOPIC,
                      RejectReason.FUTURE_TIMESTAMP, "300 s ahead", id="future-with-offset"),
+        # max_age_s is 90 days: 2025-10-03T12:00:00Z is exactly that, one second more is out.
+        pytest.param(payload(timestamp='"2025-10-03T11:59:59Z"'), TOPIC,
+                     RejectReason.EXPIRED_TIMESTAMP, "90 days", id="older-than-retention"),
         # -- registry ----------------------------------------------------------------------
         pytest.param(payload(facility_id='"f9"'), "meters/f9/m1", RejectReason.UNKNOWN_FACILITY,
                      "f9", id="unknown-facility"),
@@ -180,7 +183,8 @@ def test_every_reason_but_late_has_a_case() -> None:
         RejectReason.MALFORMED_JSON, RejectReason.NOT_AN_OBJECT, RejectReason.MISSING_FIELD,
         RejectReason.UNKNOWN_FIELD, RejectReason.WRONG_TYPE, RejectReason.NON_FINITE,
         RejectReason.OUT_OF_RANGE, RejectReason.INVALID_ID, RejectReason.NAIVE_TIMESTAMP,
-        RejectReason.FUTURE_TIMESTAMP, RejectReason.UNKNOWN_FACILITY, RejectReason.UNKNOWN_METER,
+        RejectReason.FUTURE_TIMESTAMP, RejectReason.EXPIRED_TIMESTAMP,
+        RejectReason.UNKNOWN_FACILITY, RejectReason.UNKNOWN_METER,
         RejectReason.METER_MISMATCH, RejectReason.TOPIC_MISMATCH,
     }
     assert set(RejectReason) - covered == {RejectReason.LATE}
@@ -272,7 +276,8 @@ def test_offset_timestamp_is_normalised_to_utc() -> None:
         '"2026-01-01T12:05:00Z"',  # exactly max_future_s (300 s) ahead: accepted
         '"2026-01-01T14:05:00+02:00"',  # the same instant with an offset
         '"2026-01-01T12:00:00Z"',  # now
-        '"2025-12-31T12:00:00Z"',  # a day old: validation has no lower bound (lateness does)
+        '"2025-12-31T12:00:00Z"',  # a day old: lateness, not validation, judges this
+        '"2025-10-03T12:00:00Z"',  # exactly max_age_s (90 days) old: accepted
     ],
 )
 def test_timestamps_up_to_max_future_are_accepted(timestamp: str) -> None:

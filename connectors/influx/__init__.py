@@ -1,0 +1,3 @@
+from connectors.influx.store import InfluxBuckets, InfluxRejected, InfluxTimeSeries
+
+__all__ = ["InfluxBuckets", "InfluxRejected", "InfluxTimeSeries"]

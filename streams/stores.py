@@ -1,0 +1,41 @@
+"""The stores of a profile: the embedded one needs nothing installed; production talks to
+InfluxDB, PostgreSQL and Redis. Runtimes and the API see only the ports."""
+
+from __future__ import annotations
+
+from connectors.cache import MemoryCache, RedisCache
+from connectors.sqlite import SqliteStore
+from streams.metrics import Metrics
+from streams.settings import Settings
+from tables.ports import Cache, Store
+
+
+def build_store(settings: Settings, metrics: Metrics) -> Store:
+    if settings.profile == "embedded":
+        return SqliteStore(settings.database_path, metrics=metrics)
+    from connectors.influx import InfluxBuckets, InfluxTimeSeries
+    from connectors.postgres import PostgresStore
+
+    from connectors.production import ProductionStore
+
+    prefix = settings.influx_bucket_prefix
+    buckets = InfluxBuckets(
+        raw=f"{prefix}_raw", raw_days=settings.retention_raw_days,
+        minute=f"{prefix}_rollups_1m", minute_days=settings.retention_rollup_1m_days,
+        rollups=f"{prefix}_rollups", rollups_days=settings.retention_rollup_days,
+    )
+    influx = InfluxTimeSeries(settings.influx_url, settings.influx_token.get_secret_value(),
+                              settings.influx_org, buckets=buckets, metrics=metrics,
+                              timeout_s=settings.influx_timeout_s)
+    postgres = PostgresStore(settings.postgres_dsn.get_secret_value(), metrics=metrics,
+                             max_size=settings.postgres_pool_max,
+                             timeout_s=settings.postgres_timeout_s)
+    return ProductionStore(influx, postgres)
+
+
+def build_cache(settings: Settings) -> Cache | None:
+    """The API's cache of ``/current``: Redis in production (when a URL is set), in-process
+    for the embedded profile, so both serve the same TTL semantics."""
+    if settings.profile == "production":
+        return RedisCache(settings.redis_url) if settings.redis_url else None
+    return MemoryCache()
