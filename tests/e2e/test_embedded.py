@@ -1,7 +1,10 @@
-"""The embedded system as a user runs it: ``sems run`` consuming a real Mosquitto broker,
-``sems simulate`` publishing two hours of a fleet with duplicates, out-of-order, late and
-malformed messages, and a ``kill -9`` of SEMS in the middle. The rollups served by the API
-must equal an independent recomputation from exactly what the simulator published."""
+"""The system as a user runs it: ``sems run`` consuming a real Mosquitto broker, ``sems
+simulate`` publishing two hours of a fleet with duplicates, out-of-order, late and malformed
+messages, and a ``kill -9`` of SEMS in the middle. The rollups served by the API must equal an
+independent recomputation from exactly what the simulator published.
+
+It runs three ways: the embedded default (local runtime, SQLite), the kafka runtime with
+SQLite, and the production profile (kafka runtime, InfluxDB, PostgreSQL, Redis)."""
 
 from __future__ import annotations
 
@@ -18,12 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 import requests
+from influxdb_client.client.influxdb_client import InfluxDBClient
+from influxdb_client.rest import ApiException
 
 from simulators.fleet import build_fleet
 from tests.oracle import expected_rollups
-from tests.servers import Kafka, Mosquitto, free_port, wait_until
+from tests.servers import (
+    INFLUX_ORG,
+    INFLUX_TOKEN,
+    InfluxDB,
+    Kafka,
+    Mosquitto,
+    Redis,
+    free_port,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -32,11 +47,66 @@ HALF_S = 3600 + 60
 SEMS = [sys.executable, "-m", "streams.cli"]
 
 
+class SqliteCounts:
+    """What the embedded store holds, read with a connection of our own."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+
+    def _one(self, sql: str) -> int:
+        if not self.db.exists():
+            return 0
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
+            return int(conn.execute(sql).fetchone()[0] or 0)
+
+    def readings(self) -> int:
+        return self._one("SELECT COUNT(*) FROM readings")
+
+    def closed_until_ms(self) -> int:
+        return self._one("SELECT MIN(closed_until_ms) FROM window_checkpoints")
+
+    def dead_letters(self) -> int:
+        return self._one("SELECT COUNT(*) FROM dead_letters")
+
+
+class ProductionCounts:
+    """What InfluxDB and PostgreSQL hold, read with clients of our own."""
+
+    def __init__(self, influx: InfluxDB, bucket_prefix: str, dsn: str) -> None:
+        self.influx = influx
+        self.bucket = f"{bucket_prefix}_raw"
+        self.dsn = dsn
+
+    def readings(self) -> int:
+        flux = (f'from(bucket: "{self.bucket}") |> range(start: 0) '
+                '|> filter(fn: (r) => r._measurement == "energy_readings" and '
+                'r._field == "active_power_kw") |> group() |> count()')
+        with InfluxDBClient(url=self.influx.url, token=INFLUX_TOKEN, org=INFLUX_ORG) as client:
+            try:
+                tables = client.query_api().query(flux)
+            except ApiException:  # the bucket does not exist yet
+                return 0
+        return sum(int(rec.values["_value"]) for t in tables for rec in t.records)
+
+    def _one(self, sql: str) -> int:
+        with psycopg.connect(self.dsn) as conn:
+            row = conn.execute(sql).fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def closed_until_ms(self) -> int:
+        return self._one("SELECT MIN(closed_until_ms) FROM window_checkpoints")
+
+    def dead_letters(self) -> int:
+        return self._one("SELECT COUNT(*) FROM dead_letters")
+
+
 class Sems:
-    def __init__(self, workdir: Path, broker: Mosquitto, kafka: Kafka | None = None) -> None:
+    def __init__(self, workdir: Path, broker: Mosquitto, kafka: Kafka | None = None,
+                 production: dict[str, str] | None = None,
+                 counts: SqliteCounts | ProductionCounts | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.db = workdir / "data" / "sems.db"
+        self.counts = counts or SqliteCounts(workdir / "data" / "sems.db")
         self.args = [*SEMS, "run", "--mqtt", broker.url, "--no-simulate",
                      "--facilities", str(FACILITIES), "--meters", str(METERS),
                      "--seed", str(SEED), "--port", str(self.port),
@@ -47,6 +117,9 @@ class Sems:
             self.args += ["--runtime", "kafka", "--kafka", kafka.bootstrap]
             self.env.update(SEMS_KAFKA_PARTITIONS="4",
                             SEMS_KAFKA_APP_ID=f"sems-e2e-{uuid.uuid4().hex[:8]}")
+        if production is not None:
+            self.args += ["--profile", "production"]
+            self.env.update(production)
         self.log = (workdir / "sems.log").open("ab")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -68,12 +141,6 @@ class Sems:
         assert response.status_code == 200, response.text
         return response.json()
 
-    def count(self, sql: str) -> int:
-        if not self.db.exists():
-            return 0
-        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
-            return int(conn.execute(sql).fetchone()[0])
-
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
@@ -85,13 +152,24 @@ class Sems:
         return self.proc.wait(timeout=30)
 
 
-@pytest.fixture(params=["local", "kafka"])
+@pytest.fixture(params=["local", "kafka", "production"])
 def sems(request: pytest.FixtureRequest, tmp_path: Path,
          own_mosquitto: Mosquitto) -> Iterator[Sems]:
-    """SEMS on the embedded runtime, or on the kafka runtime (ingest + worker in one process,
-    on a broker of its own so that no other test's readings are on its topics)."""
-    kafka = request.getfixturevalue("own_kafka") if request.param == "kafka" else None
-    s = Sems(tmp_path, own_mosquitto, kafka)
+    """SEMS on the embedded runtime, on the kafka runtime (ingest + worker in one process, on
+    a broker of its own so that no other test's readings are on its topics), or in the
+    production profile (the kafka runtime on InfluxDB, PostgreSQL and Redis)."""
+    kafka = request.getfixturevalue("own_kafka") if request.param != "local" else None
+    production: dict[str, str] | None = None
+    counts: ProductionCounts | None = None
+    if request.param == "production":
+        influx: InfluxDB = request.getfixturevalue("influxdb")
+        dsn: str = request.getfixturevalue("pg_database")
+        redis: Redis = request.getfixturevalue("redis_server")
+        prefix = f"e2e{uuid.uuid4().hex[:8]}"
+        production = {"SEMS_INFLUX_URL": influx.url, "SEMS_INFLUX_BUCKET_PREFIX": prefix,
+                      "SEMS_POSTGRES_DSN": dsn, "SEMS_REDIS_URL": redis.url}
+        counts = ProductionCounts(influx, prefix, dsn)
+    s = Sems(tmp_path, own_mosquitto, kafka, production, counts)
     yield s
     if s.proc is not None and s.proc.poll() is None:
         s.proc.kill()
@@ -118,10 +196,10 @@ def test_rollups_equal_an_independent_recomputation_across_a_crash(
 
     # First half, with SEMS killed -9 while it is consuming, then restarted.
     first = simulate(own_mosquitto, start, HALF_S, published_log)
-    wait_until(lambda: sems.count("SELECT COUNT(*) FROM readings") > 2000, timeout_s=60,
+    wait_until(lambda: sems.counts.readings() > 2000, timeout_s=60,
                what="SEMS consuming the first half")
     sems.kill()
-    killed_with = sems.count("SELECT COUNT(*) FROM readings")
+    killed_with = sems.counts.readings()
     assert killed_with < FACILITIES * METERS * HALF_S // 15, "kill -9 must land mid-stream"
     assert first.wait(timeout=120) == 0
     sems.start()
@@ -138,17 +216,16 @@ def test_rollups_equal_an_independent_recomputation_across_a_crash(
                 if m["kind"] in ("reading", "delayed", "duplicate")]
     distinct = {(r["meter_id"], r["timestamp"]) for r in accepted}
 
-    wait_until(lambda: sems.count("SELECT COUNT(*) FROM readings") == len(distinct),
+    wait_until(lambda: sems.counts.readings() == len(distinct),
                timeout_s=180, what=f"{len(distinct)} distinct readings stored")
     # The data ends 2 min past the second hour: every window up to then must close.
     final_boundary_ms = int((start + timedelta(hours=2, minutes=1)).timestamp() * 1000)
-    wait_until(
-        lambda: sems.count("SELECT MIN(closed_until_ms) FROM window_checkpoints")
-        >= final_boundary_ms, timeout_s=60, what="every facility's windows closed")
+    wait_until(lambda: sems.counts.closed_until_ms() >= final_boundary_ms, timeout_s=60,
+               what="every facility's windows closed")
     # A dead letter is kept once per distinct (topic, payload): MQTT redelivers unacknowledged
     # messages after the crash, and the two halves send some identical garbage.
     refused = {(m["topic"], m["payload"]) for m in messages if m["kind"] in ("late", "malformed")}
-    wait_until(lambda: sems.count("SELECT COUNT(*) FROM dead_letters") == len(refused),
+    wait_until(lambda: sems.counts.dead_letters() == len(refused),
                timeout_s=30, what=f"{len(refused)} distinct dead letters")
 
     fleet = build_fleet(facilities=FACILITIES, meters_per_facility=METERS, seed=SEED)

@@ -27,6 +27,7 @@ from schemas.validation import ValidationSettings, validate_reading
 from simulators.fleet import Fleet
 from simulators.publish import Faults, Simulation
 from streams.metrics import Metrics
+from tables.ports import MetadataStore
 from tests.integration.helpers import eventually, settings, start_runtime
 from tests.servers import stop_process
 
@@ -55,13 +56,19 @@ async def record(fleet: Fleet, *, start: datetime, minutes: int) -> Recorded:
 
 
 def rollups(db: Path) -> list[tuple[Any, ...]]:
-    """Every rollup row, rounded where float sums may differ in the last bit."""
+    """Every rollup row, floats rounded to 9 decimals (sums may differ in the last bit). The
+    rounding is Python's, as for rows built from ``Rollup`` records: SQLite's ``round`` can
+    give a neighbouring float of the same decimal value."""
     with sqlite3.connect(db) as conn:
-        return conn.execute(
-            "SELECT scope, scope_id, window, window_start_ms, sample_count, "
-            "round(total_energy_kwh, 9), round(avg_power_kw, 9), max_power_kw, min_power_kw, "
-            "round(coverage, 9) FROM rollups ORDER BY 1, 2, 3, 4"
+        rows = conn.execute(
+            "SELECT scope, scope_id, window, window_start_ms, sample_count, total_energy_kwh, "
+            "avg_power_kw, max_power_kw, min_power_kw, coverage FROM rollups ORDER BY 1, 2, 3, 4"
         ).fetchall()
+    return [rounded(row) for row in rows]
+
+
+def rounded(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(round(v, 9) if isinstance(v, float) else v for v in row)
 
 
 def scalar(db: Path, sql: str) -> int:
@@ -113,7 +120,7 @@ async def local_baseline(data_dir: Path, fleet: Fleet, recorded: Recorded,
     return Outcome.of(db)
 
 
-async def register(store: SqliteStore, fleet: Fleet) -> None:
+async def register(store: MetadataStore, fleet: Fleet) -> None:
     await store.upsert_facilities(list(fleet.facilities))
     await store.upsert_meters(list(fleet.meters))
 

@@ -22,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from connectors import kafka as topics
-from connectors.kafka import ensure_topics, topic_specs
+from connectors.kafka import ensure_topics, partition_for, topic_specs
 from connectors.mqtt import RawMessage
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup
@@ -40,8 +40,10 @@ from tests.integration.kafka_helpers import (
     local_baseline,
     produce,
     record,
+    register,
     register_in,
     rollups,
+    rounded,
     run_kcat,
     scalar,
     settled,
@@ -289,9 +291,9 @@ async def topic_configs(broker: Kafka, names: list[str]) -> dict[str, dict[str, 
 def rollup_row(r: Rollup) -> tuple[Any, ...]:
     """A rollup as ``rollups(db)`` reads it back from the store."""
     start_ms = round(r.window_start.timestamp() * 1000)
-    return (r.scope.value, r.meter_id or r.facility_id, r.window.value, start_ms,
-            r.sample_count, round(r.total_energy_kwh, 9), round(r.avg_power_kw, 9),
-            r.max_power_kw, r.min_power_kw, round(r.coverage, 9))
+    return rounded((r.scope.value, r.meter_id or r.facility_id, r.window.value, start_ms,
+                    r.sample_count, r.total_energy_kwh, r.avg_power_kw, r.max_power_kw,
+                    r.min_power_kw, r.coverage))
 
 
 async def test_kcat_reads_the_topics_as_a_data_engineer_would(
@@ -344,3 +346,77 @@ async def test_kcat_reads_the_topics_as_a_data_engineer_would(
     configs = await topic_configs(own_kafka, [s.name for s in specs])
     for spec in specs:
         assert {k: configs[spec.name][k] for k in spec.config} == spec.config, spec.name
+
+
+class ShiftedClock:
+    """The wall clock of an in-process worker, which the test may move forward."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+def owned_partitions(runtime: KafkaRuntime) -> set[int]:
+    return {tp.partition for tp in runtime.app.consumer.assignment()
+            if tp.topic == topics.READINGS}
+
+
+async def test_a_worker_leaves_the_windows_of_partitions_it_handed_over_alone(
+    own_kafka: Kafka, replay: Replay, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """After a rebalance, the worker that gave a partition away still holds, in its local copy
+    of the state table, the windows it last saved for that partition's facilities. Its idle
+    timer must not close those stale windows: they would overwrite the new owner's rollups."""
+    clock = ShiftedClock()
+    cfg = settings(tmp_path, runtime="kafka", kafka_bootstrap=own_kafka.bootstrap,
+                   kafka_partitions=PARTITIONS, kafka_app_id=app_id(), idle_timeout_s=60)
+    first = KafkaRuntime(cfg, clock=clock)
+    db = cfg.database_path
+    await first.open()
+    await register(first.store, replay.fleet)
+    await first.reload_registry()
+    await first.start(ingest=False)
+    try:
+        records = ingested(replay.fleet, replay.recorded)
+        third = len(records) // 3
+        await produce(own_kafka.bootstrap, records[:third])
+
+        async def first_third_stored() -> bool:
+            return scalar(db, READINGS) >= third * 9 // 10
+
+        await eventually(first_third_stored, timeout_s=60, what="the first worker's share")
+        # The second worker never closes windows on the wall clock.
+        second = start_worker(workers, own_kafka, cfg.data_dir, cfg.kafka_app_id)
+
+        async def shared() -> bool:
+            mine, theirs = owned_partitions(first), readings_partitions(second)
+            return bool(mine) and bool(theirs) and not mine & theirs and (
+                mine | theirs == set(range(PARTITIONS)))
+
+        await eventually(shared, timeout_s=60, what="both workers holding two partitions each")
+        await produce(own_kafka.bootstrap, records[third:])
+        await settled(lambda: Outcome.of(db), replay.baseline, timeout_s=60,
+                      what="the single-process run's outcome")
+
+        # Ten minutes pass for the first worker: its own facilities go idle and their last
+        # minute closes; the handed-over facilities are not its to close.
+        clock.offset = timedelta(minutes=10)
+        facility_of = {m.meter_id: m.facility_id for m in replay.fleet.meters}
+        mine = {f.facility_id for f in replay.fleet.facilities
+                if partition_for(f.facility_id.encode(), PARTITIONS) in owned_partitions(first)}
+        last_minute_ms = round((START + timedelta(minutes=MINUTES - 1)).timestamp() * 1000)
+
+        async def idle_windows_closed() -> bool:
+            return any(row[2] == "1m" and row[3] == last_minute_ms for row in rollups(db))
+
+        await eventually(idle_windows_closed, timeout_s=30,
+                         what="the first worker closing its idle facilities' last minute")
+        rows = rollups(db)
+        assert set(replay.baseline.rollups) <= set(rows)
+        extra = set(rows) - set(replay.baseline.rollups)
+        assert {facility_of.get(r[1], r[1]) for r in extra} <= mine
+    finally:
+        await first.stop()
+

@@ -43,6 +43,7 @@ from tests.integration.kafka_helpers import (
     ingested,
     local_baseline,
     produce,
+    rounded,
 )
 from tests.servers import InfluxDB, Kafka, Postgres
 
@@ -220,11 +221,6 @@ async def test_influxdb_away_for_a_minute_loses_nothing_and_memory_stays_bounded
         await store.close()
 
 
-def rounded(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Floats to 9 decimals (sums may differ in the last bit between stores)."""
-    return tuple(round(v, 9) if isinstance(v, float) else v for v in row)
-
-
 def rollup_row(r: Rollup) -> tuple[Any, ...]:
     """A rollup as the baseline's SQLite rows show it (epoch ms)."""
     return rounded((r.scope.value, r.meter_id or r.facility_id, r.window.value,
@@ -235,6 +231,6 @@ def rollup_row(r: Rollup) -> tuple[Any, ...]:
 
 def baseline_rollups(baseline: Outcome, facility_id: str,
                      window: WindowName) -> list[tuple[Any, ...]]:
-    return [rounded(row) for row in baseline.rollups
+    return [row for row in baseline.rollups
             if row[0] == Scope.FACILITY.value and row[1] == facility_id
             and row[2] == window.value]
