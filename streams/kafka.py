@@ -48,6 +48,7 @@ from tables.rollups import FacilityWindows, RollupAggregator
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "rollup-state"
+LAG_INTERVAL_S = 5.0
 
 
 class FaustTableState:
@@ -228,6 +229,7 @@ class KafkaRuntime:
         self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._worker_started = False
+        self._lag_labels: set[tuple[str, str]] = set()
         self._sinks: list[KafkaSink[Any]] = []
         self._rollup_producer = producer(s.kafka_bootstrap)
         self.app = self._faust_app()
@@ -304,11 +306,36 @@ class KafkaRuntime:
         async def revoked(*_: Any, **__: Any) -> None:
             await self.service.release()
 
+        async def lag_tick() -> None:
+            self._record_lag()
+
         app.agent(readings, name="sems.rollups")(rollup_agent)
         app.agent(dead, name="sems.dead-letters")(dead_letters)
         app.timer(interval=min(5.0, s.idle_timeout_s / 2))(idle_tick)
+        app.timer(interval=LAG_INTERVAL_S)(lag_tick)
         app.on_partitions_revoked.connect(revoked)
         return app
+
+    def _record_lag(self) -> None:
+        """Consumer lag of this worker's input partitions: the partition's end offset minus
+        the group's committed offset (what a restart would replay). Partitions that moved to
+        another worker stop being reported here."""
+        consumer: Any = self.app.consumer  # Faust's Consumer: _committed_offset is not typed
+        gauge = self.metrics.kafka_lag
+        reported: set[tuple[str, str]] = set()
+        for tp in consumer.assignment():
+            if tp.topic not in (topics.READINGS, topics.DEAD_LETTERS):
+                continue
+            end = consumer.highwater(tp)
+            if end is None:
+                continue
+            committed = consumer._committed_offset.get(tp) or 0
+            labels = (tp.topic, str(tp.partition))
+            gauge.labels(*labels).set(max(0, end - committed))
+            reported.add(labels)
+        for labels in self._lag_labels - reported:
+            gauge.remove(*labels)
+        self._lag_labels = reported
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -65,6 +65,11 @@ class Metrics:
             "sems_channel_depth", "Events waiting in an in-process channel", ["channel"],
             registry=r,
         )
+        self.kafka_lag = Gauge(
+            "sems_kafka_consumer_lag_messages",
+            "Messages in a partition past the worker group's committed offset",
+            ["topic", "partition"], registry=r,
+        )
         self.cache_requests = Counter(
             "sems_cache_requests_total", "Cache lookups by result (hit, miss, error)",
             ["cache", "result"], registry=r,

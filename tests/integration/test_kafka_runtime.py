@@ -72,6 +72,17 @@ async def test_kafka_and_local_runtimes_give_identical_rollups(
             return rollups(db) == expected
 
         await eventually(same, timeout_s=60, what="kafka rollups equal to local rollups")
+
+        # On-call sees each input partition's lag, and it comes down to zero once the group
+        # has committed everything.
+        async def no_lag() -> bool:
+            registry = remote.metrics.registry
+            lags = [registry.get_sample_value("sems_kafka_consumer_lag_messages",
+                                              {"topic": "sensor-readings", "partition": str(p)})
+                    for p in range(4)]
+            return lags == [0.0] * 4
+
+        await eventually(no_lag, timeout_s=30, what="consumer lag 0 on the 4 input partitions")
         with sqlite3.connect(db) as conn:
             dead = conn.execute("SELECT reason, COUNT(*) FROM dead_letters GROUP BY 1")
             reasons = dict(dead.fetchall())
