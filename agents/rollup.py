@@ -93,6 +93,7 @@ class RollupService:
         self._lock = asyncio.Lock()
         self._pending: asyncio.Queue[_Folded] = asyncio.Queue(maxsize=max_pending)
         self._committer: asyncio.Task[None] | None = None
+        self._last_reading_s: dict[tuple[str, str], float] = {}
 
     async def recover(self) -> int:
         """Rebuild open windows from the store after a restart. Returns readings replayed."""
@@ -232,6 +233,7 @@ class RollupService:
                     self.state_store.save(folded.states)
                 m = self.metrics
                 m.readings_accepted.inc(folded.accepted)
+                self._record_last_readings(folded.batch.readings)
                 m.readings_duplicate.inc(folded.duplicates)
                 if folded.batch.dead_letters:
                     m.readings_rejected.labels(RejectReason.LATE.value).inc(
@@ -241,6 +243,20 @@ class RollupService:
                     m.batch_duration.observe(time.perf_counter() - folded.started)
             finally:
                 self._pending.task_done()
+
+    def _record_last_readings(self, readings: list[SensorReading]) -> None:
+        """One gauge update per meter per batch (on-call's "meter went quiet" alert)."""
+        seen = self._last_reading_s
+        newer: dict[tuple[str, str], float] = {}
+        for r in readings:
+            key = (r.facility_id, r.meter_id)
+            ts = r.timestamp.timestamp()
+            if ts > newer.get(key, 0.0) and ts > seen.get(key, 0.0):
+                newer[key] = ts
+        gauge = self.metrics.meter_last_reading
+        for (facility_id, meter_id), ts in newer.items():
+            seen[(facility_id, meter_id)] = ts
+            gauge.labels(facility_id, meter_id).set(ts)
 
     async def flush(self) -> None:
         """Wait until every folded batch is stored, saved, published and acknowledged."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +31,7 @@ _READINGS = TypeAdapter(list[SensorReading])
 
 
 def setup(app: web.Application) -> None:
+    app[INFLIGHT] = {}
     app.router.add_get("/api/facilities", list_facilities)
     app.router.add_get("/api/facilities/{facility_id}/current", current)
     app.router.add_get("/api/facilities/{facility_id}/rollups", rollups)
@@ -91,7 +94,7 @@ async def current(request: web.Request) -> web.Response:
     contracted demand, every meter's latest reading, and how old the data is."""
     deps = request.app[DEPS]
     facility = await facility_or_404(request)
-    latest = await latest_readings(deps, facility.facility_id)
+    latest = await latest_readings(deps, facility.facility_id, request.app[INFLIGHT])
     now = deps.clock()
     mains = [r for r in latest if r.meter_type is MeterType.MAIN]
     total_kw = sum(r.active_power_kw for r in mains) if mains else None
@@ -115,36 +118,71 @@ async def current(request: web.Request) -> web.Response:
     })
 
 
-async def latest_readings(deps: ApiDeps, facility_id: str) -> list[SensorReading]:
+Inflight = dict[str, "asyncio.Future[list[SensorReading]]"]
+INFLIGHT = web.AppKey("current-inflight", dict)
+"""Store queries of ``/current`` under way, by facility: concurrent misses share one."""
+
+
+async def latest_readings(deps: ApiDeps, facility_id: str,
+                          inflight: Inflight) -> list[SensorReading]:
     """The store's latest readings of a facility, through the cache when there is one: a
-    dashboard polled by many screens costs one store query per facility per TTL. When the
-    cache fails, the store answers (uncached) and the failure is counted."""
+    dashboard polled by many screens costs one store query per facility per TTL. Requests that
+    miss while that query is under way wait for it instead of querying too, and each entry
+    lives a random 80-100 % of the TTL, so that entries set together do not all expire
+    together. When the cache fails, the store answers (uncached) and the failure is counted."""
     cache = deps.cache
-    if cache is None:
-        return await deps.timeseries.latest_readings(facility_id)
     counter = deps.metrics.cache_requests
     key = f"current:{facility_id}"
-    usable = True
-    try:
-        cached = await cache.get(key)
-    except CacheUnavailable as exc:
-        log.debug("cache: %s", exc)
-        counter.labels("current", "error").inc()
-        cached, usable = None, False
-    if cached is not None:
-        counter.labels("current", "hit").inc()
-        return _READINGS.validate_json(cached)
-    if usable:
-        counter.labels("current", "miss").inc()
-    latest = await deps.timeseries.latest_readings(facility_id)
-    if usable:
+    usable = cache is not None
+    if cache is not None:
+        try:
+            cached = await cache.get(key)
+        except CacheUnavailable as exc:
+            log.debug("cache: %s", exc)
+            counter.labels("current", "error").inc()
+            cached, usable = None, False
+        if cached is not None:
+            counter.labels("current", "hit").inc()
+            return _READINGS.validate_json(cached)
+        if usable:
+            counter.labels("current", "miss").inc()
+    latest = await _query_once(deps, facility_id, inflight)
+    if cache is not None and usable:
         try:
             await cache.set(key, orjson.dumps([r.model_dump(mode="json") for r in latest]),
-                            ttl_s=deps.current_ttl_s)
+                            ttl_s=deps.current_ttl_s * random.uniform(0.8, 1.0))
         except CacheUnavailable as exc:
             log.debug("cache: %s", exc)
             counter.labels("current", "error").inc()
     return latest
+
+
+async def _query_once(deps: ApiDeps, facility_id: str,
+                      inflight: Inflight) -> list[SensorReading]:
+    pending = inflight.get(facility_id)
+    if pending is not None:
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            if not pending.cancelled():
+                raise  # this request was cancelled, not the query it waited for
+    future: asyncio.Future[list[SensorReading]] = asyncio.get_running_loop().create_future()
+    inflight[facility_id] = future
+    try:
+        latest = await deps.timeseries.latest_readings(facility_id)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: waiters, if any, get it too
+        raise
+    else:
+        future.set_result(latest)
+        return latest
+    finally:
+        if inflight.get(facility_id) is future:
+            del inflight[facility_id]
 
 
 async def rollups(request: web.Request) -> web.Response:

@@ -65,6 +65,11 @@ class Metrics:
             "sems_channel_depth", "Events waiting in an in-process channel", ["channel"],
             registry=r,
         )
+        self.meter_last_reading = Gauge(
+            "sems_meter_last_reading_timestamp_seconds",
+            "Event time of the newest stored reading of each meter",
+            ["facility_id", "meter_id"], registry=r,
+        )
         self.kafka_lag = Gauge(
             "sems_kafka_consumer_lag_messages",
             "Messages in a partition past the worker group's committed offset",

@@ -11,6 +11,7 @@ command -v kcat >/dev/null 2>&1 || need+=(kcat)
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)  # bench/api.py
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # promtool tests the alert rules
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 

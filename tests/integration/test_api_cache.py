@@ -42,12 +42,16 @@ def reading(at: datetime, kw: float) -> SensorReading:
 
 
 class CountingStore(SqliteStore):
-    """The real store, counting the queries ``/current`` makes of it."""
+    """The real store, counting the queries ``/current`` makes of it; with a ``gate``, each
+    query waits for it (a slow store)."""
 
     latest_calls = 0
+    gate: asyncio.Event | None = None
 
     async def latest_readings(self, facility_id: str) -> list[SensorReading]:
         self.latest_calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
         return await super().latest_readings(facility_id)
 
 
@@ -123,3 +127,21 @@ async def test_with_redis_down_current_answers_uncached_then_uses_it_again(
         return store.latest_calls - before <= 1
 
     await eventually(cached_again, timeout_s=10, what="/current served from Redis again")
+
+
+async def test_concurrent_misses_share_one_store_query(
+    client: Client, store: CountingStore,
+) -> None:
+    """A dashboard wall asking for the same facility at once while the store is slow: one
+    query, every request answered from it."""
+    store.gate = asyncio.Event()
+    requests = [asyncio.create_task(total_kw(client)) for _ in range(20)]
+
+    async def all_missed() -> bool:
+        return cache_count(store, "miss") == 20
+
+    await eventually(all_missed, timeout_s=10, what="20 requests missing the cache")
+    assert store.latest_calls == 1
+    store.gate.set()
+    assert await asyncio.gather(*requests) == [100.0] * 20
+    assert store.latest_calls == 1
