@@ -208,7 +208,10 @@ async def _run(settings: Settings) -> int:
     await site.start()
     base = f"http://{settings.api_host}:{settings.api_port}"
     first = fleet.facilities[0].facility_id if fleet.facilities else "FACILITY"
-    print(f"SEMS is running ({settings.runtime} runtime, store {settings.database_path})\n"
+    stores = (f"store {settings.database_path}" if settings.profile == "embedded" else
+              f"InfluxDB {settings.influx_url}, PostgreSQL, Redis "
+              f"{settings.redis_url or '(no cache)'}")
+    print(f"SEMS is running ({settings.runtime} runtime, {stores})\n"
           f"  facilities:  {base}/api/facilities\n"
           f"  live:        {base}/api/facilities/{first}/current\n"
           f"  rollups:     {base}/api/facilities/{first}/rollups?window=1m\n"
