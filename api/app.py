@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.errors import ApiError, error_response
+from streams.logs import trace_id_from, trace_id_var
 from streams.metrics import Metrics
 from tables.ports import Cache, MetadataStore, StoreUnavailable, TimeSeriesStore
 
@@ -50,23 +51,33 @@ def route_name(request: web.Request) -> str:
 async def errors_and_metrics(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    """The error body for every failure, the request metrics, and the request's trace id: the
+    caller's (``traceparent``, else ``X-Request-ID``) or a new one, on every log record made
+    while serving it and in the ``X-Trace-Id`` response header."""
     metrics = request.app[DEPS].metrics
     route = route_name(request)
+    trace_id = trace_id_from(request.headers.get("traceparent"),
+                             request.headers.get("X-Request-ID"))
+    token = trace_id_var.set(trace_id)
     started = time.perf_counter()
     try:
-        response = await handler(request)
-    except ApiError as exc:
-        response = error_response(exc.status, exc.error_code, exc.message, exc.details)
-    except StoreUnavailable:
-        log.exception("store unavailable while serving %s", route)
-        response = error_response(503, "store_unavailable",
-                                  "the data store is unavailable; retry shortly")
-    except web.HTTPException as exc:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
-        response = error_response(exc.status, code, exc.reason, {"path": request.path})
-    except Exception:
-        log.exception("unhandled error serving %s", route)
-        response = error_response(500, "internal_error", "internal error")
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.error_code, exc.message, exc.details)
+        except StoreUnavailable:
+            log.exception("store unavailable while serving %s", route)
+            response = error_response(503, "store_unavailable",
+                                      "the data store is unavailable; retry shortly")
+        except web.HTTPException as exc:
+            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+            response = error_response(exc.status, code, exc.reason, {"path": request.path})
+        except Exception:
+            log.exception("unhandled error serving %s", route)
+            response = error_response(500, "internal_error", "internal error")
+        response.headers["X-Trace-Id"] = trace_id
+    finally:
+        trace_id_var.reset(token)
     metrics.api_requests.labels(route, request.method, str(response.status)).inc()
     metrics.api_latency.labels(route).observe(time.perf_counter() - started)
     return response

@@ -31,6 +31,7 @@ class Settings(BaseModel):
     runtime: Literal["local", "kafka"] = "local"
     data_dir: Path = Path(".run/data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     # MQTT ingestion; without a URL the embedded simulator feeds the pipeline in-process.
     mqtt_url: str | None = None

@@ -407,3 +407,15 @@ async def test_closed_store_answers_503(tmp_path: Path, path: str) -> None:
     assert resp.status == 503, (
         f"a closed SqliteStore should raise StoreUnavailable (503), got {resp.status} {body}"
     )
+
+
+async def test_every_answer_names_its_trace_id(client: Client) -> None:
+    """On-call finds a user's failing request in the logs by the id the caller sent (W3C
+    ``traceparent``, or ``X-Request-ID``), or by the one SEMS made and answered."""
+    w3c = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    resp = await client.get("/api/facilities", headers={"traceparent": w3c})
+    assert resp.headers["X-Trace-Id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    resp = await client.get("/api/facilities/nope/current", headers={"X-Request-ID": "req-42"})
+    assert resp.status == 404 and resp.headers["X-Trace-Id"] == "req-42"
+    resp = await client.get("/no/such/route")
+    assert resp.status == 404 and len(resp.headers["X-Trace-Id"]) == 32
