@@ -42,8 +42,9 @@ def trace_id_from(traceparent: str | None, request_id: str | None) -> str:
 
 class _TraceIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.trace_id = trace_id_var.get()
-        record.trace = record.trace_id or "-"  # for the text format
+        trace_id = trace_id_var.get()
+        record.trace_id = trace_id
+        record.trace = trace_id or "-"  # for the text format
         return True
 
 
