@@ -51,6 +51,11 @@ class Metrics:
         self.store_rows_written = Counter(
             "sems_store_rows_written_total", "Rows written", ["store", "table"], registry=r
         )
+        self.store_rows_expired = Counter(
+            "sems_store_rows_expired_total",
+            "Rows not written because they are already past the store's retention",
+            ["store", "table"], registry=r,
+        )
         self.store_errors = Counter(
             "sems_store_errors_total", "Failed store operations", ["store", "operation"],
             registry=r,

@@ -349,6 +349,7 @@ class InfluxTimeSeries:
         retrying the whole call is exact, as writes are upserts."""
         writer = self._require().writer
         lines: dict[str, list[str]] = {}
+        rollups = self._unexpired(rollups)
         try:
             if readings:
                 lines[self.buckets.raw] = [reading_line(r) for r in readings]
@@ -378,6 +379,25 @@ class InfluxTimeSeries:
         rows = self.metrics.store_rows_written
         rows.labels(_STORE, "readings").inc(len(readings))
         rows.labels(_STORE, "rollups").inc(len(rollups))
+
+    def _unexpired(self, rollups: list[Rollup]) -> list[Rollup]:
+        """Rollups whose bucket still keeps them. A rollup is derived from readings within the
+        raw retention, and its own bucket may keep less (SEMS_RETENTION_ROLLUP_1M_DAYS below
+        the raw days): InfluxDB would refuse it, and the embedded store would prune it within
+        the hour, so it is counted in ``sems_store_rows_expired_total`` and not written.
+        Readings are never dropped here: validation refuses those older than their
+        retention, and a refusal from the server still raises."""
+        if not rollups:
+            return rollups
+        now = datetime.now(UTC)
+        # A minute's margin: the server compares against its own clock.
+        horizon = {w: now - timedelta(days=self.buckets.retention_days()[
+                       self.buckets.for_window(w)], minutes=-1) for w in WindowName}
+        kept = [r for r in rollups if r.window_start >= horizon[r.window]]
+        if len(kept) < len(rollups):
+            self.metrics.store_rows_expired.labels(_STORE, "rollups").inc(
+                len(rollups) - len(kept))
+        return kept
 
     # -- queries -------------------------------------------------------------------------
 

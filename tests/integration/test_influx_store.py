@@ -325,6 +325,29 @@ async def test_points_the_server_refuses_raise_a_value_error_never_dropped_silen
         assert missing.value.status == 404 and errors(metrics, "read") == 1
 
 
+async def test_rollups_past_their_buckets_retention_are_counted_not_written(
+    influxdb: InfluxDB,
+) -> None:
+    """1-minute rollups kept for 1 day while raw readings are kept longer: a replay of
+    3-day-old readings closes windows the 1-minute bucket no longer keeps. They are not
+    written (the server would refuse the batch) and on-call sees how many."""
+    metrics = Metrics()
+    async with influx_store(influxdb.url, unique_buckets(minute_days=1),
+                            metrics=metrics) as s:
+        old_start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=3)
+        old = rollup("fa-main", M1, old_start, 5.0)
+        kept_15m = rollup("fa-main", M15, old_start.replace(minute=0), 5.0)
+        fresh = rollup("fa-main", M1, T0, 7.0)
+        await s.write([], [old, kept_15m, fresh])
+        assert metrics.registry.get_sample_value(
+            "sems_store_rows_expired_total", {"store": "influxdb", "table": "rollups"}) == 1
+        assert errors(metrics, "write") == 0
+        assert await s.rollups(scope=Scope.METER, scope_id="fa-main", window=M1,
+                               start=old_start - HOUR, end=T0 + HOUR, limit=10) == [fresh]
+        assert await s.rollups(scope=Scope.METER, scope_id="fa-main", window=M15,
+                               start=old_start - HOUR, end=T0 + HOUR, limit=10) == [kept_15m]
+
+
 async def test_a_stopped_server_makes_writes_unavailable_and_the_same_object_recovers(
     own_influxdb: InfluxDB,
 ) -> None:
