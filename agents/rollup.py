@@ -259,7 +259,8 @@ class RollupService:
             gauge.labels(facility_id, meter_id).set(ts)
 
     async def flush(self) -> None:
-        """Wait until every folded batch is stored, saved, published and acknowledged."""
+        """Wait until every folded batch is stored, its state saved and its rollups sent (a
+        batch's ack follows its rollups' delivery, which may come a moment later)."""
         await self._unless_committer_failed(self._pending.join())
 
     async def close(self) -> None:
