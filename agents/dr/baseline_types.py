@@ -1,0 +1,112 @@
+"""Baseline parameters, configuration and results (see agents/dr/baselines.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from agents.dr.series import BaselineInputError
+
+BaselineMethod = Literal["caiso_10_in_10", "pjm_high_4_of_5", "forecast"]
+AdjustmentKind = Literal["ratio", "additive"]
+
+
+class UnsupportedEventDayError(BaselineInputError):
+    """Weekend or holiday events: both programs define separate CBLs for them."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenInTenParams:
+    """CAISO 10-in-10. ``adjustment_cap`` 0.2 limits the ratio to 0.8..1.2; None: uncapped."""
+
+    days: int = 10
+    min_days: int = 10  # strict by default; a program that accepts fewer can lower it
+    lookback_days: int = 45
+    adjustment_hours: int = 3
+    adjustment_gap_hours: int = 1  # hours skipped between the window and the event start
+    adjustment_cap: float | None = 0.20
+    day_of_adjustment: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HighFourOfFiveParams:
+    """PJM High 4 of 5 with the symmetric additive adjustment (uncapped by default)."""
+
+    candidate_days: int = 5
+    selected_days: int = 4
+    lookback_days: int = 45
+    low_usage_fraction: float = 0.25
+    adjustment_hours: int = 3
+    adjustment_gap_hours: int = 1
+    adjustment_cap_kw: float | None = None
+    day_of_adjustment: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineConfig:
+    """The baseline a facility settles with: method, its parameters, its holiday calendar."""
+
+    method: BaselineMethod = "caiso_10_in_10"
+    ten_in_ten: TenInTenParams = field(default_factory=TenInTenParams)
+    high_four_of_five: HighFourOfFiveParams = field(default_factory=HighFourOfFiveParams)
+    holiday_country: str | None = None  # e.g. "US": weekday public holidays are not baseline days
+    holiday_subdiv: str | None = None  # e.g. "CA"
+
+
+@dataclass(frozen=True, slots=True)
+class DayOfAdjustment:
+    """The same-day adjustment: what was observed, what the baseline said, what was applied."""
+
+    kind: AdjustmentKind
+    window_start: datetime
+    window_end: datetime
+    observed_kw: float  # event-day average over the window
+    baseline_kw: float  # unadjusted baseline average over the same window
+    raw: float  # ratio (kind "ratio") or kW (kind "additive") before the cap
+    applied: float
+    capped: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineResult:
+    method: BaselineMethod
+    interval_s: int
+    interval_starts: tuple[datetime, ...]  # UTC
+    baseline_kw: tuple[float, ...]
+    unadjusted_kw: tuple[float, ...]
+    days_used: tuple[date, ...] = ()  # most recent first
+    adjustment: DayOfAdjustment | None = None
+
+    @property
+    def mean_kw(self) -> float:
+        return float(np.mean(self.baseline_kw))
+
+    def series(self) -> pd.Series:
+        """Baseline kW indexed by UTC interval start."""
+        return pd.Series(self.baseline_kw, index=pd.DatetimeIndex(self.interval_starts))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: datetimes and dates as ISO strings."""
+        adj = self.adjustment
+        return {
+            "method": self.method,
+            "interval_s": self.interval_s,
+            "interval_starts": [ts.isoformat() for ts in self.interval_starts],
+            "baseline_kw": list(self.baseline_kw),
+            "unadjusted_kw": list(self.unadjusted_kw),
+            "days_used": [d.isoformat() for d in self.days_used],
+            "adjustment": None if adj is None else {
+                "kind": adj.kind,
+                "window_start": adj.window_start.isoformat(),
+                "window_end": adj.window_end.isoformat(),
+                "observed_kw": adj.observed_kw,
+                "baseline_kw": adj.baseline_kw,
+                "raw": adj.raw,
+                "applied": adj.applied,
+                "capped": adj.capped,
+            },
+        }

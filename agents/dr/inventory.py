@@ -1,0 +1,167 @@
+"""A facility's controllable loads: what the planner may shed, how far, and at what comfort cost.
+
+Comfort costs are penalties in one unit the facility chooses (e.g. "points"): per degC of
+setpoint offset, per percentage point of dimming, per deferral. ``priority`` 1 is shed first;
+a load of priority 2 is touched only as far as the priority-1 loads cannot cover the target,
+and so on up (see docs/demand-response.md, "Planner").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from simulators.building import BuildingModel, HvacZone
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HvacZoneResource(_Frozen):
+    """Shed by offsetting the setpoint in steps of ``setpoint_step_c``.
+
+    ``offset_sign`` +1 raises the cooling setpoint (cooling weather), -1 lowers the heating
+    setpoint (heating weather). ``max_reduction_kw`` caps the linear estimate: a zone cannot shed
+    more than its compressor/heat-pump draw.
+    """
+
+    zone_id: str
+    max_setpoint_offset_c: float = Field(ge=0)
+    kw_per_degc: float = Field(ge=0)
+    comfort_cost_per_degc: float = Field(ge=0)
+    priority: int = Field(default=1, ge=1)
+    setpoint_step_c: float = Field(default=0.5, gt=0)
+    max_reduction_kw: float | None = Field(default=None, ge=0)
+    offset_sign: Literal[1, -1] = 1
+
+    @property
+    def max_steps(self) -> int:
+        return math.floor(self.max_setpoint_offset_c / self.setpoint_step_c + 1e-9)
+
+    def reduction_kw(self, steps: int) -> float:
+        linear = self.kw_per_degc * self.setpoint_step_c * steps
+        return linear if self.max_reduction_kw is None else min(linear, self.max_reduction_kw)
+
+
+class LightingGroupResource(_Frozen):
+    """Shed by dimming from 100 % down to ``min_level_pct``.
+
+    ``kw_at_full`` is the dimmable kW at 100 % (egress lighting that never dims excluded), so
+    dimming to level L sheds ``kw_at_full * (100 - L) / 100``. ``dim_step_pct`` None: continuous.
+    """
+
+    group_id: str
+    kw_at_full: float = Field(ge=0)
+    min_level_pct: float = Field(ge=0, le=100)
+    comfort_cost_per_pct: float = Field(ge=0)
+    priority: int = Field(default=1, ge=1)
+    dim_step_pct: float | None = Field(default=None, gt=0, le=100)
+
+    @property
+    def max_dim_pct(self) -> float:
+        return 100.0 - self.min_level_pct
+
+
+class DeferrableLoad(_Frozen):
+    """All or nothing: off for the whole event, allowed only if ``max_deferral_s`` covers it."""
+
+    load_id: str
+    kw: float = Field(ge=0)
+    max_deferral_s: float = Field(ge=0)
+    deferral_cost: float = Field(ge=0)
+    priority: int = Field(default=1, ge=1)
+
+
+class Inventory(_Frozen):
+    facility_id: str
+    zones: tuple[HvacZoneResource, ...] = ()
+    lighting_groups: tuple[LightingGroupResource, ...] = ()
+    deferrable_loads: tuple[DeferrableLoad, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Inventory:
+        ids = [
+            *(f"hvac:{z.zone_id}" for z in self.zones),
+            *(f"lighting:{g.group_id}" for g in self.lighting_groups),
+            *(f"deferrable:{d.load_id}" for d in self.deferrable_loads),
+        ]
+        if len(ids) != len(set(ids)):
+            raise ValueError("zone, lighting group and deferrable load ids must be unique")
+        return self
+
+
+def _zone_kw(zone: HvacZone, offset_c: float, *, outdoor_temp_c: float, occupancy: float) -> float:
+    trial = dataclasses.replace(zone, setpoint_offset_c=offset_c)  # never touch the building
+    return trial.power_kw(outdoor_temp_c=outdoor_temp_c, occupancy=occupancy)
+
+
+def inventory_from_building(
+    building: BuildingModel,
+    *,
+    at: datetime | None = None,
+    max_setpoint_offset_c: float = 2.0,
+    setpoint_step_c: float = 0.5,
+    hvac_comfort_cost_per_degc: float = 10.0,
+    min_lighting_level_pct: float = 60.0,
+    lighting_step_pct: float | None = 10.0,
+    lighting_comfort_cost_per_pct: float = 1.0,
+    deferrable_loads: Sequence[DeferrableLoad] = (),
+) -> Inventory:
+    """The planner's view of a simulated building (``simulators.building``), read-only.
+
+    With ``at`` the estimates use the model's weather and occupancy at that instant: kW per degC
+    is the shed of the first step from the current setpoint, capped by the shed at the largest
+    offset, in whichever direction (cooling up, heating down) sheds more. Without ``at``: design
+    conditions (the zone's slope, its compressor share of rated kW; lighting fully occupied).
+    """
+    zones: list[HvacZoneResource] = []
+    occupancy = 1.0 if at is None else building.occupancy_fraction(at)
+    for zone in building.zones:
+        if at is None:
+            kw_per_degc = zone.slope_kw_per_deg_c
+            max_reduction_kw = zone.rated_kw * (1.0 - zone.fan_fraction)
+            sign: Literal[1, -1] = 1
+        else:
+            temp_c = building.outdoor_temp_c(at)
+            now_kw = _zone_kw(zone, 0.0, outdoor_temp_c=temp_c, occupancy=occupancy)
+
+            def shed(offset_c: float, *, _t: float = temp_c, _now: float = now_kw,
+                     _z: HvacZone = zone) -> float:
+                return _now - _zone_kw(_z, offset_c, outdoor_temp_c=_t, occupancy=occupancy)
+
+            sign = 1 if shed(max_setpoint_offset_c) >= shed(-max_setpoint_offset_c) else -1
+            kw_per_degc = max(0.0, shed(sign * setpoint_step_c)) / setpoint_step_c
+            max_reduction_kw = max(0.0, shed(sign * max_setpoint_offset_c))
+        zones.append(
+            HvacZoneResource(
+                zone_id=zone.zone_id,
+                max_setpoint_offset_c=max_setpoint_offset_c,
+                kw_per_degc=kw_per_degc,
+                comfort_cost_per_degc=hvac_comfort_cost_per_degc,
+                setpoint_step_c=setpoint_step_c,
+                max_reduction_kw=max_reduction_kw,
+                offset_sign=sign,
+            )
+        )
+    groups = [
+        LightingGroupResource(
+            group_id=g.group_id,
+            kw_at_full=g.rated_kw * (1.0 - g.floor_fraction) * occupancy,
+            min_level_pct=min_lighting_level_pct,
+            comfort_cost_per_pct=lighting_comfort_cost_per_pct,
+            dim_step_pct=lighting_step_pct,
+        )
+        for g in building.lighting_groups
+    ]
+    return Inventory(
+        facility_id=building.facility_id,
+        zones=tuple(zones),
+        lighting_groups=tuple(groups),
+        deferrable_loads=tuple(deferrable_loads),
+    )
