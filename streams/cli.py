@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from streams import forecast_cli
 from streams.logs import configure_logging
 from streams.settings import Settings, SettingsError, load_settings
 
@@ -88,11 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("current", help="print the schema revision the database is at")
 
     sub.add_parser("export-schemas", help="write JSON Schemas of the topic contracts")
+    forecast_cli.add_parser(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "forecast":
+        return forecast_cli.run(args)
     if args.command == "export-schemas":
         from schemas.export import main as export
 
