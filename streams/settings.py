@@ -10,7 +10,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tables.rollups import WindowSettings
 
@@ -84,12 +93,29 @@ class Settings(BaseModel):
     retention_rollup_1m_days: Annotated[int, Field(ge=1)] = 90
     retention_rollup_days: Annotated[int, Field(ge=1)] = 730
 
+    # Weather for the load forecasts: offline = a typical-year climatology computed in-process
+    # (no network); weatherapi = WeatherAPI.com, which needs a key; none = no weather features.
+    weather_provider: Literal["offline", "weatherapi", "none"] = "offline"
+    weather_api_key: SecretStr | None = Field(default=None, validate_default=True)
+    weather_api_url: str = "https://api.weatherapi.com"
+    weather_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+
     @model_validator(mode="before")
     @classmethod
     def _production_runs_on_kafka(cls, values: Any) -> Any:
         if isinstance(values, dict) and values.get("profile") == "production":
             values.setdefault("runtime", "kafka")
         return values
+
+    @field_validator("weather_api_key")
+    @classmethod
+    def _weatherapi_needs_a_key(cls, key: SecretStr | None,
+                                info: ValidationInfo) -> SecretStr | None:
+        if key is not None and not key.get_secret_value():
+            key = None
+        if key is None and info.data.get("weather_provider") == "weatherapi":
+            raise ValueError("required with SEMS_WEATHER_PROVIDER=weatherapi")
+        return key
 
     @property
     def database_path(self) -> Path:

@@ -1,0 +1,51 @@
+"""Weather for the load forecasts behind the ``WeatherProvider`` port (``tables/ports.py``):
+an offline climatology (the embedded default), WeatherAPI.com, or none.
+
+Whichever is chosen, a forecast that cannot get weather (``WeatherUnavailable``) is still
+produced, without weather features, and says so.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd  # type: ignore[import-untyped, unused-ignore]
+
+from connectors.weather.offline import ClimatologyWeather, typical_temperature_c
+from connectors.weather.weatherapi import WeatherApiClient, WeatherApiError
+from streams.settings import Settings, SettingsError
+from tables.ports import Location, WeatherProvider, WeatherUnavailable
+
+__all__ = ["ClimatologyWeather", "Location", "NoWeather", "WeatherApiClient", "WeatherApiError",
+           "WeatherProvider", "WeatherUnavailable", "build_weather", "typical_temperature_c"]
+
+
+class NoWeather:
+    """``SEMS_WEATHER_PROVIDER=none``: every request is ``WeatherUnavailable``."""
+
+    source = "none"
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def hourly_temperature_c(self, location: Location, *, start: datetime,
+                                   end: datetime) -> pd.Series[float]:
+        raise WeatherUnavailable("weather is switched off (SEMS_WEATHER_PROVIDER=none)")
+
+
+def build_weather(settings: Settings) -> WeatherProvider:
+    """The configured provider, not yet open: the composition root opens it at start-up and
+    closes it at shutdown."""
+    if settings.weather_provider == "none":
+        return NoWeather()
+    if settings.weather_provider == "offline":
+        return ClimatologyWeather()
+    if settings.weather_api_key is None:  # the settings refuse this already
+        raise SettingsError(
+            "SEMS_WEATHER_API_KEY is required with SEMS_WEATHER_PROVIDER=weatherapi")
+    return WeatherApiClient(api_key=settings.weather_api_key.get_secret_value(),
+                            base_url=settings.weather_api_url,
+                            timeout_s=settings.weather_timeout_s)
