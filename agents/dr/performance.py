@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from agents.dr.baseline_types import BaselineMethod, BaselineResult
-from agents.dr.series import LoadInput, infer_interval_s, to_series, values_at
+from agents.dr.series import BaselineInputError, LoadInput, infer_interval_s, to_series, values_at
 
 
 class InsufficientMeterDataError(ValueError):
@@ -72,7 +72,10 @@ def _metered_kw(metered: LoadInput, starts: tuple[datetime, ...], interval_s: in
     float | None
 ]:
     series = to_series(metered)
-    step_s = interval_s if len(series) < 2 else infer_interval_s(series)
+    try:
+        step_s = interval_s if len(series) < 2 else infer_interval_s(series)
+    except BaselineInputError as exc:
+        raise InsufficientMeterDataError(str(exc)) from exc
     if step_s > interval_s or interval_s % step_s:
         raise InsufficientMeterDataError(
             f"metered intervals of {step_s} s cannot be folded into {interval_s} s baseline ones"

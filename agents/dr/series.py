@@ -48,7 +48,8 @@ def to_series(load: LoadInput) -> pd.Series:
             require_aware(ts, name="load timestamp")
         series = pd.Series(
             [float(kw) for _, kw in pairs],
-            index=pd.DatetimeIndex([ts for ts, _ in pairs]),
+            index=pd.DatetimeIndex([ts for ts, _ in pairs]) if pairs else pd.DatetimeIndex(
+                [], tz=UTC),
             dtype=float,
         )
     index = series.index
