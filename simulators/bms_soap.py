@@ -72,6 +72,8 @@ def parse_request(body: bytes) -> tuple[str, dict[str, str]]:
         root = etree.fromstring(body, _parser())
     except etree.XMLSyntaxError as exc:
         raise _invalid(f"request is not well-formed XML: {exc}") from None
+    if root.getroottree().docinfo.doctype:
+        raise _invalid("a SOAP message must not contain a document type declaration")
     if root.tag != f"{{{SOAP_ENV_NS}}}Envelope":
         raise _invalid("request is not a SOAP 1.1 Envelope")
     soap_body = root.find(f"{{{SOAP_ENV_NS}}}Body")
@@ -83,7 +85,11 @@ def parse_request(body: bytes) -> tuple[str, dict[str, str]]:
     if name.namespace != NS or name.localname not in OPERATIONS:
         raise _invalid(f"unknown operation {operation.tag}")
     schema = _schema()
-    if not schema.validate(operation):
+    try:
+        valid = schema.validate(operation)
+    except etree.XMLSchemaValidateError as exc:
+        raise _invalid(f"invalid {name.localname}: {exc}") from None
+    if not valid:
         raise _invalid(f"invalid {name.localname}: {schema.error_log.last_error.message}")
     return name.localname, {etree.QName(c).localname: c.text or "" for c in operation}
 
