@@ -32,8 +32,7 @@ def hourly_index(start: datetime, end: datetime) -> pd.DatetimeIndex:
 
 
 def epoch_seconds(index: pd.DatetimeIndex) -> npt.NDArray[np.int64]:
-    seconds: npt.NDArray[np.int64] = (index - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(
-        seconds=1)
+    seconds = (index - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     return np.asarray(seconds, dtype=np.int64)
 
 

@@ -47,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
+from yarl import URL
 
 from connectors.weather.hours import as_utc, hourly_index, onto_hours, temperature_series
 from tables.ports import Location, WeatherUnavailable
@@ -179,7 +180,9 @@ class WeatherApiClient:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self._key = api_key
-        self._secrets = {api_key, quote(api_key, safe=""), quote_plus(api_key)}
+        # The key as given, and as it may appear in a URL (yarl's and urllib's encodings).
+        in_url = URL.build(query={"key": api_key}).raw_query_string.removeprefix("key=")
+        self._secrets = {api_key, in_url, quote(api_key, safe=""), quote_plus(api_key)}
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
