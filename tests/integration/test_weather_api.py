@@ -18,8 +18,8 @@ import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 import pytest
 from aiohttp import web
 
-from connectors.weather import WeatherApiClient, WeatherApiError
-from tables.ports import Location, WeatherUnavailable
+from connectors.weather import ClimatologyWeather, WeatherApiClient, WeatherApiError
+from tables.ports import Location, WeatherProvider, WeatherUnavailable
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -379,3 +379,23 @@ async def test_using_a_closed_client_is_a_programming_error() -> None:
     client = client_for("http://127.0.0.1:9")
     with pytest.raises(RuntimeError, match="not open"):
         await client.hourly_temperature_c(BERLIN, start=TOMORROW[0], end=TOMORROW[1])
+
+
+@pytest.mark.parametrize("kind", ["offline", "weatherapi"])
+async def test_every_provider_keeps_the_port_contract(served: Served, kind: str) -> None:
+    """The same promises from each adapter: hourly float64 values on a tz-UTC index from the
+    hour holding start to the last hour before end, past and future alike."""
+    provider: WeatherProvider = (ClimatologyWeather() if kind == "offline"
+                                 else client_for(served.url))
+    start, end = NOW - timedelta(days=2, minutes=10), NOW + timedelta(hours=36)
+    await provider.open()
+    try:
+        series = await provider.hourly_temperature_c(BERLIN, start=start, end=end)
+    finally:
+        await provider.close()
+    index = pd.DatetimeIndex(series.index)
+    assert str(index.tz) == "UTC" and series.dtype == np.float64
+    assert index[0] == pd.Timestamp("2026-11-25 17:00", tz="UTC")
+    assert index[-1] == pd.Timestamp("2026-11-29 05:00", tz="UTC")
+    assert (index.to_series().diff().dropna() == pd.Timedelta(hours=1)).all()
+    assert series.notna().all() and provider.source in {"climatology", "weatherapi"}
