@@ -130,14 +130,15 @@ def inventory_from_building(
         else:
             temp_c = building.outdoor_temp_c(at)
             now_kw = _zone_kw(zone, 0.0, outdoor_temp_c=temp_c, occupancy=occupancy)
-
-            def shed(offset_c: float, *, _t: float = temp_c, _now: float = now_kw,
-                     _z: HvacZone = zone) -> float:
-                return _now - _zone_kw(_z, offset_c, outdoor_temp_c=_t, occupancy=occupancy)
-
-            sign = 1 if shed(max_setpoint_offset_c) >= shed(-max_setpoint_offset_c) else -1
-            kw_per_degc = max(0.0, shed(sign * setpoint_step_c)) / setpoint_step_c
-            max_reduction_kw = max(0.0, shed(sign * max_setpoint_offset_c))
+            up, down = (
+                now_kw - _zone_kw(zone, o, outdoor_temp_c=temp_c, occupancy=occupancy)
+                for o in (max_setpoint_offset_c, -max_setpoint_offset_c)
+            )
+            sign = 1 if up >= down else -1
+            first_step_kw = now_kw - _zone_kw(zone, sign * setpoint_step_c,
+                                              outdoor_temp_c=temp_c, occupancy=occupancy)
+            kw_per_degc = max(0.0, first_step_kw) / setpoint_step_c
+            max_reduction_kw = max(0.0, up if sign == 1 else down)
         zones.append(
             HvacZoneResource(
                 zone_id=zone.zone_id,

@@ -47,7 +47,7 @@ class PlannedAction(_Frozen):
 class ReleaseStage(_Frozen):
     stage: int
     release_at: datetime
-    target_ids: tuple[str, ...]
+    target_ids: tuple[str, ...]  # "hvac:<zone_id>", "lighting:<group_id>", "deferrable:<load_id>"
     released_kw: float
 
 

@@ -161,7 +161,8 @@ def _draft(inventory: Inventory, lever: _Lever, value: float, duration_s: float)
                 {"setpoint_offset_c": offset})
     for g in inventory.lighting_groups:
         if lever.key == f"lighting:{g.group_id}":
-            dim = value if g.dim_step_pct is None else round(value) * g.dim_step_pct
+            # continuous dimming: the solver's 1e-6 kW slack shows as 66.99999 %; report 67 %
+            dim = round(value, 3) if g.dim_step_pct is None else round(value) * g.dim_step_pct
             reason = f"dim to {100.0 - dim:g} % ({dim:g} points of {g.kw_at_full:.3g} kW dimmable)"
             return None if dim <= 1e-9 else _Draft(
                 lever.key, lever, g.group_id, g.kw_at_full * dim / 100.0,

@@ -213,3 +213,14 @@ def test_inventory_from_the_simulated_building() -> None:
     after = sum(building.loads_kw(at).values())
     # HVAC carries +-3 % noise in the model: the shed agrees within that.
     assert before - after == pytest.approx(plan.expected_reduction_kw, rel=0.03)
+
+
+def test_continuous_dimming() -> None:
+    # No dimming step: 5 kW of a 20 kW group is 25 points, level 75 %, cost 0.5 x 25 = 12.5.
+    group = LightingGroupResource(group_id="l2", kw_at_full=20.0, min_level_pct=50.0,
+                                  comfort_cost_per_pct=0.5)
+    plan = plan_reduction(Inventory(facility_id="fac-001", lighting_groups=(group,)),
+                          target_reduction_kw=5.0, forecast_upper_kw=UPPER,
+                          event_start=START, event_end=END)
+    assert settings(plan) == {"l2": 75.0}
+    assert (plan.expected_reduction_kw, plan.objective_cost) == pytest.approx((5.0, 12.5))
