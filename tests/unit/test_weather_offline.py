@@ -18,7 +18,7 @@ from connectors.weather import (
     typical_temperature_c,
 )
 from connectors.weather.hours import HOUR_S, hourly_index, onto_hours
-from connectors.weather.weatherapi import (
+from connectors.weather.wire import (
     MalformedAnswer,
     history_requests,
     parse_forecastdays,
