@@ -68,7 +68,7 @@ def to_grid(series: pd.Series, *, step: timedelta, end: pd.Timestamp | None = No
     if native is not None and native > freq:
         limit = int(native / freq) - 1
         return s.reindex(grid).ffill(limit=limit) if limit > 0 else s.reindex(grid)
-    return s.groupby(s.index.floor(freq)).mean().reindex(grid)
+    return s.groupby(pd.DatetimeIndex(s.index).floor(freq)).mean().reindex(grid)
 
 
 def infer_interval(series: pd.Series) -> pd.Timedelta | None:
@@ -76,7 +76,7 @@ def infer_interval(series: pd.Series) -> pd.Timedelta | None:
     if len(series) < 2:
         return None
     index = pd.DatetimeIndex(series.index)
-    return pd.Timedelta((index[1:] - index[:-1]).median())
+    return pd.Timedelta(pd.Series(index[1:] - index[:-1]).median())
 
 
 def temperature_grid(temperature_c: pd.Series, index: pd.DatetimeIndex) -> pd.Series:

@@ -67,10 +67,11 @@ def same_local_time(
     earlier wall-clock time did not exist (the spring-forward hour) the UTC lag is used.
     """
     observed = load_kw.dropna()
-    by_local = pd.Series(observed.to_numpy(), index=local_wall_clock(observed.index, timezone))
+    by_local = pd.Series(observed.to_numpy(),
+                         index=local_wall_clock(pd.DatetimeIndex(observed.index), timezone))
     by_local = by_local[~by_local.index.duplicated(keep="first")]
     keys = local_wall_clock(index, timezone) - pd.Timedelta(days=days)
-    values: FloatArray = by_local.reindex(keys).to_numpy(dtype="float64", copy=True)
+    values: FloatArray = np.array(by_local.reindex(keys).to_numpy(), dtype="float64")
     missing = np.isnan(values)
     if missing.any():
         utc_lag = observed.reindex(index - pd.Timedelta(days=days)).to_numpy(dtype="float64")

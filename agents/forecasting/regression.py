@@ -60,7 +60,7 @@ class FourierRegression:
 
     name: str = FOURIER_OLS
     min_history: timedelta = timedelta(days=14)
-    daily_harmonics: int = 8
+    daily_harmonics: int = 16  # capped at a third of the steps per day (8 for hourly data)
     weekly_harmonics: int = 3
     use_temperature: bool = True
     half_life: timedelta = timedelta(days=14)
@@ -83,8 +83,9 @@ class FourierRegression:
                     observed, index, temp = observed[keep], index[keep], temp_all[keep]
         workdays, days_off = day_types(observed, ctx)
         split = workdays > 0 and days_off > 0
+        harmonics = min(self.daily_harmonics, int(timedelta(days=1) / ctx.step) // 3)
         cal = calendar(index, timezone=ctx.timezone, country=ctx.country)
-        x = design(cal, temp, daily_harmonics=self.daily_harmonics,
+        x = design(cal, temp, daily_harmonics=harmonics,
                    weekly_harmonics=self.weekly_harmonics, split_day_off=split)
         y = observed.to_numpy(dtype="float64")
         age_days = (end - index) / pd.Timedelta(days=1)
@@ -94,7 +95,7 @@ class FourierRegression:
         residuals = y - x @ coef
         phi = _lag1(residuals, index, ctx.step) if self.ar_correction else 0.0
         return _FittedRegression(
-            coef=coef, ctx=ctx, daily_harmonics=self.daily_harmonics,
+            coef=coef, ctx=ctx, daily_harmonics=harmonics,
             weekly_harmonics=self.weekly_harmonics, split_day_off=split,
             weather_used=temp is not None, residuals=residuals,
             last_residual_kw=float(residuals[-1]), last_observed=index[-1], phi=phi)
