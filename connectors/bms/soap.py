@@ -6,14 +6,13 @@ the WSDL with the async client first and hands zeep the bytes, so opening never 
 event loop (a blocking fetch would deadlock against a BMS simulator served by the same loop).
 
 No retry, by design: each call makes one HTTP request (httpx does not retry), bounded by
-``timeout_s`` from start to answer. Failures are logged here; counting and recording them is
-for the observers and the caller.
+``timeout_s`` from start to answer. Failed commands are logged (``connectors.bms``); counting
+and recording them is for the observers and the caller.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -38,8 +37,7 @@ from connectors.bms import (
     PointValues,
     ZoneInfo,
 )
-
-log = logging.getLogger(__name__)
+from connectors.bms.observe import report_command
 
 BMS_NS = "urn:sems:bms:1"
 BINDING = f"{{{BMS_NS}}}BmsBinding"
@@ -232,20 +230,8 @@ class BmsClient:
             result = failed_result(command.command_id, *classified)
         else:
             result = result_from_answer(command.command_id, answer)
-        if not result.ok:
-            log.warning("BMS command %s %s %s/%s=%s failed (%s%s): %s", command.command_id,
-                        command.kind, command.facility_id, command.target_id, command.value,
-                        result.failure, f" {result.fault_code}" if result.fault_code else "",
-                        result.error)
-        self._notify(command, result, time.perf_counter() - started)
+        report_command(command, result, time.perf_counter() - started, self.observers)
         return result
-
-    def _notify(self, command: BmsCommand, result: CommandResult, duration_s: float) -> None:
-        for observer in self.observers:
-            try:
-                observer(command, result, duration_s)
-            except Exception:
-                log.exception("BMS command observer %r failed", observer)
 
 
 def failed_result(command_id: str, failure: FailureKind, message: str, fault_code: str | None
