@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.dr.series import BaselineInputError
 
@@ -19,40 +20,55 @@ class UnsupportedEventDayError(BaselineInputError):
     """Weekend or holiday events: both programs define separate CBLs for them."""
 
 
-@dataclass(frozen=True, slots=True)
-class TenInTenParams:
+class _Params(BaseModel):
+    """Validated and closed: a typo in a facility's stored configuration is an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TenInTenParams(_Params):
     """CAISO 10-in-10. ``adjustment_cap`` 0.2 limits the ratio to 0.8..1.2; None: uncapped."""
 
-    days: int = 10
-    min_days: int = 10  # strict by default; a program that accepts fewer can lower it
-    lookback_days: int = 45
-    adjustment_hours: int = 3
-    adjustment_gap_hours: int = 1  # hours skipped between the window and the event start
-    adjustment_cap: float | None = 0.20
+    days: int = Field(default=10, ge=1)
+    min_days: int = Field(default=10, ge=1)  # strict; a program that accepts fewer lowers it
+    lookback_days: int = Field(default=45, ge=1)
+    adjustment_hours: int = Field(default=3, ge=1)
+    adjustment_gap_hours: int = Field(default=1, ge=0)  # skipped between window and event
+    adjustment_cap: float | None = Field(default=0.20, ge=0, lt=1)
     day_of_adjustment: bool = True
 
+    @model_validator(mode="after")
+    def _min_within_days(self) -> TenInTenParams:
+        if self.min_days > self.days:
+            raise ValueError("min_days must not exceed days")
+        return self
 
-@dataclass(frozen=True, slots=True)
-class HighFourOfFiveParams:
+
+class HighFourOfFiveParams(_Params):
     """PJM High 4 of 5 with the symmetric additive adjustment (uncapped by default)."""
 
-    candidate_days: int = 5
-    selected_days: int = 4
-    lookback_days: int = 45
-    low_usage_fraction: float = 0.25
-    adjustment_hours: int = 3
-    adjustment_gap_hours: int = 1
-    adjustment_cap_kw: float | None = None
+    candidate_days: int = Field(default=5, ge=1)
+    selected_days: int = Field(default=4, ge=1)
+    lookback_days: int = Field(default=45, ge=1)
+    low_usage_fraction: float = Field(default=0.25, ge=0, lt=1)
+    adjustment_hours: int = Field(default=3, ge=1)
+    adjustment_gap_hours: int = Field(default=1, ge=0)
+    adjustment_cap_kw: float | None = Field(default=None, ge=0)
     day_of_adjustment: bool = True
 
+    @model_validator(mode="after")
+    def _selected_within_candidates(self) -> HighFourOfFiveParams:
+        if self.selected_days > self.candidate_days:
+            raise ValueError("selected_days must not exceed candidate_days")
+        return self
 
-@dataclass(frozen=True, slots=True)
-class BaselineConfig:
+
+class BaselineConfig(_Params):
     """The baseline a facility settles with: method, its parameters, its holiday calendar."""
 
     method: BaselineMethod = "caiso_10_in_10"
-    ten_in_ten: TenInTenParams = field(default_factory=TenInTenParams)
-    high_four_of_five: HighFourOfFiveParams = field(default_factory=HighFourOfFiveParams)
+    ten_in_ten: TenInTenParams = TenInTenParams()
+    high_four_of_five: HighFourOfFiveParams = HighFourOfFiveParams()
     holiday_country: str | None = None  # e.g. "US": weekday public holidays are not baseline days
     holiday_subdiv: str | None = None  # e.g. "CA"
 

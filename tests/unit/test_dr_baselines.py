@@ -309,3 +309,18 @@ def test_forecast_baseline_and_configured_method() -> None:
     assert pjm.baseline_kw == pytest.approx((105.0, 125.0))
     with pytest.raises(InsufficientHistoryError):
         forecast_baseline(forecast[:2], event_start=START, event_end=END)  # ends at 22:00
+
+
+def test_config_from_stored_mapping() -> None:
+    # A facility's stored choice: PJM with the US calendar; CAISO cap widened to 40 %.
+    config = BaselineConfig.model_validate({
+        "method": "pjm_high_4_of_5", "holiday_country": "US",
+        "ten_in_ten": {"adjustment_cap": 0.4},
+    })
+    assert config.method == "pjm_high_4_of_5"
+    assert config.ten_in_ten.adjustment_cap == 0.4
+    assert config.high_four_of_five == HighFourOfFiveParams()  # the published defaults
+    with pytest.raises(ValueError, match="extra"):
+        BaselineConfig.model_validate({"method": "caiso_10_in_10", "cap": 0.2})  # a typo
+    with pytest.raises(ValueError, match="min_days"):
+        TenInTenParams(days=5, min_days=10)
