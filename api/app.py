@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -11,9 +12,12 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.auth import Authenticator
+from api.endpoints import Endpoint
 from api.errors import ApiError, error_response
+from api.principal import Principal
+from api.ratelimit import RateLimiter
 from streams.logs import trace_id_from, trace_id_var
 from streams.metrics import Metrics
 from tables.ports import Cache, MetadataStore, StoreUnavailable, TimeSeriesStore
@@ -28,14 +32,23 @@ class ApiDeps:
     timeseries: TimeSeriesStore
     metadata: MetadataStore
     metrics: Metrics
+    auth: Authenticator
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     cache: Cache | None = None
     """Where ``/current`` keeps each facility's latest readings for ``current_ttl_s``."""
     current_ttl_s: float = 10.0
+    rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(50.0, 200))
+    jwks: dict[str, Any] | None = None
+    """The local issuer's public keys, served at /.well-known/jwks.json (None: an external
+    identity provider publishes its own)."""
+    max_body_bytes: int = 64 * 1024
 
 
 DEPS = web.AppKey("deps", ApiDeps)
+ENDPOINTS = web.AppKey("endpoints", dict)
+"""(method, path) -> Endpoint, for the middleware."""
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def json_response(data: Any, *, status: int = 200) -> web.Response:
@@ -47,13 +60,41 @@ def route_name(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
+async def admit(request: web.Request, endpoint: Endpoint) -> None:
+    """Authenticate the caller, then check role, facility scope and rate, in that order: a
+    caller learns nothing about a facility outside its scope, not even whether it exists."""
+    deps = request.app[DEPS]
+    principal = await deps.auth.authenticate(request.headers)
+    roles = endpoint.roles or frozenset()
+    if principal.role not in roles:
+        raise ApiError(403, "forbidden", f"the {principal.role.value} role may not call this "
+                       "route", {"role": principal.role.value,
+                                 "allowed_roles": sorted(r.value for r in roles)})
+    if endpoint.scoped:
+        facility_id = request.match_info["facility_id"]
+        if not principal.may_access(facility_id):
+            raise ApiError(403, "facility_forbidden",
+                           f"this caller may not see facility {facility_id!r}",
+                           {"facility_id": facility_id})
+    wait_s = deps.rate_limiter.take(principal.rate_key, time.monotonic())
+    if wait_s > 0:
+        deps.metrics.api_rate_limited.labels(principal.via).inc()
+        raise ApiError(429, "rate_limited", "too many requests; slow down",
+                       {"retry_after_s": math.ceil(wait_s)},
+                       headers={"Retry-After": str(math.ceil(wait_s))})
+    request[PRINCIPAL] = principal
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
 @web.middleware
 async def errors_and_metrics(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """The error body for every failure, the request metrics, and the request's trace id: the
-    caller's (``traceparent``, else ``X-Request-ID``) or a new one, on every log record made
-    while serving it and in the ``X-Trace-Id`` response header."""
+    """Admission (``admit``), the error body for every failure, the request metrics, and the
+    request's trace id: the caller's (``traceparent``, else ``X-Request-ID``) or a new one, on
+    every log record made while serving it and in the ``X-Trace-Id`` response header."""
     metrics = request.app[DEPS].metrics
     route = route_name(request)
     trace_id = trace_id_from(request.headers.get("traceparent"),
@@ -62,16 +103,22 @@ async def errors_and_metrics(
     started = time.perf_counter()
     try:
         try:
+            endpoint = request.app[ENDPOINTS].get((request.method, route))
+            if endpoint is not None and endpoint.roles is not None:
+                await admit(request, endpoint)
             response = await handler(request)
         except ApiError as exc:
             response = error_response(exc.status, exc.error_code, exc.message, exc.details)
+            response.headers.update(exc.headers)
         except StoreUnavailable:
             log.exception("store unavailable while serving %s", route)
             response = error_response(503, "store_unavailable",
                                       "the data store is unavailable; retry shortly")
         except web.HTTPException as exc:
-            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+            code = _HTTP_CODES.get(exc.status, "http_error")
             response = error_response(exc.status, code, exc.reason, {"path": request.path})
+            if "Allow" in exc.headers:  # RFC 9110: a 405 names the methods that are allowed
+                response.headers["Allow"] = exc.headers["Allow"]
         except Exception:
             log.exception("unhandled error serving %s", route)
             response = error_response(500, "internal_error", "internal error")
@@ -83,33 +130,18 @@ async def errors_and_metrics(
     return response
 
 
+VERSION = "0.1.0"
+
+
 def create_app(deps: ApiDeps) -> web.Application:
-    from api import routes
+    from api import openapi, routes
+    from api.ops import SPEC
 
-    app = web.Application(middlewares=[errors_and_metrics], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[errors_and_metrics], client_max_size=deps.max_body_bytes)
     app[DEPS] = deps
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_endpoint)
-    routes.setup(app)
+    endpoints = routes.setup(app)
+    for e in endpoints:
+        app.router.add_route(e.method, e.path, e.handler)
+    app[ENDPOINTS] = {(e.method, e.path): e for e in endpoints}
+    app[SPEC] = orjson.dumps(openapi.build(endpoints, title="SEMS API", version=VERSION))
     return app
-
-
-async def healthz(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    checks: dict[str, dict[str, Any]] = {}
-    try:
-        await deps.metadata.ping()
-        checks["store"] = {"ok": True}
-    except StoreUnavailable as exc:
-        checks["store"] = {"ok": False, "detail": str(exc)}
-    for name, check in deps.health_checks.items():
-        ok, detail = await check()
-        checks[name] = {"ok": ok, "detail": detail}
-    healthy = all(c["ok"] for c in checks.values())
-    return json_response({"status": "ok" if healthy else "degraded", "checks": checks},
-                         status=200 if healthy else 503)
-
-
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[DEPS].metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

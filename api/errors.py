@@ -10,12 +10,14 @@ from aiohttp import web
 
 class ApiError(Exception):
     def __init__(self, status: int, error_code: str, message: str,
-                 details: dict[str, Any] | list[Any] | None = None) -> None:
+                 details: dict[str, Any] | list[Any] | None = None, *,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.error_code = error_code
         self.message = message
         self.details = details if details is not None else {}
+        self.headers = headers or {}
 
 
 def error_response(status: int, error_code: str, message: str,

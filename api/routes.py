@@ -12,7 +12,9 @@ import orjson
 from aiohttp import web
 from pydantic import TypeAdapter
 
-from api.app import DEPS, ApiDeps, json_response
+from api import models
+from api.app import DEPS, PRINCIPAL, ApiDeps, json_response
+from api.endpoints import ADMIN, EVERY_ROLE, FACILITY_ID, Endpoint, Param
 from api.errors import bad_parameter, not_found
 from schemas.metadata import Facility, MeterType
 from schemas.reading import SensorReading
@@ -30,12 +32,12 @@ MAX_POINTS = 10_000
 _READINGS = TypeAdapter(list[SensorReading])
 
 
-def setup(app: web.Application) -> None:
+def setup(app: web.Application) -> list[Endpoint]:
+    """The API's routes; ``create_app`` registers them."""
+    from api import ops
+
     app[INFLIGHT] = {}
-    app.router.add_get("/api/facilities", list_facilities)
-    app.router.add_get("/api/facilities/{facility_id}/current", current)
-    app.router.add_get("/api/facilities/{facility_id}/rollups", rollups)
-    app.router.add_get("/api/dead-letters", dead_letters)
+    return [*ops.endpoints(local_issuer=app[DEPS].jwks is not None), *ROUTES]
 
 
 def parse_time(request: web.Request, name: str) -> datetime | None:
@@ -77,10 +79,14 @@ async def facility_or_404(request: web.Request) -> Facility:
 
 
 async def list_facilities(request: web.Request) -> web.Response:
+    """The facilities the caller may see, each with its meters."""
     deps = request.app[DEPS]
+    principal = request[PRINCIPAL]
     meters = await deps.metadata.meters()
     out = []
     for f in await deps.metadata.facilities():
+        if not principal.may_access(f.facility_id):
+            continue
         out.append({
             **f.model_dump(mode="json"),
             "meters": [m.model_dump(mode="json", exclude={"facility_id"})
@@ -229,3 +235,34 @@ async def dead_letters(request: web.Request) -> web.Response:
     limit = parse_int(request, "limit", default=100, low=1, high=1000)
     rows = await deps.timeseries.dead_letters(limit=limit)
     return json_response({"dead_letters": [d.model_dump(mode="json") for d in rows]})
+
+
+_TIME = {"type": "string", "format": "date-time"}
+ROUTES = [
+    Endpoint("GET", "/api/facilities", list_facilities, "Facilities the caller may see",
+             "facilities", roles=EVERY_ROLE, response=models.Facilities),
+    Endpoint("GET", "/api/facilities/{facility_id}/current", current,
+             "Live load of a facility", "facilities", roles=EVERY_ROLE,
+             response=models.Current, params=(FACILITY_ID,), errors=(404,),
+             description="Sum of the main meters' latest readings against the contracted "
+                         "demand, each meter's latest reading and how old the data is; cached "
+                         "for at most SEMS_CURRENT_CACHE_TTL_S."),
+    Endpoint("GET", "/api/facilities/{facility_id}/rollups", rollups,
+             "Energy rollups of a facility or one of its meters", "facilities",
+             roles=EVERY_ROLE, response=models.Rollups, errors=(404,), params=(
+                 FACILITY_ID,
+                 Param("window", "query", {"type": "string", "enum": ["1m", "15m", "1h"],
+                                           "default": "15m"}, "rollup window"),
+                 Param("meter_id", "query", {"type": "string"},
+                       "a meter of the facility instead of the facility total"),
+                 Param("start", "query", _TIME, "first window start (default: end - span)"),
+                 Param("end", "query", _TIME, "end of the range, exclusive (default: now)"),
+                 Param("limit", "query", {"type": "integer", "minimum": 1,
+                                          "maximum": MAX_POINTS}, "most rollups returned"),
+             )),
+    Endpoint("GET", "/api/dead-letters", dead_letters, "Rejected readings, newest first",
+             "operations", roles=ADMIN, response=models.DeadLetters, params=(
+                 Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
+                       "most dead letters returned"),
+             )),
+]

@@ -162,6 +162,8 @@ class Api:
     cached: bool
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    token: str = ""
+    """An admin bearer token of the API's local issuer (every request carries one)."""
 
     @property
     def base(self) -> str:
@@ -176,8 +178,14 @@ class Api:
             "SEMS_POSTGRES_DSN": s.postgres.dsn,
             "SEMS_REDIS_URL": s.redis.url if self.cached else "",
             "SEMS_LOG_LEVEL": "WARNING",
+            # One client stands for every dashboard here: no per-caller limit.
+            "SEMS_API_RATE_PER_S": "1000000", "SEMS_API_RATE_BURST": "1000000",
         })
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.token = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "token", "create", "--role", "admin",
+             "--data-dir", str(self.workdir / "data")], env=env, cwd=REPO, check=True,
+            capture_output=True, text=True).stdout.strip()
         with (self.workdir / "api.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "run", "--profile", "production",
@@ -212,8 +220,8 @@ def percentile(sorted_ms: list[float], q: float) -> float:
     return sorted_ms[min(len(sorted_ms) - 1, round(q * (len(sorted_ms) - 1)))]
 
 
-async def open_loop(base: str, paths: list[str], *, rate: float,
-                    duration_s: float) -> tuple[list[float], int, float]:
+async def open_loop(base: str, paths: list[str], *, rate: float, duration_s: float,
+                    token: str) -> tuple[list[float], int, float]:
     """(latencies in ms, errors, achieved requests/s), each request timed from when it was
     due."""
     latencies: list[float] = []
@@ -221,6 +229,7 @@ async def open_loop(base: str, paths: list[str], *, rate: float,
     rng = random.Random(7)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector,
+                                     headers={"Authorization": f"Bearer {token}"},
                                      timeout=aiohttp.ClientTimeout(total=10)) as session:
         loop = asyncio.get_running_loop()
 
@@ -254,6 +263,7 @@ async def open_loop(base: str, paths: list[str], *, rate: float,
 
 
 WRK_LUA = """
+wrk.headers["Authorization"] = "Bearer %s"
 local paths = {%s}
 local i = 0
 request = function()
@@ -263,14 +273,14 @@ end
 """
 
 
-def wrk(base: str, paths: list[str], *, connections: int, workdir: Path) -> tuple[float, float,
-                                                                                 float]:
+def wrk(base: str, paths: list[str], *, connections: int, workdir: Path,
+        token: str) -> tuple[float, float, float]:
     """(requests/s, p50 ms, p99 ms) of ``wrk --latency`` for 10 s."""
     binary = shutil.which("wrk")
     if binary is None:
         raise RuntimeError("wrk is missing: apt-get install wrk")
     script = workdir / "paths.lua"
-    script.write_text(WRK_LUA % ", ".join(f'"{p}"' for p in paths))
+    script.write_text(WRK_LUA % (token, ", ".join(f'"{p}"' for p in paths)))
     out = subprocess.run([binary, "-t2", f"-c{connections}", "-d10s", "--latency",
                           "-s", str(script), base], capture_output=True, text=True,
                          check=True, timeout=60).stdout
@@ -292,10 +302,11 @@ def wrk(base: str, paths: list[str], *, connections: int, workdir: Path) -> tupl
 async def measure(api: Api, config: str, paths: list[str], opts: Options,
                   workdir: Path) -> Run:
     latencies, errors, achieved = await open_loop(api.base, paths, rate=opts.rate,
-                                                  duration_s=opts.duration_s)
+                                                  duration_s=opts.duration_s, token=api.token)
     ms = sorted(latencies)
     rps, w50, w99 = await asyncio.to_thread(wrk, api.base, paths,
-                                            connections=opts.connections, workdir=workdir)
+                                            connections=opts.connections, workdir=workdir,
+                                            token=api.token)
     return Run(config, opts.rate, len(ms), errors, achieved, percentile(ms, 0.5),
                percentile(ms, 0.95), percentile(ms, 0.99), ms[-1] if ms else float("nan"),
                rps, w50, w99)

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from connectors.influx import InfluxTimeSeries
 from connectors.postgres import PostgresStore
+from schemas.access import ApiKeyRecord, Utility
 from schemas.deadletter import DeadLetter
 from schemas.metadata import Facility, Meter
 from schemas.reading import SensorReading
@@ -97,3 +98,23 @@ class ProductionStore:
     async def ping(self) -> None:
         await self.postgres.ping()
         await self.influx.ping()
+
+    # -- access: PostgreSQL ----------------------------------------------------------------
+
+    async def upsert_utility(self, utility: Utility) -> None:
+        await self.postgres.upsert_utility(utility)
+
+    async def utilities(self) -> list[Utility]:
+        return await self.postgres.utilities()
+
+    async def utility(self, utility_id: str) -> Utility | None:
+        return await self.postgres.utility(utility_id)
+
+    async def add_api_key(self, record: ApiKeyRecord) -> None:
+        await self.postgres.add_api_key(record)
+
+    async def api_key(self, key_id: str) -> ApiKeyRecord | None:
+        return await self.postgres.api_key(key_id)
+
+    async def revoke_api_key(self, key_id: str, *, at: datetime) -> bool:
+        return await self.postgres.revoke_api_key(key_id, at=at)

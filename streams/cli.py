@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from streams import forecast_cli
+from streams import admin_cli, forecast_cli
 from streams.logs import configure_logging
-from streams.settings import Settings, SettingsError, load_settings
+from streams.settings import DEFAULT_DATA_DIR, Settings, SettingsError, load_settings
 
 
 def _iso(value: str) -> datetime:
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("current", help="print the schema revision the database is at")
 
     sub.add_parser("export-schemas", help="write JSON Schemas of the topic contracts")
+    admin_cli.add_parsers(sub)
     forecast_cli.add_parser(sub)
     return p
 
@@ -102,8 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return export()
     overrides: dict[str, Any] = {}
-    if args.command == "facilities":
+    if args.command in ("facilities", "utility"):
         overrides = {"data_dir": args.data_dir, "profile": args.profile}
+    if args.command == "token":
+        overrides = {"data_dir": args.data_dir}
     if args.command == "worker":
         overrides = {"data_dir": args.data_dir, "kafka_bootstrap": args.kafka_bootstrap,
                      "runtime": "kafka", "profile": args.profile}
@@ -132,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_worker(settings, ingest=True))
     if args.command == "db":
         return _db(settings, args.action)
+    if args.command == "token":
+        return admin_cli.create_token(settings, args)
+    if args.command == "utility":
+        return asyncio.run(admin_cli.utility(settings, args))
     if args.command == "facilities":
         try:
             content = args.file.read_bytes()
@@ -178,6 +185,7 @@ async def _run(settings: Settings) -> int:
     from simulators.publish import Simulation
     from streams.kafka import KafkaRuntime
     from streams.local import LocalRuntime
+    from streams.security import security
 
     runtime: LocalRuntime | KafkaRuntime
     if settings.runtime == "kafka":
@@ -199,10 +207,14 @@ async def _run(settings: Settings) -> int:
         ok = runtime.mqtt.connected.is_set()
         return ok, "connected" if ok else "disconnected"
 
+    guarding = security(settings, runtime.store, lambda: datetime.now(UTC))
+    guard = await guarding.__aenter__()
     app = create_app(ApiDeps(timeseries=runtime.store, metadata=runtime.store,
                              metrics=runtime.metrics, clock=runtime.clock,
                              health_checks={"mqtt": health_mqtt}, cache=runtime.cache,
-                             current_ttl_s=settings.current_cache_ttl_s))
+                             current_ttl_s=settings.current_cache_ttl_s, auth=guard.auth,
+                             rate_limiter=guard.rate_limiter, jwks=guard.jwks,
+                             max_body_bytes=settings.api_max_body_bytes))
     web_runner = web.AppRunner(app, access_log=None)
     await web_runner.setup()
     site = web.TCPSite(web_runner, settings.api_host, settings.api_port)
@@ -212,7 +224,13 @@ async def _run(settings: Settings) -> int:
     stores = (f"store {settings.database_path}" if settings.profile == "embedded" else
               f"InfluxDB {settings.influx_url}, PostgreSQL, Redis "
               f"{settings.redis_url or '(no cache)'}")
+    data_dir = f" --data-dir {settings.data_dir}" if settings.data_dir != DEFAULT_DATA_DIR else ""
+    how = ("tokens from your identity provider" if settings.auth_jwks_url else
+           f'TOKEN=$(sems token create --role admin{data_dir}); '
+           f'curl -H "Authorization: Bearer $TOKEN" {base}/api/facilities')
     print(f"SEMS is running ({settings.runtime} runtime, {stores})\n"
+          f"  every route but health needs a bearer token: {how}\n"
+          f"  API spec:    {base}/api/openapi.json\n"
           f"  facilities:  {base}/api/facilities\n"
           f"  live:        {base}/api/facilities/{first}/current\n"
           f"  rollups:     {base}/api/facilities/{first}/rollups?window=1m\n"
@@ -252,6 +270,7 @@ async def _run(settings: Settings) -> int:
         if publisher is not None:
             await publisher.__aexit__(None, None, None)
         await web_runner.cleanup()
+        await guarding.__aexit__(None, None, None)
         await runtime.stop()
     return 0
 

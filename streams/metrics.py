@@ -94,3 +94,7 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             registry=r,
         )
+        self.api_rate_limited = Counter(
+            "sems_api_rate_limited_total", "API requests refused by the rate limit",
+            ["credential"], registry=r,
+        )

@@ -24,6 +24,7 @@ from pydantic import (
 from tables.rollups import WindowSettings
 
 PREFIX = "SEMS_"
+DEFAULT_DATA_DIR = Path(".run/data")
 
 
 class SettingsError(ValueError):
@@ -38,7 +39,7 @@ class Settings(BaseModel):
     # runtime unless SEMS_RUNTIME says otherwise.
     profile: Literal["embedded", "production"] = "embedded"
     runtime: Literal["local", "kafka"] = "local"
-    data_dir: Path = Path(".run/data")
+    data_dir: Path = DEFAULT_DATA_DIR
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -77,6 +78,19 @@ class Settings(BaseModel):
     # API.
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    api_max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    api_rate_per_s: Annotated[float, Field(gt=0)] = 50.0
+    api_rate_burst: Annotated[int, Field(ge=1)] = 200
+
+    # Authentication: bearer JWTs (RS256). Without a JWKS URL, SEMS is its own issuer with a
+    # key in <data_dir>/auth/ (`sems token create`); with one, tokens come from that OIDC
+    # provider (Auth0, Keycloak...), whose issuer and audience must match.
+    auth_jwks_url: str | None = None
+    auth_issuer: str = "sems-local"
+    auth_audience: str = "sems-api"
+    auth_leeway_s: Annotated[float, Field(ge=0, le=300)] = 30.0
+    auth_role_claim: str = "sems_role"
+    auth_facilities_claim: str = "sems_facilities"
 
     # Demo fleet: register the simulated facilities and meters, and publish their readings
     # (in-process, or over MQTT when mqtt_url is set).
@@ -120,6 +134,10 @@ class Settings(BaseModel):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "sems.db"
+
+    @property
+    def auth_dir(self) -> Path:
+        return self.data_dir / "auth"
 
     @property
     def windows(self) -> WindowSettings:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from schemas.access import ApiKeyRecord, Utility
 from schemas.deadletter import DeadLetter
 from schemas.metadata import Facility, Meter
 from schemas.reading import SensorReading
@@ -82,6 +83,24 @@ class MetadataStore(Protocol):
     async def ping(self) -> None: ...
 
 
+class AccessStore(Protocol):
+    """Utilities and their API keys (``schemas/access.py``)."""
+
+    async def upsert_utility(self, utility: Utility) -> None: ...
+
+    async def utilities(self) -> list[Utility]: ...
+
+    async def utility(self, utility_id: str) -> Utility | None: ...
+
+    async def add_api_key(self, record: ApiKeyRecord) -> None: ...
+
+    async def api_key(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    async def revoke_api_key(self, key_id: str, *, at: datetime) -> bool:
+        """Whether a key that was active is now revoked."""
+        ...
+
+
 class CacheUnavailable(RuntimeError):
     """The cache cannot be reached; callers go to the store instead."""
 
@@ -97,7 +116,7 @@ class Cache(Protocol):
     async def ping(self) -> None: ...
 
 
-class Store(TimeSeriesStore, MetadataStore, Protocol):
+class Store(TimeSeriesStore, MetadataStore, AccessStore, Protocol):
     """What a runtime opens: time series and metadata behind one object (SQLite embedded;
     InfluxDB + PostgreSQL in production)."""
 

@@ -38,6 +38,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
+from connectors.postgres.access import PostgresAccess
 from schemas.deadletter import DeadLetter
 from schemas.metadata import Facility, Meter, MeterType
 from streams.metrics import Metrics
@@ -152,7 +153,7 @@ async def _configure(conn: Conn) -> None:
     await conn.execute("SET TIME ZONE 'UTC'")
 
 
-class PostgresStore:
+class PostgresStore(PostgresAccess):
     """Implements ``MetadataStore`` and the events half of the production store."""
 
     def __init__(self, dsn: str, *, metrics: Metrics, min_size: int = 1, max_size: int = 8,

@@ -68,3 +68,19 @@ CREATE TABLE IF NOT EXISTS window_checkpoints (
     closed_until_ms INTEGER,
     max_ts_ms INTEGER NOT NULL
 );
+
+-- Utilities that send demand-response events, and their API keys (SHA-256 of the secret only).
+CREATE TABLE IF NOT EXISTS utilities (
+    utility_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    facility_ids TEXT NOT NULL,  -- JSON array of the enrolled facilities
+    webhook_secret TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS utility_api_keys (
+    key_id TEXT PRIMARY KEY,
+    utility_id TEXT NOT NULL REFERENCES utilities (utility_id),
+    key_sha256 TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+);

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from connectors.sqlite.access import SqliteAccess
 from schemas.deadletter import DeadLetter
 from schemas.metadata import Facility, Meter, MeterType
 from schemas.reading import SensorReading
@@ -83,7 +84,7 @@ def _rollup(row: tuple[Any, ...]) -> Rollup:
     )
 
 
-class SqliteStore:
+class SqliteStore(SqliteAccess):
     """Implements ``TimeSeriesStore`` and ``MetadataStore`` on one SQLite file."""
 
     def __init__(self, path: Path, *, metrics: Metrics) -> None:

@@ -15,11 +15,11 @@ such location), 401 (1002 no key, 2006 invalid key) or 403 (2007 monthly quota, 
 disabled, 2009 not on the key's plan).
 
 A 4xx is not retried; a 5xx, a timeout (``timeout_s`` per request) or a connection error is
-retried with exponential backoff and jitter, at most ``max_attempts`` (3) attempts in all.
-After a failure that retrying cannot fix soon (attempts exhausted, 401, 403, 429) every request
-fails fast for ``cooldown_s``, so a dead API or an exhausted quota costs one round of attempts,
-not one per facility. The key travels in the query string, so it is redacted from every
-message this module writes, and no aiohttp exception is chained to the errors it raises.
+retried with exponential backoff and jitter, at most ``max_attempts`` (3) attempts in all. After
+a failure that concerns every request (attempts exhausted, 401, 429, a 403 other than 2009)
+every request fails fast for ``cooldown_s``, so a dead API or an exhausted quota costs one round
+of attempts, not one per facility. The key travels in the query string, so it is redacted from
+every message this module writes, and no aiohttp exception is chained to the errors it raises.
 
 Caching: coordinates are rounded to 2 decimals (about 1 km) before they become ``q``, so
 neighbouring facilities share answers. A forecast is reused for ``forecast_ttl_s`` (1 h); a
@@ -67,6 +67,7 @@ FORECAST_DAYS_MAX = 14
 _WEST = timedelta(hours=12)
 _EAST = timedelta(hours=14)
 _DAY = timedelta(days=1)
+NOT_ON_PLAN = 2009  # 403: the key's plan does not include this request
 
 
 class WeatherApiError(WeatherUnavailable):
@@ -102,6 +103,14 @@ class _Day:
     expires_at: float
     epochs: npt.NDArray[np.int64]
     temps_c: npt.NDArray[np.float64]
+
+
+def _affects_every_request(failure: _Failure) -> bool:
+    """The API is down, the key is bad, disabled or out of quota, or we are throttled; not a
+    refusal of this one request (400, or 403 error 2009: not on the key's plan)."""
+    if failure.retryable or failure.status in (401, 429):
+        return True
+    return failure.status == 403 and failure.code != NOT_ON_PLAN
 
 
 def _utc_now() -> datetime:
@@ -275,7 +284,7 @@ class WeatherApiClient:
                         outcome.detail, attempt, self.max_attempts, delay_s)
             await asyncio.sleep(delay_s)
         detail = outcome.detail + (f", {attempt} attempts" if outcome.retryable else "")
-        if outcome.retryable or outcome.status in (401, 403, 429):
+        if _affects_every_request(outcome):
             self._down_until = self._clock() + self.cooldown_s
             self._down_reason = detail
         message = self._redact(f"{what}: {detail}")

@@ -122,6 +122,10 @@ class Sems:
             self.env.update(production)
         self.log = (workdir / "sems.log").open("ab")
         self.proc: subprocess.Popen[bytes] | None = None
+        # What an operator does: an admin token from the local issuer of this data dir.
+        self.headers = {"Authorization": "Bearer " + subprocess.run(
+            [*SEMS, "token", "create", "--role", "admin", "--data-dir", str(workdir / "data")],
+            env=self.env, check=True, capture_output=True, text=True).stdout.strip()}
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=self.log,
@@ -137,7 +141,8 @@ class Sems:
             return False
 
     def get(self, path: str, **params: Any) -> Any:
-        response = requests.get(f"{self.base}{path}", params=params, timeout=10)
+        response = requests.get(f"{self.base}{path}", params=params, headers=self.headers,
+                                timeout=10)
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -262,6 +267,6 @@ def test_rollups_equal_an_independent_recomputation_across_a_crash(
     reasons = Counter(d["reason"] for d in dead)
     assert reasons["late"] == 10
     assert sum(reasons.values()) == len(refused)
-    metrics = requests.get(f"{sems.base}/metrics", timeout=5).text
+    metrics = requests.get(f"{sems.base}/metrics", headers=sems.headers, timeout=5).text
     assert 'sems_readings_rejected_total{reason="late"} ' in metrics
     assert sems.stop() == 0

@@ -22,6 +22,14 @@ def test_embedded_default_serves_live_data_and_minute_rollups(tmp_path: Path) ->
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEMS_")}
+    # What the banner tells a newcomer to do: a token from the local issuer, here a
+    # viewer of two of the three demo facilities.
+    token = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "token", "create", "--role", "viewer",
+         "--facility", "fac-001", "--facility", "fac-002", "--data-dir",
+         str(tmp_path / "data")], env=env, check=True, capture_output=True,
+        text=True).stdout.strip()
+    auth = {"Authorization": f"Bearer {token}"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "run", "--port", str(port),
          "--data-dir", str(tmp_path / "data")],
@@ -30,7 +38,8 @@ def test_embedded_default_serves_live_data_and_minute_rollups(tmp_path: Path) ->
     try:
         def current_is_live() -> bool:
             try:
-                r = requests.get(f"{base}/api/facilities/fac-001/current", timeout=1)
+                r = requests.get(f"{base}/api/facilities/fac-001/current", headers=auth,
+                                 timeout=1)
             except requests.ConnectionError:
                 return False
             body = r.json()
@@ -38,10 +47,15 @@ def test_embedded_default_serves_live_data_and_minute_rollups(tmp_path: Path) ->
                 body["data_age_s"] < 60
 
         wait_until(current_is_live, timeout_s=90, what="/current with live data")
-        facilities = requests.get(f"{base}/api/facilities", timeout=5).json()["facilities"]
-        assert [f["facility_id"] for f in facilities] == ["fac-001", "fac-002", "fac-003"]
+        facilities = requests.get(f"{base}/api/facilities", headers=auth,
+                                  timeout=5).json()["facilities"]
+        assert [f["facility_id"] for f in facilities] == ["fac-001", "fac-002"]  # its scope
         assert all(len(f["meters"]) == 4 for f in facilities)
-        rollups = requests.get(f"{base}/api/facilities/fac-002/rollups",
+        other = requests.get(f"{base}/api/facilities/fac-003/current", headers=auth, timeout=5)
+        assert other.status_code == 403, other.text
+        anonymous = requests.get(f"{base}/api/facilities", timeout=5)
+        assert anonymous.status_code == 401, anonymous.text
+        rollups = requests.get(f"{base}/api/facilities/fac-002/rollups", headers=auth,
                                params={"window": "1m"}, timeout=5).json()["rollups"]
         assert rollups, "1-minute rollups exist"
         newest = datetime.fromisoformat(rollups[-1]["window_end"])
@@ -52,4 +66,5 @@ def test_embedded_default_serves_live_data_and_minute_rollups(tmp_path: Path) ->
         out, _ = proc.communicate(timeout=30)
     text = out.decode()
     assert f"{base}/api/facilities/fac-001/current" in text  # it printed the URLs
+    assert "sems token create --role admin" in text  # and how to get a token
     assert proc.returncode == 0, text

@@ -22,6 +22,7 @@ from schemas.metadata import Facility, Meter, MeterType
 from schemas.reading import SensorReading
 from streams.metrics import Metrics
 from tables.ports import CommitBatch
+from tests.auth_helpers import authenticator, bearer
 from tests.integration.helpers import eventually
 from tests.servers import Redis
 
@@ -70,8 +71,8 @@ async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
 async def client(store: CountingStore, own_redis: Redis) -> AsyncIterator[Client]:
     cache = RedisCache(own_redis.url, retry_after_s=0.2)
     app = create_app(ApiDeps(timeseries=store, metadata=store, metrics=store.metrics,
-                             cache=cache, current_ttl_s=TTL_S))
-    async with TestClient(TestServer(app)) as c:
+                             cache=cache, current_ttl_s=TTL_S, auth=authenticator(store)))
+    async with TestClient(TestServer(app), headers=bearer()) as c:
         yield c
     await cache.close()
 

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 TABLES = {"facilities", "meters", "dr_events", "load_forecasts", "dead_letters",
-          "window_checkpoints"}
+          "window_checkpoints", "utilities", "utility_api_keys"}
 TIMEOUT_S = 1.0  # the outage tests' store timeout
 PASSWORD = "hunter2-secret"  # trust authentication accepts it; it must never show in an error
 
@@ -122,7 +122,7 @@ async def store(migrated: str) -> AsyncIterator[PostgresStore]:
 def test_upgrade_applies_every_migration_and_a_second_upgrade_is_a_no_op(database: str) -> None:
     assert current_revision(database) is None
     upgrade(database)
-    assert current_revision(database) == head_revision() == "0001"
+    assert current_revision(database) == head_revision() == "0002"
     assert tables(database) == TABLES
     oids = execute(database, "SELECT relname, oid FROM pg_class WHERE relkind = 'r'")
     execute(database, "INSERT INTO facilities VALUES ('plant-a', 'A', 'UTC', 10)")
@@ -198,6 +198,12 @@ SCHEMA = {
                     "record jsonb not null",
     "window_checkpoints": "facility_id text C not null, closed_until_ms bigint, "
                           "max_ts_ms bigint not null",
+    "utilities": "utility_id text C not null, name text not null, facility_ids text[] C not "
+                 "null, webhook_secret text not null",
+    # Key ids are random hex, so byte order needs no collation.
+    "utility_api_keys": "key_id text not null, utility_id text C not null, key_sha256 text not "
+                        "null, created_at timestamp with time zone not null, revoked_at "
+                        "timestamp with time zone",
 }
 
 

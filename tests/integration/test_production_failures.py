@@ -32,6 +32,7 @@ from simulators.publish import Simulation
 from streams.metrics import Metrics
 from streams.stores import build_store
 from tables.ports import Store, StoreUnavailable
+from tests.auth_helpers import authenticator, bearer
 from tests.integration.helpers import eventually, production_settings
 from tests.integration.kafka_helpers import (
     IDLE_TIMEOUT_S,
@@ -62,8 +63,9 @@ async def api_on_own_postgres(tmp_path: Path, influxdb: InfluxDB,
     await store.open()
     await store.upsert_facilities([Facility(facility_id="plant-1", name="Plant 1",
                                             contract_demand_kw=300)])
-    app = create_app(ApiDeps(timeseries=store, metadata=store, metrics=Metrics()))
-    async with TestClient(TestServer(app)) as client:
+    app = create_app(ApiDeps(timeseries=store, metadata=store, metrics=Metrics(),
+                             auth=authenticator(store)))
+    async with TestClient(TestServer(app), headers=bearer()) as client:
         yield client, store
     await store.close()
 

@@ -41,7 +41,8 @@ class FakeWeatherApi:
     """WeatherAPI's forecast.json and history.json for one location ``utc_offset`` east of UTC."""
 
     utc_offset: timedelta = timedelta(hours=1)
-    script: list[int | str] = field(default_factory=list)  # HTTP status, or HANG, per request
+    # per request: an HTTP status (with WeatherAPI's usual error code), (status, code), or HANG
+    script: list[int | str | tuple[int, int]] = field(default_factory=list)
     hits: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -65,6 +66,9 @@ class FakeWeatherApi:
             if step == HANG:
                 await self.release.wait()
                 return web.Response(status=503)
+            if isinstance(step, tuple):
+                return self.error(step[0], step[1], "API key does not have access to the "
+                                  "resource. Please check pricing page.")
             status = int(step)
             if status == 401:
                 return self.error(401, 2006, "API key is invalid.")
@@ -266,6 +270,26 @@ async def test_client_errors_are_not_retried(served: Served, status: int, code: 
     assert (raised.value.status, raised.value.code, raised.value.retryable) == (
         status, code, False)
     assert f"error {code}" in str(raised.value)
+
+
+@pytest.mark.parametrize(("step", "others_asked"), [
+    ((403, 2009), True),  # this request is not on the plan: others may still be
+    ((403, 2007), False),  # the monthly quota is spent: nothing will be answered
+    (401, False),  # the key is invalid
+    (400, True),  # no such location
+])
+async def test_only_failures_of_every_request_stop_the_others(
+        served: Served, step: int | tuple[int, int], others_asked: bool) -> None:
+    served.fake.script = [step]
+    async with client_for(served.url) as client:
+        with pytest.raises(WeatherApiError):
+            await client.hourly_temperature_c(BERLIN, start=TOMORROW[0], end=TOMORROW[1])
+        try:
+            await client.hourly_temperature_c(Location(48.14, 11.58), start=TOMORROW[0],
+                                              end=TOMORROW[1])
+        except WeatherApiError as exc:
+            assert "failed recently" in str(exc)
+    assert len(served.fake.hits) == (2 if others_asked else 1)
 
 
 async def test_a_wrong_key_is_refused_by_the_server_and_not_retried(served: Served) -> None:

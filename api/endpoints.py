@@ -1,0 +1,59 @@
+"""Every route of the API declared once: its handler, who may call it, and what the OpenAPI
+document says about it. ``create_app`` registers these and nothing else, the middleware
+enforces the roles and the facility scope, and ``api/openapi.py`` writes the spec from them, so
+the three cannot drift apart (tests/integration/test_api_spec.py checks the spec against the
+router)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from api.principal import Role
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+EVERY_ROLE = frozenset(Role)
+ADMIN = frozenset({Role.ADMIN})
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: Literal["query", "path"]
+    schema: dict[str, Any]
+    description: str
+    required: bool = False
+
+
+FACILITY_ID = Param("facility_id", "path", {"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"},
+                    "a facility the caller may see", required=True)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: Literal["GET", "POST", "PUT", "DELETE"]
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    roles: frozenset[Role] | None
+    """Who may call it; ``None``: public (health, the spec, the issuer's public keys)."""
+    response: type[BaseModel] | None = None
+    response_type: str = "application/json"
+    params: tuple[Param, ...] = ()
+    body: type[BaseModel] | None = None
+    ok_statuses: tuple[int, ...] = (200,)
+    """Statuses answered with ``response`` (health is 503 with the same body when degraded)."""
+    errors: tuple[int, ...] = ()
+    """Error statuses besides the ones every authenticated route has (401, 403, 429, 503)."""
+    description: str = ""
+
+    @property
+    def scoped(self) -> bool:
+        """The path names a facility: the caller must be allowed to see it."""
+        return "{facility_id}" in self.path

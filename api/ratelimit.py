@@ -1,0 +1,33 @@
+"""Token-bucket rate limits per caller (token subject or API key), in process.
+
+Each API process limits on its own; behind N replicas a caller gets up to N times the rate,
+which is the point of scaling out, and keeps a limit free of a shared round trip per request."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RateLimiter:
+    rate_per_s: float
+    burst: int
+    max_callers: int = 100_000
+    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
+    """caller -> (tokens left, monotonic time of the last update), least recently seen first."""
+
+    def take(self, caller: str, now_s: float) -> float:
+        """Spend one request of ``caller``'s budget: 0 when allowed, else the seconds until
+        one is available again (the ``Retry-After``)."""
+        tokens, last_s = self._buckets.pop(caller, (float(self.burst), now_s))
+        tokens = min(float(self.burst), tokens + (now_s - last_s) * self.rate_per_s)
+        if tokens >= 1.0:
+            self._buckets[caller] = (tokens - 1.0, now_s)
+            wait_s = 0.0
+        else:
+            self._buckets[caller] = (tokens, now_s)
+            wait_s = (1.0 - tokens) / self.rate_per_s
+        if len(self._buckets) > self.max_callers:
+            self._buckets.popitem(last=False)  # forgets the idlest caller: a full bucket anyway
+        return wait_s

@@ -1,0 +1,298 @@
+"""Every route with every kind of caller: authentication, roles, facility scope, rate limits,
+and the token checks an OIDC-compatible API must make."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
+
+from api import ApiDeps, apikeys, create_app
+from api.app import ENDPOINTS
+from api.auth import Authenticator
+from api.principal import Role
+from api.ratelimit import RateLimiter
+from api.tokens import LocalIssuer, RemoteJwks, StaticKeys, TokenVerifier
+from connectors.sqlite import SqliteStore
+from schemas.access import Utility
+from schemas.metadata import Facility, Meter, MeterType
+from streams.metrics import Metrics
+from tests.auth_helpers import AUDIENCE, ISSUER, authenticator, bearer, issuer, token
+
+pytestmark = pytest.mark.integration
+
+Client = TestClient[web.Request, web.Application]
+
+A, B = "plant-a", "plant-b"
+ALL = frozenset(Role)
+ADMIN_ONLY = frozenset({Role.ADMIN})
+PUBLIC = None
+
+# The access policy, written out by hand: a new route fails test_the_policy_covers_every_route
+# until it is added here with who may call it.
+POLICY: dict[tuple[str, str], frozenset[Role] | None] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/api/openapi.json"): PUBLIC,
+    ("GET", "/.well-known/jwks.json"): PUBLIC,
+    ("GET", "/metrics"): ADMIN_ONLY,
+    ("GET", "/api/dead-letters"): ADMIN_ONLY,
+    ("GET", "/api/facilities"): ALL,
+    ("GET", "/api/facilities/{facility_id}/current"): ALL,
+    ("GET", "/api/facilities/{facility_id}/rollups"): ALL,
+}
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "sems.db", metrics=Metrics())
+    await s.open()
+    await s.upsert_facilities([Facility(facility_id=f, name=f, contract_demand_kw=100)
+                               for f in (A, B)])
+    await s.upsert_meters([Meter(meter_id=f"{f}-main", facility_id=f, meter_type=MeterType.MAIN)
+                           for f in (A, B)])
+    await s.upsert_utility(Utility(utility_id="gridco", name="GridCo", facility_ids=(A,),
+                                   webhook_secret=SecretStr("whsec")))
+    yield s
+    await s.close()
+
+
+def app_for(store: SqliteStore, *, auth: Authenticator | None = None,
+            limiter: RateLimiter | None = None) -> web.Application:
+    return create_app(ApiDeps(timeseries=store, metadata=store, metrics=store.metrics,
+                              auth=auth or authenticator(store), jwks=issuer().jwks(),
+                              rate_limiter=limiter or RateLimiter(1000, 1000)))
+
+
+@pytest.fixture
+async def client(store: SqliteStore) -> AsyncIterator[Client]:
+    async with TestClient(TestServer(app_for(store))) as c:
+        yield c
+
+
+def concrete(path: str, facility: str) -> str:
+    return path.replace("{facility_id}", facility)
+
+
+async def test_the_policy_covers_every_route(client: Client) -> None:
+    endpoints: dict[tuple[str, str], object] = client.app[ENDPOINTS]
+    declared = set(endpoints)
+    assert declared == set(POLICY), "declare who may call each route in POLICY"
+    registered = {(r.method, r.resource.canonical) for r in client.app.router.routes()
+                  if r.resource is not None}
+    assert registered == declared  # nothing reaches the router without a declaration
+
+
+@pytest.mark.parametrize("route", sorted(POLICY), ids=lambda r: f"{r[0]} {r[1]}")
+@pytest.mark.parametrize("role", list(Role))
+async def test_every_route_with_every_role(client: Client, route: tuple[str, str],
+                                           role: Role) -> None:
+    method, path = route
+    allowed = POLICY[route]
+    # A token scoped to plant-a, asking for plant-a: only the role decides.
+    resp = await client.request(method, concrete(path, A), headers=bearer(role, [A]))
+    body = await resp.read()
+    if allowed is None or role in allowed:
+        assert resp.status == 200, body
+    else:
+        assert resp.status == 403, body
+        assert (await resp.json())["error_code"] == "forbidden"
+    if "{facility_id}" in path and (allowed is None or role in allowed):
+        # The same token asking for plant-b: refused before anything about plant-b is read,
+        # and the same for a facility that does not exist (no existence oracle).
+        for other, admin_status in ((B, 200), ("no-such-plant", 404)):
+            resp = await client.request(method, concrete(path, other), headers=bearer(role, [A]))
+            if role is Role.ADMIN:  # sees every facility
+                assert resp.status == admin_status, await resp.text()
+            else:
+                assert resp.status == 403, await resp.text()
+                assert (await resp.json())["details"] == {"facility_id": other}
+
+
+@pytest.mark.parametrize("route", sorted(POLICY), ids=lambda r: f"{r[0]} {r[1]}")
+async def test_every_route_without_credentials(client: Client, route: tuple[str, str]) -> None:
+    method, path = route
+    resp = await client.request(method, concrete(path, A))
+    if POLICY[route] is None:
+        assert resp.status == 200
+        return
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"].startswith('Bearer realm="sems"')
+    assert (await resp.json())["error_code"] == "unauthenticated"
+
+
+async def test_lists_are_filtered_to_the_callers_facilities(client: Client) -> None:
+    async def listed(headers: dict[str, str]) -> list[str]:
+        resp = await client.get("/api/facilities", headers=headers)
+        return [f["facility_id"] for f in (await resp.json())["facilities"]]
+
+    assert await listed(bearer(Role.VIEWER, [B])) == [B]
+    assert await listed(bearer(Role.FACILITY_MANAGER, [A, B])) == [A, B]
+    assert await listed(bearer(Role.VIEWER, ["*"])) == [A, B]
+    assert await listed(bearer(Role.ADMIN)) == [A, B]
+    assert await listed(bearer(Role.VIEWER, [])) == []
+
+
+def other_signer() -> LocalIssuer:
+    return LocalIssuer(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+
+NOW = datetime.now(UTC)
+REJECTED: dict[str, Callable[[], str]] = {
+    # Issued 2 h ago for 1 h: expired an hour ago, far beyond the 30 s leeway.
+    "expired": lambda: token(now=NOW - timedelta(hours=2)),
+    "another audience": lambda: token(audience="someone-else"),
+    "another issuer": lambda: token(iss="https://evil.example/"),
+    "another key": lambda: token(signer=other_signer()),
+    "unsigned (alg none)": lambda: jwt.encode(
+        {"sub": "x", "iss": ISSUER, "aud": AUDIENCE, "exp": NOW + timedelta(hours=1),
+         "iat": NOW, "sems_role": "admin"}, None, algorithm="none"),  # type: ignore[arg-type]
+    # HS256 signed with the public key as the secret: the classic algorithm-confusion attack.
+    "HS256 with the public key": lambda: jwt.encode(
+        {"sub": "x", "iss": ISSUER, "aud": AUDIENCE, "exp": NOW + timedelta(hours=1),
+         "iat": NOW, "sems_role": "admin"}, str(issuer().jwks()["keys"][0]["n"]),
+        algorithm="HS256"),
+    "no role": lambda: jwt.encode(
+        {"sub": "x", "iss": ISSUER, "aud": AUDIENCE, "exp": NOW + timedelta(hours=1),
+         "iat": NOW}, issuer()._private_key, algorithm="RS256",
+        headers={"kid": issuer().kid}),
+    "not a JWT": lambda: "hello",
+}
+
+
+@pytest.mark.parametrize("case", sorted(REJECTED))
+async def test_tokens_that_must_be_refused(client: Client, case: str,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    bad = REJECTED[case]()
+    with caplog.at_level(logging.DEBUG):
+        resp = await client.get("/api/facilities", headers={"Authorization": f"Bearer {bad}"})
+    body = await resp.json()
+    assert resp.status == 401, body
+    assert body["error_code"] == "unauthenticated" and body["message"]
+    assert bad not in resp.headers.get("WWW-Authenticate", "")
+    assert bad not in str(body) and bad not in caplog.text  # never echoed, never logged
+
+
+async def test_clock_skew_within_the_leeway_is_tolerated(client: Client) -> None:
+    # Expired 10 s ago: inside the default 30 s leeway for clocks that disagree.
+    late = token(now=datetime.now(UTC) - timedelta(hours=1, seconds=10))
+    resp = await client.get("/api/facilities", headers={"Authorization": f"Bearer {late}"})
+    assert resp.status == 200
+
+
+async def test_other_schemes_are_refused(client: Client) -> None:
+    resp = await client.get("/api/facilities", headers={"Authorization": "Basic dTpw"})
+    assert resp.status == 401
+    assert "Bearer" in (await resp.json())["message"]
+
+
+async def test_utility_api_keys(store: SqliteStore) -> None:
+    """Keys are looked up by id, checked by digest, scoped to the utility's enrolled
+    facilities, and refused once revoked."""
+    issued = apikeys.issue("gridco", now=NOW)
+    await store.add_api_key(issued.record)
+    verifier = TokenVerifier(StaticKeys(issuer().jwks()), issuer=ISSUER, audience=AUDIENCE)
+    auth = Authenticator(verifier, store, lambda: datetime.now(UTC), key_cache_ttl_s=0)
+    async with TestClient(TestServer(app_for(store, auth=auth))) as c:
+        resp = await c.get("/api/facilities", headers={"X-API-Key": issued.key})
+        assert [f["facility_id"] for f in (await resp.json())["facilities"]] == [A]
+        resp = await c.get(f"/api/facilities/{A}/current",
+                           headers={"Authorization": f"Bearer {issued.key}"})
+        assert resp.status == 200
+        resp = await c.get(f"/api/facilities/{B}/current", headers={"X-API-Key": issued.key})
+        assert resp.status == 403
+        resp = await c.get("/api/dead-letters", headers={"X-API-Key": issued.key})
+        assert resp.status == 403  # a utility is not an admin
+
+        wrong_secret = issued.key[:-4] + ("AAAA" if not issued.key.endswith("AAAA") else "BBBB")
+        for bad in (wrong_secret, "sems_uk_0123456789abcdef_" + "x" * 43, "nonsense"):
+            resp = await c.get("/api/facilities", headers={"X-API-Key": bad})
+            assert resp.status == 401, bad
+
+        assert await store.revoke_api_key(issued.record.key_id, at=datetime.now(UTC))
+        resp = await c.get("/api/facilities", headers={"X-API-Key": issued.key})
+        assert resp.status == 401
+        assert "revoked" in (await resp.json())["message"]
+
+
+async def test_rate_limit_per_caller(store: SqliteStore) -> None:
+    limiter = RateLimiter(rate_per_s=0.5, burst=3)
+    async with TestClient(TestServer(app_for(store, limiter=limiter))) as c:
+        alice = bearer(Role.VIEWER, [A], subject="alice")
+        statuses = [(await c.get("/api/facilities", headers=alice)).status for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        resp = await c.get("/api/facilities", headers=alice)
+        assert resp.status == 429
+        # One token every 2 s; the bucket is empty: the next is due in (1 - ~0) / 0.5 s.
+        assert resp.headers["Retry-After"] == "2"
+        assert (await resp.json())["error_code"] == "rate_limited"
+        bob = bearer(Role.VIEWER, [A], subject="bob")
+        assert (await c.get("/api/facilities", headers=bob)).status == 200  # his own budget
+        assert (await c.get("/healthz")).status == 200  # public routes are not limited
+        limited = store.metrics.registry.get_sample_value(
+            "sems_api_rate_limited_total", {"credential": "token"})
+        assert limited == 1
+
+
+async def test_the_local_issuers_keys_are_published(client: Client) -> None:
+    resp = await client.get("/.well-known/jwks.json")
+    keys = (await resp.json())["keys"]
+    assert [k["kid"] for k in keys] == [issuer().kid]
+    assert {"kty", "n", "e", "use", "alg"} <= set(keys[0]) and "d" not in keys[0]  # public only
+
+
+async def test_an_oidc_providers_jwks_with_key_rotation(store: SqliteStore) -> None:
+    """Tokens from an external provider: its JWKS is fetched over HTTP, refetched when a token
+    names a new key id (rotation), and not hammered by junk key ids."""
+    old, new = issuer(), other_signer()
+    served = {"keys": old.jwks()["keys"]}
+    hits = 0
+
+    async def jwks(_: web.Request) -> web.Response:
+        nonlocal hits
+        hits += 1
+        return web.json_response(served)
+
+    provider = web.Application()
+    provider.router.add_get("/.well-known/jwks.json", jwks)
+    async with TestServer(provider) as idp:
+        remote = RemoteJwks(str(idp.make_url("/.well-known/jwks.json")), min_refresh_s=60)
+        await remote.open()
+        try:
+            verifier = TokenVerifier(remote, issuer=ISSUER, audience=AUDIENCE)
+            auth = Authenticator(verifier, store, lambda: datetime.now(UTC))
+            async with TestClient(TestServer(app_for(store, auth=auth))) as c:
+                ok = await c.get("/api/facilities", headers=bearer())
+                assert ok.status == 200 and hits == 1
+                served = {"keys": [*old.jwks()["keys"], *new.jwks()["keys"]]}  # rotation
+                rotated = await c.get("/api/facilities", headers=bearer(signer=new))
+                assert rotated.status == 200 and hits == 2
+                for _ in range(5):  # unknown kids: one refetch per min_refresh_s at most
+                    junk = await c.get("/api/facilities", headers=bearer(signer=other_signer()))
+                    assert junk.status == 401
+                assert hits == 2  # the last fetch was less than 60 s ago
+        finally:
+            await remote.close()
+
+
+async def test_an_unreachable_provider_is_a_503_not_a_401(store: SqliteStore) -> None:
+    from tests.servers import free_port
+
+    remote = RemoteJwks(f"http://127.0.0.1:{free_port()}/jwks.json", timeout_s=1)
+    await remote.open()
+    try:
+        verifier = TokenVerifier(remote, issuer=ISSUER, audience=AUDIENCE)
+        auth = Authenticator(verifier, store, lambda: datetime.now(UTC))
+        async with TestClient(TestServer(app_for(store, auth=auth))) as c:
+            resp = await c.get("/api/facilities", headers=bearer())
+            assert resp.status == 503
+            assert (await resp.json())["error_code"] == "auth_unavailable"
+    finally:
+        await remote.close()
