@@ -8,10 +8,14 @@ against ``LocalBms`` (the in-process fake for DR unit tests), which must behave 
 
 from __future__ import annotations
 
+import asyncio
 import math
+import re
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -278,3 +282,35 @@ async def test_the_shipped_wsdl_file_with_a_service_url(server: BmsServer) -> No
     async with BmsClient(wsdl_path, service_url=server.url, timeout_s=TIMEOUT_S) as client:
         zones = await client.list_zones("fac-002")
     assert len(zones) == 4 and all(math.isfinite(z.rated_kw) for z in zones)
+
+
+async def test_the_standalone_simulator() -> None:
+    """``python -m simulators.bms`` as docs/bms.md runs it: a free port, then a command."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "simulators.bms", "--port", "0", "--facilities", "1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            line = (await process.stdout.readline()).decode()
+        wsdl_url = line.removeprefix("BMS simulator: ").strip()
+        async with BmsClient(wsdl_url, timeout_s=TIMEOUT_S) as client:
+            result = await client.set_lighting_level(FACILITY, "floor-1", 60.0,
+                                                     command_id="cli-1")
+            groups = await client.list_lighting_groups(FACILITY)
+        assert result.ok and groups[0].level_pct == 60.0
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def test_the_example_in_the_docs_runs() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "bms.md").read_text()
+    (example,) = re.findall(r"```python\n(.*?)```", doc, flags=re.DOTALL)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", example, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert re.fullmatch(r"True \S+ \S+ \d+\.\d kW shed 1\n", out.decode()), out.decode()
