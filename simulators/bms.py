@@ -101,7 +101,8 @@ class BmsServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}{BMS_PATH}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        return f"http://{host}:{self.port}{BMS_PATH}"
 
     @property
     def wsdl_url(self) -> str:
