@@ -72,11 +72,12 @@ def to_grid(series: pd.Series, *, step: timedelta, end: pd.Timestamp | None = No
 
 
 def infer_interval(series: pd.Series) -> pd.Timedelta | None:
-    """The median spacing of the index (the meter's native interval), None for < 2 points."""
+    """The most common spacing of the index (the meter's native interval; the smallest on a
+    tie), robust to gaps; None for fewer than 2 points."""
     if len(series) < 2:
         return None
     index = pd.DatetimeIndex(series.index)
-    return pd.Timedelta(pd.Series(index[1:] - index[:-1]).median())
+    return pd.Timedelta(pd.Series(index[1:] - index[:-1]).mode().iloc[0])
 
 
 def temperature_grid(temperature_c: pd.Series, index: pd.DatetimeIndex) -> pd.Series:
