@@ -26,7 +26,8 @@ before ``now`` raises ``InsufficientHistory``.
 
 Models (``build_model``): ``fourier_ols``, ``mstl_ets``, ``prophet`` (backtest on request),
 ``seasonal_naive`` (the baseline), and the short-history fallbacks ``daily_profile`` and
-``persistence``. See docs/forecasting.md.
+``persistence``. ``record.to_record(forecast, facility_id=...)`` gives the ``LoadForecast``
+record (schemas/forecast.py) to publish. See docs/forecasting.md.
 """
 
 from agents.forecasting.backtest import BacktestResult, ModelScore, backtest, rolling_origins
