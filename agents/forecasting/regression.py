@@ -1,6 +1,6 @@
 """Weighted least-squares regression on Fourier, day-type, holiday and temperature terms.
 
-Fast (one ``numpy.linalg.lstsq`` of a few thousand rows by ~45 columns, a few ms), so it can
+Fast (the normal equations of a few thousand rows by ~80 columns, a few ms), so it can
 be refitted every 15 minutes for a thousand facilities. Recent weeks weigh more (half-life
 14 days), so the level follows the building; an AR(1) correction on the residual carries the
 latest deviation into the first hours of the horizon and lets it decay.
@@ -91,7 +91,7 @@ class FourierRegression:
         age_days = (end - index) / pd.Timedelta(days=1)
         weights = np.sqrt(0.5 ** (age_days.to_numpy(dtype="float64") /
                                   (self.half_life / timedelta(days=1))))
-        coef, *_ = np.linalg.lstsq(x * weights[:, None], y * weights, rcond=None)
+        coef = _solve(x * weights[:, None], y * weights)
         residuals = y - x @ coef
         phi = _lag1(residuals, index, ctx.step) if self.ar_correction else 0.0
         return _FittedRegression(
@@ -99,6 +99,19 @@ class FourierRegression:
             weekly_harmonics=self.weekly_harmonics, split_day_off=split,
             weather_used=temp is not None, residuals=residuals,
             last_residual_kw=float(residuals[-1]), last_observed=index[-1], phi=phi)
+
+
+def _solve(x: FloatArray, y: FloatArray) -> FloatArray:
+    """Least squares by the normal equations with a tiny ridge: 5-10 times faster than
+    ``lstsq``'s SVD at these shapes; the ridge keeps an all-zero column (no hot days in the
+    window) at a zero coefficient instead of a singular matrix."""
+    gram = x.T @ x
+    ridge = 1e-9 * max(float(np.trace(gram)) / len(gram), 1e-12)
+    try:
+        coef: FloatArray = np.linalg.solve(gram + ridge * np.eye(len(gram)), x.T @ y)
+    except np.linalg.LinAlgError:
+        coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    return coef
 
 
 def _temperature_rows(index: pd.DatetimeIndex, ctx: Context) -> FloatArray | None:
