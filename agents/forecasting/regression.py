@@ -108,10 +108,10 @@ def _solve(x: FloatArray, y: FloatArray) -> FloatArray:
     gram = x.T @ x
     ridge = 1e-9 * max(float(np.trace(gram)) / len(gram), 1e-12)
     try:
-        coef: FloatArray = np.linalg.solve(gram + ridge * np.eye(len(gram)), x.T @ y)
+        coef = np.linalg.solve(gram + ridge * np.eye(len(gram)), x.T @ y)
     except np.linalg.LinAlgError:
         coef = np.linalg.lstsq(x, y, rcond=None)[0]
-    return coef
+    return np.asarray(coef, dtype=np.float64)
 
 
 def _temperature_rows(index: pd.DatetimeIndex, ctx: Context) -> FloatArray | None:
