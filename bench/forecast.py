@@ -11,10 +11,11 @@ of four time zones. For each fleet size the bench times, one after another and
 * **mstl_ets**: the same with the MSTL model;
 * **seasonal naive**: the baseline through the same entry point (grid, calendar, bands).
 
-and once, on a few facilities, ``choose_model`` (the daily re-choice). Single process; medians
-and ratios are reported. Method and results: docs/performance.md.
+and once, on a few facilities, ``choose_model`` (the daily re-choice). In this process, or
+split over ``--processes`` worker processes (each builds the fleet before the clock starts);
+medians and ratios are reported. Method and results: docs/performance.md.
 
-    python -m bench.forecast [--facilities 100 1000] [--repeat 3] [--choose 3]
+    python -m bench.forecast [--facilities 100 1000] [--repeat 3] [--choose 3] [--processes 2]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -87,30 +89,66 @@ def cycle(facilities: list[Facility], model: str) -> float:
     return time.perf_counter() - started
 
 
+_WORKER_FLEET: list[Facility] = []
+
+
+def _init_worker(size: int) -> None:
+    _WORKER_FLEET[:] = fleet(size)
+    cycle(_WORKER_FLEET[:2], MODELS[0])
+
+
+def _share(args: tuple[str, int, int]) -> float:
+    model, start, stop = args
+    return cycle(_WORKER_FLEET[start:stop], model)
+
+
+def parallel_cycle(pool: ProcessPoolExecutor, size: int, processes: int, model: str) -> float:
+    """Wall-clock time of one cycle over ``size`` facilities split across the workers (each
+    built the same fleet at start-up, so only the forecasts are timed)."""
+    bounds = [(model, size * i // processes, size * (i + 1) // processes)
+              for i in range(processes)]
+    started = time.perf_counter()
+    list(pool.map(_share, bounds))
+    return time.perf_counter() - started
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.forecast", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--facilities", type=int, nargs="+", default=[100, 1000])
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--choose", type=int, default=3, help="facilities to time choose_model on")
+    p.add_argument("--processes", type=int, default=1,
+                   help="worker processes splitting the facilities (1: in this process)")
     a = p.parse_args(argv)
     print(f"date {datetime.now().date()}, cpu {cpu_model()}, python {platform.python_version()}"
           f", sems {sems_revision()}")
+    print(f"processes {a.processes}")
     print("| facilities | model | runs s | median s | ms per facility | / seasonal naive |")
     print("|---:|---|---|---:|---:|---:|")
     for size in a.facilities:
-        facilities = fleet(size)
-        cycle(facilities[:5], MODELS[0])  # warm imports and caches
         times: dict[str, list[float]] = {m: [] for m in MODELS}
-        for _ in range(a.repeat):
-            for model in MODELS:
-                times[model].append(cycle(facilities, model))
+        if a.processes > 1:
+            with ProcessPoolExecutor(a.processes, initializer=_init_worker,
+                                     initargs=(size,)) as pool:
+                list(pool.map(_share, [(MODELS[0], 0, 1)] * a.processes))  # wait for start-up
+                for _ in range(a.repeat):
+                    for model in MODELS:
+                        times[model].append(parallel_cycle(pool, size, a.processes, model))
+        else:
+            facilities = fleet(size)
+            cycle(facilities[:5], MODELS[0])  # warm imports and caches
+            for _ in range(a.repeat):
+                for model in MODELS:
+                    times[model].append(cycle(facilities, model))
         base = statistics.median(times[BASELINE])
         for model in MODELS:
             med = statistics.median(times[model])
             runs = ", ".join(f"{t:.1f}" for t in times[model])
             print(f"| {size:,} | {model} | {runs} | {med:.1f} | {med / size * 1000:.0f} "
                   f"| {med / base:.1f} |", flush=True)
+    if a.choose <= 0:
+        return 0
     sample = fleet(a.choose, seed=11)
     chose = []
     started = time.perf_counter()

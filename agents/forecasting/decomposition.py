@@ -75,7 +75,7 @@ class MstlEts:
             seasonal = np.asarray(res.seasonal, dtype="float64").reshape(len(y), -1)
             rest = y - seasonal.sum(axis=1)
             ets = ExponentialSmoothing(rest, trend="add", damped_trend=True,
-                                       initialization_method="estimated").fit()
+                                       initialization_method="estimated").fit(use_brute=False)
             horizon_h = 48
             rest_fc = np.asarray(ets.forecast(horizon_h), dtype="float64")
         future = pd.date_range(hourly.index[-1] + _HOUR, periods=horizon_h, freq=_HOUR)
