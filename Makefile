@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run run-kafka run-production test test-unit lint typecheck bench bench-kafka bench-influx bench-api services schemas clean
+.PHONY: run run-kafka run-production test test-unit lint typecheck bench bench-kafka bench-influx bench-api bench-forecast services schemas clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "SEMS needs Python >= 3.11")'
@@ -56,6 +56,9 @@ bench-influx: $(STAMP) services  ## InfluxDB writes through SEMS beside raw line
 
 bench-api: $(STAMP) services  ## /current latency at 500 req/s with Redis, beside no cache (needs wrk)
 	$(PY) -m bench.api
+
+bench-forecast: $(STAMP)  ## the 15-min forecast cycle for 100 and 1,000 facilities, beside seasonal naive
+	$(PY) -m bench.forecast --facilities 100 1000 --repeat 3
 
 clean:
 	rm -rf $(VENV) .run .cache
