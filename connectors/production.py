@@ -19,10 +19,11 @@ from connectors.influx import InfluxTimeSeries
 from connectors.postgres import PostgresStore
 from schemas.access import ApiKeyRecord, Utility
 from schemas.deadletter import DeadLetter
+from schemas.forecast import LoadForecast
 from schemas.metadata import Facility, Meter
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, Scope, WindowName
-from tables.ports import CommitBatch
+from tables.ports import CommitBatch, ForecastRow
 from tables.rollups import Checkpoint
 
 
@@ -118,3 +119,12 @@ class ProductionStore:
 
     async def revoke_api_key(self, key_id: str, *, at: datetime) -> bool:
         return await self.postgres.revoke_api_key(key_id, at=at)
+
+    # -- forecasts: PostgreSQL -------------------------------------------------------------
+
+    async def upsert_forecast(self, forecast: LoadForecast) -> None:
+        await self.postgres.upsert_forecast(forecast)
+
+    async def forecast_rows(self, facility_id: str, *, start: datetime,
+                            end: datetime) -> list[ForecastRow]:
+        return await self.postgres.forecast_rows(facility_id, start=start, end=end)

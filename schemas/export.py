@@ -14,6 +14,7 @@ import orjson
 from pydantic import BaseModel
 
 from schemas.deadletter import DeadLetter
+from schemas.forecast import LoadForecast
 from schemas.metadata import Facility, Meter
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup
@@ -24,6 +25,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "sensor-reading": SensorReading,
     "rollup": Rollup,
     "dead-letter": DeadLetter,
+    "load-forecast": LoadForecast,
     "facility": Facility,
     "meter": Meter,
 }

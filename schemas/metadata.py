@@ -32,6 +32,13 @@ class Facility(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     timezone: str = Field(default="UTC", description="IANA zone of the site, for local schedules")
     contract_demand_kw: Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
+    latitude: Annotated[float | None, Field(
+        ge=-90, le=90, allow_inf_nan=False, description="site latitude, for its weather")] = None
+    longitude: Annotated[float | None, Field(
+        ge=-180, le=180, allow_inf_nan=False, description="site longitude, for its weather")] = None
+    country: Annotated[str | None, Field(
+        pattern=r"^[A-Z]{2}$",
+        description="ISO 3166-1 alpha-2 code of the site, for its public holidays")] = None
 
 
 class Meter(BaseModel):

@@ -25,13 +25,14 @@ from simulators.building import (
     unit_noise,
 )
 
-SITES: tuple[tuple[str, str, Climate], ...] = (
-    ("America/New_York", "New York", Climate(13.0, 12.5, 9.0)),
-    ("America/Chicago", "Chicago", Climate(10.5, 14.0, 10.0)),
-    ("America/Los_Angeles", "Los Angeles", Climate(18.5, 4.5, 8.0)),
-    ("America/Phoenix", "Phoenix", Climate(24.0, 11.0, 13.0)),
+SITES: tuple[tuple[str, str, Climate, float, float], ...] = (
+    ("America/New_York", "New York", Climate(13.0, 12.5, 9.0), 40.71, -74.01),
+    ("America/Chicago", "Chicago", Climate(10.5, 14.0, 10.0), 41.88, -87.63),
+    ("America/Los_Angeles", "Los Angeles", Climate(18.5, 4.5, 8.0), 34.05, -118.24),
+    ("America/Phoenix", "Phoenix", Climate(24.0, 11.0, 13.0), 33.45, -112.07),
 )
-"""(IANA zone, city, climate); facilities take them in turn."""
+"""(IANA zone, city, climate, latitude, longitude); facilities take them in turn (all in
+the US, for public holidays)."""
 
 SUBMETER_ORDER: tuple[tuple[MeterType, LoadKind], ...] = (
     (MeterType.HVAC, "hvac"),
@@ -136,7 +137,7 @@ def build_fleet(*, facilities: int, meters_per_facility: int, seed: int) -> Flee
     lo, hi = SIZE_SCALE_RANGE
     for i in range(1, facilities + 1):
         facility_id = f"fac-{i:03d}"
-        timezone, city, climate = SITES[(i - 1) % len(SITES)]
+        timezone, city, climate, latitude, longitude = SITES[(i - 1) % len(SITES)]
         model = BuildingModel(
             facility_id=facility_id,
             timezone=timezone,
@@ -152,6 +153,9 @@ def build_fleet(*, facilities: int, meters_per_facility: int, seed: int) -> Flee
                 name=f"{city} office {i:03d}",
                 timezone=timezone,
                 contract_demand_kw=math.ceil(model.design_peak_kw * CONTRACT_MARGIN / 10) * 10.0,
+                latitude=latitude,
+                longitude=longitude,
+                country="US",
             )
         )
         names = model.load_names()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from schemas.access import ApiKeyRecord, Utility
 from schemas.deadletter import DeadLetter
+from schemas.forecast import LoadForecast, LoadForecastPoint
 from schemas.metadata import Facility, Meter
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, Scope, WindowName
@@ -101,6 +102,27 @@ class AccessStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class ForecastRow:
+    """One stored forecast point and the run it comes from."""
+
+    point: LoadForecastPoint
+    model: str
+    made_at: datetime
+    weather_used: bool
+
+
+class ForecastStore(Protocol):
+    """``load_forecasts``: one row per facility and time, the newest run's."""
+
+    async def upsert_forecast(self, forecast: LoadForecast) -> None: ...
+
+    async def forecast_rows(self, facility_id: str, *, start: datetime,
+                            end: datetime) -> list[ForecastRow]:
+        """Rows with ``start <= timestamp < end``, in time order."""
+        ...
+
+
 class CacheUnavailable(RuntimeError):
     """The cache cannot be reached; callers go to the store instead."""
 
@@ -116,7 +138,7 @@ class Cache(Protocol):
     async def ping(self) -> None: ...
 
 
-class Store(TimeSeriesStore, MetadataStore, AccessStore, Protocol):
+class Store(TimeSeriesStore, MetadataStore, AccessStore, ForecastStore, Protocol):
     """What a runtime opens: time series and metadata behind one object (SQLite embedded;
     InfluxDB + PostgreSQL in production)."""
 

@@ -39,6 +39,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from connectors.postgres.access import PostgresAccess
+from connectors.postgres.forecasts import PostgresForecasts
 from schemas.deadletter import DeadLetter
 from schemas.metadata import Facility, Meter, MeterType
 from streams.metrics import Metrics
@@ -63,11 +64,14 @@ _UPSERT_CHECKPOINTS = (
     "ON CONFLICT (facility_id) DO UPDATE SET closed_until_ms = excluded.closed_until_ms, "
     "max_ts_ms = excluded.max_ts_ms"
 )
+_FACILITY_COLUMNS = "facility_id, name, timezone, contract_demand_kw, latitude, longitude, country"
 _UPSERT_FACILITIES = (
-    "INSERT INTO facilities (facility_id, name, timezone, contract_demand_kw) "
-    "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[]) "
+    f"INSERT INTO facilities ({_FACILITY_COLUMNS}) "
+    "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[], %b::float8[], "
+    "%b::float8[], %b::text[]) "
     "ON CONFLICT (facility_id) DO UPDATE SET name = excluded.name, "
-    "timezone = excluded.timezone, contract_demand_kw = excluded.contract_demand_kw"
+    "timezone = excluded.timezone, contract_demand_kw = excluded.contract_demand_kw, "
+    "latitude = excluded.latitude, longitude = excluded.longitude, country = excluded.country"
 )
 _UPSERT_METERS = (
     "INSERT INTO meters (meter_id, facility_id, meter_type, sample_interval_s) "
@@ -76,19 +80,6 @@ _UPSERT_METERS = (
     "meter_type = excluded.meter_type, sample_interval_s = excluded.sample_interval_s"
 )
 
-# For the forecast writer (no method here yet): a run replaces the values of the same facility
-# and time, unless the stored ones come from a newer run (a replayed old run changes nothing).
-UPSERT_LOAD_FORECASTS = (
-    "INSERT INTO load_forecasts (facility_id, forecast_timestamp, predicted_load_kw, "
-    "confidence_lower, confidence_upper, lower_95, upper_95, model, made_at) "
-    "SELECT * FROM unnest(%b::text[], %b::timestamptz[], %b::float8[], %b::float8[], "
-    "%b::float8[], %b::float8[], %b::float8[], %b::text[], %b::timestamptz[]) "
-    "ON CONFLICT (facility_id, forecast_timestamp) DO UPDATE SET "
-    "predicted_load_kw = excluded.predicted_load_kw, "
-    "confidence_lower = excluded.confidence_lower, confidence_upper = excluded.confidence_upper, "
-    "lower_95 = excluded.lower_95, upper_95 = excluded.upper_95, model = excluded.model, "
-    "made_at = excluded.made_at WHERE load_forecasts.made_at <= excluded.made_at"
-)
 
 
 def describe(dsn: str) -> str:
@@ -153,7 +144,7 @@ async def _configure(conn: Conn) -> None:
     await conn.execute("SET TIME ZONE 'UTC'")
 
 
-class PostgresStore(PostgresAccess):
+class PostgresStore(PostgresAccess, PostgresForecasts):
     """Implements ``MetadataStore`` and the events half of the production store."""
 
     def __init__(self, dsn: str, *, metrics: Metrics, min_size: int = 1, max_size: int = 8,
@@ -282,11 +273,10 @@ class PostgresStore(PostgresAccess):
 
     async def facilities(self) -> list[Facility]:
         rows = await self._read(
-            "facilities", "SELECT facility_id, name, timezone, contract_demand_kw "
-            "FROM facilities ORDER BY facility_id",
+            "facilities", f"SELECT {_FACILITY_COLUMNS} FROM facilities ORDER BY facility_id",
         )
-        return [Facility(facility_id=r[0], name=r[1], timezone=r[2], contract_demand_kw=r[3])
-                for r in rows]
+        return [Facility(facility_id=r[0], name=r[1], timezone=r[2], contract_demand_kw=r[3],
+                         latitude=r[4], longitude=r[5], country=r[6]) for r in rows]
 
     async def meters(self) -> list[Meter]:
         rows = await self._read(
@@ -297,12 +287,13 @@ class PostgresStore(PostgresAccess):
                       sample_interval_s=r[3]) for r in rows]
 
     async def upsert_facilities(self, facilities: list[Facility]) -> None:
-        rows = [(f.facility_id, f.name, f.timezone, f.contract_demand_kw)
+        rows = [(f.facility_id, f.name, f.timezone, f.contract_demand_kw, f.latitude,
+                 f.longitude, f.country)
                 for f in _last_wins(facilities, lambda f: f.facility_id)]
         if not rows:
             return
         async with self._transaction("upsert_facilities") as conn:
-            await conn.execute(_UPSERT_FACILITIES, _columns(rows, 4))
+            await conn.execute(_UPSERT_FACILITIES, _columns(rows, 7))
         self._written("facilities", len(rows))
 
     async def upsert_meters(self, meters: list[Meter]) -> None:

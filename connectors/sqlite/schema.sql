@@ -5,7 +5,10 @@ CREATE TABLE IF NOT EXISTS facilities (
     facility_id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     timezone TEXT NOT NULL,
-    contract_demand_kw REAL NOT NULL
+    contract_demand_kw REAL NOT NULL,
+    latitude REAL,
+    longitude REAL,
+    country TEXT
 );
 
 CREATE TABLE IF NOT EXISTS meters (
@@ -84,3 +87,18 @@ CREATE TABLE IF NOT EXISTS utility_api_keys (
     created_at_ms INTEGER NOT NULL,
     revoked_at_ms INTEGER
 );
+
+-- One row per facility and forecast time; a newer run replaces an older one's values.
+CREATE TABLE IF NOT EXISTS load_forecasts (
+    facility_id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    predicted_load_kw REAL NOT NULL,
+    confidence_lower REAL NOT NULL,
+    confidence_upper REAL NOT NULL,
+    lower_95 REAL NOT NULL,
+    upper_95 REAL NOT NULL,
+    model TEXT NOT NULL,
+    made_at_ms INTEGER NOT NULL,
+    weather_used INTEGER NOT NULL,
+    PRIMARY KEY (facility_id, ts_ms)
+) WITHOUT ROWID;

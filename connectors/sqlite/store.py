@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import orjson
 
 from connectors.sqlite.access import SqliteAccess
+from connectors.sqlite.forecasts import SqliteForecasts
 from schemas.deadletter import DeadLetter
 from schemas.metadata import Facility, Meter, MeterType
 from schemas.reading import SensorReading
@@ -56,6 +57,19 @@ def _json_columns(n: int) -> str:
     return ", ".join(f"value ->> {i}" for i in range(n))
 
 
+_FACILITY_COLUMNS = "facility_id, name, timezone, contract_demand_kw, latitude, longitude, country"
+
+
+def _facility_row(f: Facility) -> tuple[Any, ...]:
+    return (f.facility_id, f.name, f.timezone, f.contract_demand_kw, f.latitude, f.longitude,
+            f.country)
+
+
+def _facility(r: tuple[Any, ...]) -> Facility:
+    return Facility(facility_id=r[0], name=r[1], timezone=r[2], contract_demand_kw=r[3],
+                    latitude=r[4], longitude=r[5], country=r[6])
+
+
 def _reading_row(r: SensorReading) -> tuple[Any, ...]:
     return (r.facility_id, r.meter_id, r.meter_type.value, _ms(r.timestamp), r.active_power_kw,
             r.reactive_power_kvar, r.voltage_v, r.frequency_hz)
@@ -84,7 +98,22 @@ def _rollup(row: tuple[Any, ...]) -> Rollup:
     )
 
 
-class SqliteStore(SqliteAccess):
+ADDED_COLUMNS = {
+    "facilities": ("latitude REAL", "longitude REAL", "country TEXT"),
+}
+"""Columns added after a table first shipped: a store made by an older SEMS gets them at open
+(``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it is)."""
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, columns in ADDED_COLUMNS.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column.split()[0] not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+
+class SqliteStore(SqliteAccess, SqliteForecasts):
     """Implements ``TimeSeriesStore`` and ``MetadataStore`` on one SQLite file."""
 
     def __init__(self, path: Path, *, metrics: Metrics) -> None:
@@ -108,6 +137,7 @@ class SqliteStore(SqliteAccess):
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA busy_timeout = 5000")
             conn.executescript(ddl)
+            _add_missing_columns(conn)
             self._wconn = conn
 
         def open_reader() -> None:
@@ -317,11 +347,9 @@ class SqliteStore(SqliteAccess):
 
     async def facilities(self) -> list[Facility]:
         rows = await self._read(
-            "SELECT facility_id, name, timezone, contract_demand_kw FROM facilities "
-            "ORDER BY facility_id"
+            f"SELECT {_FACILITY_COLUMNS} FROM facilities ORDER BY facility_id"
         )
-        return [Facility(facility_id=r[0], name=r[1], timezone=r[2], contract_demand_kw=r[3])
-                for r in rows]
+        return [_facility(r) for r in rows]
 
     async def meters(self) -> list[Meter]:
         rows = await self._read(
@@ -334,10 +362,12 @@ class SqliteStore(SqliteAccess):
     async def upsert_facilities(self, facilities: list[Facility]) -> None:
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                "INSERT INTO facilities (facility_id, name, timezone, contract_demand_kw) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (facility_id) DO UPDATE SET name = excluded.name,"
-                " timezone = excluded.timezone, contract_demand_kw = excluded.contract_demand_kw",
-                [(f.facility_id, f.name, f.timezone, f.contract_demand_kw) for f in facilities],
+                f"INSERT INTO facilities ({_FACILITY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (facility_id) DO UPDATE SET name = excluded.name,"
+                " timezone = excluded.timezone, contract_demand_kw = excluded.contract_demand_kw,"
+                " latitude = excluded.latitude, longitude = excluded.longitude,"
+                " country = excluded.country",
+                [_facility_row(f) for f in facilities],
             )
 
         await self._write(write, op="upsert_facilities")

@@ -27,7 +27,6 @@ from connectors.postgres.migrate import (
     head_revision,
     upgrade,
 )
-from connectors.postgres.store import UPSERT_LOAD_FORECASTS
 from connectors.sqlite import SqliteStore
 from schemas.deadletter import DeadLetter, RejectReason
 from schemas.metadata import Facility, Meter, MeterType
@@ -122,7 +121,7 @@ async def store(migrated: str) -> AsyncIterator[PostgresStore]:
 def test_upgrade_applies_every_migration_and_a_second_upgrade_is_a_no_op(database: str) -> None:
     assert current_revision(database) is None
     upgrade(database)
-    assert current_revision(database) == head_revision() == "0002"
+    assert current_revision(database) == head_revision() == "0003"
     assert tables(database) == TABLES
     oids = execute(database, "SELECT relname, oid FROM pg_class WHERE relkind = 'r'")
     execute(database, "INSERT INTO facilities VALUES ('plant-a', 'A', 'UTC', 10)")
@@ -176,7 +175,8 @@ async def test_concurrent_upgrades_take_turns(database: str) -> None:
 # Column by column, as psql's \d prints them; ids sort byte by byte (collation "C"), as in SQLite.
 SCHEMA = {
     "facilities": "facility_id text C not null, name text not null, timezone text not null, "
-                  "contract_demand_kw double precision not null",
+                  "contract_demand_kw double precision not null, latitude double precision, "
+                  "longitude double precision, country text",
     "meters": "meter_id text C not null, facility_id text C not null, meter_type text not null, "
               "sample_interval_s double precision not null",
     "dr_events": "id uuid not null, event_id text, facility_id text C not null, "
@@ -192,7 +192,8 @@ SCHEMA = {
                       "predicted_load_kw double precision not null, "
                       "confidence_lower double precision, confidence_upper double precision, "
                       "lower_95 double precision, upper_95 double precision, "
-                      "model text not null, made_at timestamp with time zone not null",
+                      "model text not null, made_at timestamp with time zone not null, "
+                      "weather_used boolean not null",
     "dead_letters": "id bigint not null, received_at timestamp with time zone not null, "
                     "reason text not null, source text not null, payload_sha256 text not null, "
                     "record jsonb not null",
@@ -249,7 +250,7 @@ def test_constraints_reject_bad_rows(migrated: str, sql: str,
         execute(migrated, sql)
 
 
-def test_load_forecasts_are_unique_per_facility_and_time_and_a_newer_run_replaces(
+def test_load_forecasts_are_unique_per_facility_and_time(
     migrated: str,
 ) -> None:
     execute(migrated, "INSERT INTO facilities VALUES ('plant-a', 'A', 'UTC', 10)")
@@ -259,21 +260,6 @@ def test_load_forecasts_are_unique_per_facility_and_time_and_a_newer_run_replace
     with pytest.raises(psycopg.errors.UniqueViolation):
         execute(migrated, insert, (at, T0 + timedelta(minutes=15)))
 
-    def upsert(kw: float, made_at: datetime) -> None:
-        columns: list[list[Any]] = [["plant-a", "plant-a"], [at, at + timedelta(minutes=15)],
-                                    [kw, kw], [kw - 5, kw - 5], [kw + 5, kw + 5],
-                                    [None, None], [None, None], ["gbm", "gbm"],
-                                    [made_at, made_at]]
-        execute(migrated, UPSERT_LOAD_FORECASTS, tuple(columns))
-
-    query = ("SELECT forecast_timestamp, predicted_load_kw, lower_95, made_at "
-             "FROM load_forecasts ORDER BY forecast_timestamp")
-    upsert(52.0, T0 + timedelta(minutes=15))  # a newer run replaces the 10:00 one's row
-    assert execute(migrated, query) == [(at, 52.0, None, T0 + timedelta(minutes=15)),
-                                        (at + timedelta(minutes=15), 52.0, None,
-                                         T0 + timedelta(minutes=15))]
-    upsert(99.0, T0)  # an older run replayed changes nothing
-    assert [row[1] for row in execute(migrated, query)] == [52.0, 52.0]
 
 
 # -- the store -------------------------------------------------------------------------------
