@@ -21,6 +21,7 @@ medians and ratios are reported. Method and results: docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from multiprocessing import get_context
 
 import holidays
 import numpy as np
@@ -129,8 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for size in a.facilities:
         times: dict[str, list[float]] = {m: [] for m in MODELS}
         if a.processes > 1:
-            with ProcessPoolExecutor(a.processes, initializer=_init_worker,
-                                     initargs=(size,)) as pool:
+            # One BLAS thread per worker: two workers with two OpenBLAS threads each on two
+            # cores ran slower than one process. The variable must be set before a (spawned,
+            # not forked) worker imports numpy.
+            os.environ["OPENBLAS_NUM_THREADS"] = "1"
+            with ProcessPoolExecutor(a.processes, mp_context=get_context("spawn"),
+                                     initializer=_init_worker, initargs=(size,)) as pool:
                 list(pool.map(_share, [(MODELS[0], 0, 1)] * a.processes))  # wait for start-up
                 for _ in range(a.repeat):
                     for model in MODELS:
