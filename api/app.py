@@ -20,7 +20,7 @@ from api.principal import Principal
 from api.ratelimit import RateLimiter
 from streams.logs import trace_id_from, trace_id_var
 from streams.metrics import Metrics
-from tables.ports import Cache, MetadataStore, StoreUnavailable, TimeSeriesStore
+from tables.ports import Cache, ForecastStore, MetadataStore, StoreUnavailable, TimeSeriesStore
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class ApiDeps:
     """The local issuer's public keys, served at /.well-known/jwks.json (None: an external
     identity provider publishes its own)."""
     max_body_bytes: int = 64 * 1024
+    forecasts: ForecastStore | None = None
 
 
 DEPS = web.AppKey("deps", ApiDeps)

@@ -34,10 +34,11 @@ _READINGS = TypeAdapter(list[SensorReading])
 
 def setup(app: web.Application) -> list[Endpoint]:
     """The API's routes; ``create_app`` registers them."""
-    from api import ops
+    from api import forecast_routes, ops
 
     app[INFLIGHT] = {}
-    return [*ops.endpoints(local_issuer=app[DEPS].jwks is not None), *ROUTES]
+    return [*ops.endpoints(local_issuer=app[DEPS].jwks is not None), *ROUTES,
+            *forecast_routes.ENDPOINTS]
 
 
 def parse_time(request: web.Request, name: str) -> datetime | None:

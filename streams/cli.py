@@ -214,7 +214,8 @@ async def _run(settings: Settings) -> int:
                              health_checks={"mqtt": health_mqtt}, cache=runtime.cache,
                              current_ttl_s=settings.current_cache_ttl_s, auth=guard.auth,
                              rate_limiter=guard.rate_limiter, jwks=guard.jwks,
-                             max_body_bytes=settings.api_max_body_bytes))
+                             max_body_bytes=settings.api_max_body_bytes,
+                             forecasts=runtime.store))
     web_runner = web.AppRunner(app, access_log=None)
     await web_runner.setup()
     site = web.TCPSite(web_runner, settings.api_host, settings.api_port)

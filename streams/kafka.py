@@ -27,12 +27,16 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from agents.deadletter import dead_letter_agent
+from agents.forecast import ForecastService, forecast_agent
 from agents.ingest import ingest_agent
 from agents.rollup import RollupService
 from connectors import kafka as topics
 from connectors.kafka import KafkaSink, ensure_topics, partition_for, producer, topic_specs
 from connectors.mqtt import BrokerAddress, MqttSource, RawMessage
+from connectors.weather import build_weather
 from schemas.deadletter import DeadLetter
+from schemas.forecast import LoadForecast
+from schemas.metadata import Facility
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, WindowName
 from schemas.validation import ValidationSettings
@@ -233,6 +237,14 @@ class KafkaRuntime:
         self._sinks: list[KafkaSink[Any]] = []
         self._rollup_producer = producer(s.kafka_bootstrap)
         self.app = self._faust_app()
+        self.weather = build_weather(s)
+        self._forecast_sink: KafkaSink[LoadForecast] = KafkaSink(
+            self._rollup_producer, topics.FORECASTS, key=lambda f: f.facility_id,
+            encode=lambda f: f.model_dump_json().encode())
+        self.forecast_service = ForecastService(
+            self.store, self.weather, publish=self._forecast_sink.send, metrics=self.metrics,
+            clock=self.clock, history_days=s.forecast_history_days,
+            reselect_s=s.forecast_reselect_s)
 
     # -- the Faust worker ------------------------------------------------------------------
 
@@ -343,6 +355,7 @@ class KafkaRuntime:
         # Faust keeps its own folder there, whatever the store (SQLite or the servers).
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.open()
+        await self.weather.open()
         await self.reload_registry()
         await ensure_topics(self.settings.kafka_bootstrap,
                             topic_specs(partitions=self.settings.kafka_partitions))
@@ -352,6 +365,7 @@ class KafkaRuntime:
 
     async def start(self, *, ingest: bool = True, worker: bool = True) -> None:
         """Start a worker (the Faust app) and/or the MQTT (or in-process) ingest service."""
+        s = self.settings
         if worker:
             await self._rollup_producer.start()
             await self.app.start()
@@ -360,9 +374,17 @@ class KafkaRuntime:
             if self.app.monitor in self.app.sensors:
                 self.app.sensors.remove(self.app.monitor)
             self._worker_started = True
+            if s.forecast_enabled:
+                self._tasks += [
+                    asyncio.create_task(forecast_agent(
+                        self.forecast_service, interval_s=s.forecast_interval_s,
+                        delay_s=s.forecast_delay_s, owned=self.owned_facilities),
+                        name="forecast"),
+                    asyncio.create_task(self.forecast_service.choose_forever(),
+                                        name="forecast-models"),
+                ]
         if not ingest:
             return
-        s = self.settings
         self._producer = producer(s.kafka_bootstrap)
         await self._producer.start()
         readings: KafkaSink[SensorReading] = KafkaSink(
@@ -385,14 +407,25 @@ class KafkaRuntime:
                                    metrics=self.metrics, clock=self.clock)
             self._tasks.append(asyncio.create_task(self.mqtt.run(), name="mqtt"))
 
+    def owned_facilities(self, facilities: list[Facility]) -> list[Facility]:
+        """The facilities whose readings partition this worker holds: each worker forecasts its
+        own, so forecasting scales out with the workers like the rollups do."""
+        assigned = {tp.partition for tp in self.app.consumer.assignment()
+                    if tp.topic == topics.READINGS}
+        n = self.settings.kafka_partitions
+        return [f for f in facilities
+                if partition_for(f.facility_id.encode(), n) in assigned]
+
     async def stop(self) -> None:
-        for task in self._tasks[1:]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._tasks:
+        ingest_task = next((t for t in self._tasks if t.get_name() == "ingest"), None)
+        for task in self._tasks:
+            if task is not ingest_task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if ingest_task is not None:
             await self.raw.close()
-            await self._tasks[0]
+            await ingest_task
         for sink in self._sinks:
             with contextlib.suppress(Exception):  # a failed delivery was logged already
                 await sink.close()
@@ -405,5 +438,9 @@ class KafkaRuntime:
             for out in self.service.outputs.values():
                 with contextlib.suppress(Exception):  # a failed delivery was logged already
                     await cast(KafkaSink[Rollup], out).close()
+            with contextlib.suppress(Exception):  # a failed delivery was logged already
+                await self._forecast_sink.close()
             await self._rollup_producer.stop()
+        self.forecast_service.close()
+        await self.weather.close()
         await self.store.close()

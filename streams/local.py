@@ -17,10 +17,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agents.deadletter import dead_letter_agent
+from agents.forecast import ForecastService, forecast_agent
 from agents.ingest import ingest_agent
 from agents.rollup import RollupService, idle_timer, rollup_agent
 from connectors.mqtt import BrokerAddress, MqttSource, RawMessage
+from connectors.weather import build_weather
 from schemas.deadletter import DeadLetter
+from schemas.forecast import LoadForecast
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, WindowName
 from schemas.validation import ValidationSettings
@@ -43,6 +46,7 @@ class Topics:
     readings: Channel[SensorReading]
     dead_letters: Channel[DeadLetter]
     rollups: dict[WindowName, Channel[Rollup]]
+    forecasts: Channel[LoadForecast]
 
     @classmethod
     def create(cls, capacity: int) -> Topics:
@@ -51,6 +55,7 @@ class Topics:
             readings=Channel("sensor-readings", capacity=capacity),
             dead_letters=Channel("sensor-readings.dlq", capacity=capacity),
             rollups={w: Channel(f"rollups.{w.value}", capacity=capacity) for w in WindowName},
+            forecasts=Channel("load-forecasts", capacity=capacity),
         )
 
 
@@ -73,6 +78,11 @@ class LocalRuntime:
             clock=self.clock,
             outputs=self.topics.rollups,
         )
+        self.weather = build_weather(s)
+        self.forecast_service = ForecastService(
+            self.store, self.weather, publish=self.topics.forecasts.send, metrics=self.metrics,
+            clock=self.clock, history_days=s.forecast_history_days,
+            reselect_s=s.forecast_reselect_s)
         self.mqtt: MqttSource | None = None
         self._agents: list[asyncio.Task[Any]] = []
         self._services: list[asyncio.Task[Any]] = []
@@ -85,6 +95,7 @@ class LocalRuntime:
     async def open(self) -> None:
         """Open the store and load the registry; call before provisioning or :meth:`start`."""
         await self.store.open()
+        await self.weather.open()
         await self.reload_registry()
 
     async def reload_registry(self) -> None:
@@ -119,6 +130,13 @@ class LocalRuntime:
             self._spawn(self._prune_forever(), "retention"),
             self._spawn(self._gauge_forever(), "gauges"),
         ]
+        if s.forecast_enabled:
+            self._services += [
+                self._spawn(forecast_agent(self.forecast_service,
+                                           interval_s=s.forecast_interval_s,
+                                           delay_s=s.forecast_delay_s), "forecast"),
+                self._spawn(self.forecast_service.choose_forever(), "forecast-models"),
+            ]
         if s.mqtt_url:
             self.mqtt = MqttSource(
                 BrokerAddress.parse(s.mqtt_url),
@@ -154,6 +172,8 @@ class LocalRuntime:
         await t.dead_letters.close()
         await asyncio.gather(*self._agents[1:], return_exceptions=True)
         await self.rollup_service.close()
+        self.forecast_service.close()
+        await self.weather.close()
         await self.store.close()
 
     async def _prune_forever(self) -> None:

@@ -94,6 +94,34 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             registry=r,
         )
+        self.forecasts = Counter(
+            "sems_forecasts_total", "Facility forecasts attempted, by result", ["result"],
+            registry=r,
+        )
+        self.forecast_duration = Histogram(
+            "sems_forecast_duration_seconds", "One facility's forecast: read, fit, store",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
+        )
+        self.forecast_cycle_duration = Histogram(
+            "sems_forecast_cycle_duration_seconds", "A forecast cycle over this worker's "
+            "facilities", buckets=(0.5, 1, 5, 10, 30, 60, 120, 300, 600, 900), registry=r,
+        )
+        self.forecast_choice_duration = Histogram(
+            "sems_forecast_model_choice_duration_seconds", "One facility's model backtest",
+            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r,
+        )
+        self.forecast_last_success = Gauge(
+            "sems_forecast_last_success_timestamp_seconds",
+            "When each facility's newest forecast was made", ["facility_id"], registry=r,
+        )
+        self.forecast_weather_used = Gauge(
+            "sems_forecast_weather_used", "1 when the facility's newest forecast used weather",
+            ["facility_id"], registry=r,
+        )
+        self.forecast_weather_failures = Counter(
+            "sems_forecast_weather_failures_total",
+            "Forecasts made without weather because the provider failed", registry=r,
+        )
         self.api_rate_limited = Counter(
             "sems_api_rate_limited_total", "API requests refused by the rate limit",
             ["credential"], registry=r,

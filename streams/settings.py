@@ -101,6 +101,15 @@ class Settings(BaseModel):
     simulate_seed: int = 42
     simulate_backfill_s: Annotated[float, Field(ge=0)] = 3 * 3600
 
+    # Load forecasts: each facility's next 24 h every forecast_interval_s, forecast_delay_s after
+    # the quarter hour (when its rollup is final), from forecast_history_days of 15-minute
+    # rollups; each facility's model is chosen again by backtest every forecast_reselect_s.
+    forecast_enabled: bool = True
+    forecast_interval_s: Annotated[float, Field(ge=60, le=86_400)] = 900.0
+    forecast_delay_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    forecast_history_days: Annotated[int, Field(ge=1, le=730)] = 56
+    forecast_reselect_s: Annotated[float, Field(ge=60)] = 86_400.0
+
     # Retention (days): raw readings, 1-minute rollups, 15-minute and hourly rollups. The
     # embedded store prunes itself; InfluxDB buckets are created with these retentions.
     retention_raw_days: Annotated[int, Field(ge=1)] = 90

@@ -78,6 +78,7 @@ def test_the_spec_is_openapi_31_and_names_exactly_the_routes(live: Live) -> None
         ("GET", "/.well-known/jwks.json"), ("GET", "/api/facilities"),
         ("GET", "/api/facilities/{facility_id}/current"),
         ("GET", "/api/facilities/{facility_id}/rollups"), ("GET", "/api/dead-letters"),
+        ("GET", "/api/facilities/{facility_id}/forecast"),
     }
     for method, path in documented:
         r = requests.request(method, live.base + path.replace("{facility_id}", "fac-001"),

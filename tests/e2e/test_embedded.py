@@ -28,6 +28,7 @@ from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.rest import ApiException
 
 from simulators.fleet import build_fleet
+from tests.integration.kafka_helpers import kcat
 from tests.oracle import expected_rollups
 from tests.servers import (
     INFLUX_ORG,
@@ -120,6 +121,7 @@ class Sems:
         if production is not None:
             self.args += ["--profile", "production"]
             self.env.update(production)
+        self.kafka = kafka
         self.log = (workdir / "sems.log").open("ab")
         self.proc: subprocess.Popen[bytes] | None = None
         # What an operator does: an admin token from the local issuer of this data dir.
@@ -269,4 +271,18 @@ def test_rollups_equal_an_independent_recomputation_across_a_crash(
     assert sum(reasons.values()) == len(refused)
     metrics = requests.get(f"{sems.base}/metrics", headers=sems.headers, timeout=5).text
     assert 'sems_readings_rejected_total{reason="late"} ' in metrics
+
+    # Every facility's next 24 h is forecast from the history it now has, stored and served,
+    # and in the kafka runtime published on load-forecasts for data engineers.
+    def forecast_points(facility_id: str) -> int:
+        return len(sems.get(f"/api/facilities/{facility_id}/forecast")["points"])
+
+    wait_until(lambda: all(forecast_points(f.facility_id) >= 95 for f in fleet.facilities),
+               timeout_s=180, what="a 24 h forecast of every facility")
+    if sems.kafka is not None:
+        keys = subprocess.run(
+            [kcat(), "-C", "-b", sems.kafka.bootstrap, "-t", "load-forecasts", "-o", "beginning",
+             "-e", "-q", "-f", "%k\n"], capture_output=True, text=True, timeout=60,
+            check=True).stdout.split()
+        assert set(keys) == {f.facility_id for f in fleet.facilities}
     assert sems.stop() == 0

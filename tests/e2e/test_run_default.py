@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -61,6 +62,17 @@ def test_embedded_default_serves_live_data_and_minute_rollups(tmp_path: Path) ->
         newest = datetime.fromisoformat(rollups[-1]["window_end"])
         assert datetime.now(UTC) - newest < timedelta(minutes=2)
         assert all(r["coverage"] == 1.0 for r in rollups[1:])  # backfill: no gaps
+
+        def forecast() -> dict[str, Any] | None:
+            body = requests.get(f"{base}/api/facilities/fac-001/forecast", headers=auth,
+                                timeout=5).json()
+            return body if len(body["points"]) >= 95 else None
+
+        # The 3 h of backfill are enough for the short-history models of the fallback chain.
+        wait_until(lambda: forecast() is not None, timeout_s=150, what="fac-001's forecast")
+        served = forecast()
+        # 3 h of history: a model of the fallback chain, which needs no weather
+        assert served is not None and served["model"] in ("persistence", "daily_profile")
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)

@@ -47,6 +47,7 @@ POLICY: dict[tuple[str, str], frozenset[Role] | None] = {
     ("GET", "/api/facilities"): ALL,
     ("GET", "/api/facilities/{facility_id}/current"): ALL,
     ("GET", "/api/facilities/{facility_id}/rollups"): ALL,
+    ("GET", "/api/facilities/{facility_id}/forecast"): ALL,
 }
 
 
@@ -68,7 +69,7 @@ def app_for(store: SqliteStore, *, auth: Authenticator | None = None,
             limiter: RateLimiter | None = None) -> web.Application:
     return create_app(ApiDeps(timeseries=store, metadata=store, metrics=store.metrics,
                               auth=auth or authenticator(store), jwks=issuer().jwks(),
-                              rate_limiter=limiter or RateLimiter(1000, 1000)))
+                              rate_limiter=limiter or RateLimiter(1000, 1000), forecasts=store))
 
 
 @pytest.fixture
