@@ -11,6 +11,7 @@ from schemas.metadata import Registry
 from schemas.reading import SensorReading
 from schemas.validation import ValidationSettings, validate_reading
 from streams.channels import Sink
+from streams.logs import new_trace_id, trace_id_var
 from streams.metrics import Metrics
 
 
@@ -26,6 +27,9 @@ async def ingest_agent(
 ) -> None:
     rejected = metrics.readings_rejected
     async for batch in batches:
+        # One trace id per batch: its log records, and the Kafka records it produces (header
+        # sems-trace-id), carry it to the worker that folds them.
+        trace_id_var.set(new_trace_id())
         reg = registry()
         now = clock()
         for msg in batch:

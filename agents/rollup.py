@@ -17,6 +17,7 @@ from schemas.reading import SensorReading
 from schemas.rollup import Rollup, WindowName
 from schemas.validation import dead_letter
 from streams.channels import Ack, Batch, Sink
+from streams.logs import new_trace_id, trace_id_var
 from streams.metrics import Metrics
 from tables.ports import CommitBatch, StoreUnavailable, TimeSeriesStore
 from tables.rollups import (
@@ -59,6 +60,8 @@ class _Folded:
     duplicates: int = 0
     ack: Ack | None = None
     started: float | None = None
+    trace_id: str | None = field(default_factory=trace_id_var.get)
+    """The batch's trace id, for the committer's (and the store connectors') log records."""
 
 
 class RollupService:
@@ -227,6 +230,7 @@ class RollupService:
     async def _commit_forever(self) -> None:
         while True:
             folded = await self._pending.get()
+            token = trace_id_var.set(folded.trace_id)
             try:
                 await self._commit(folded.batch)
                 if self.state_store is not None and folded.states:
@@ -242,6 +246,7 @@ class RollupService:
                 if folded.started is not None:
                     m.batch_duration.observe(time.perf_counter() - folded.started)
             finally:
+                trace_id_var.reset(token)
                 self._pending.task_done()
 
     def _record_last_readings(self, readings: list[SensorReading]) -> None:
@@ -340,6 +345,7 @@ async def rollup_agent(batches: AsyncIterator[Batch[SensorReading]], *,
                        service: RollupService) -> None:
     """Each batch is acknowledged upstream once it is stored, not when the next is taken."""
     async for batch in batches:
+        trace_id_var.set(new_trace_id())
         await service.process(batch.values, ack=batch.ack)
 
 

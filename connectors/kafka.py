@@ -21,6 +21,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
 from streams.channels import Ack
+from streams.logs import TRACE_HEADER, trace_id_var
 
 log = logging.getLogger(__name__)
 
@@ -199,13 +200,16 @@ class KafkaSink(Generic[T]):
         key = self.key(value).encode()
         partition = await self._partition(key)
         payload = self.encode(value)
+        trace_id = trace_id_var.get()
+        headers = [(TRACE_HEADER, trace_id.encode())] if trace_id else []
         open_batch = self._open.get(partition)
         if open_batch is None or open_batch.batch.append(
-                key=key, value=payload, timestamp=None) is None:
+                key=key, value=payload, timestamp=None, headers=headers) is None:
             if open_batch is not None:
                 self._ship(partition)  # full
             open_batch = self._open[partition] = _OpenBatch(self.kafka.create_batch())
-            if open_batch.batch.append(key=key, value=payload, timestamp=None) is None:
+            if open_batch.batch.append(key=key, value=payload, timestamp=None,
+                                       headers=headers) is None:
                 raise ValueError(f"a record of {len(payload)} bytes exceeds the batch size")
         open_batch.acks.append(ack)
         self.in_flight += 1

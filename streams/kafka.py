@@ -41,6 +41,7 @@ from schemas.reading import SensorReading
 from schemas.rollup import Rollup, WindowName
 from schemas.validation import ValidationSettings
 from streams.channels import Ack, Channel
+from streams.logs import TRACE_HEADER, trace_id_of_header, trace_id_var
 from streams.metrics import Metrics
 from streams.registry import RegistryHolder
 from streams.settings import Settings
@@ -302,6 +303,8 @@ class KafkaRuntime:
             # Acknowledged by the service once stored, so folding the next batch overlaps
             # the store's commit of this one.
             async for events in stream.noack_take(batch, within=within):
+                # The trace id of the ingest batch that produced the first record.
+                trace_id_var.set(trace_id_of_header(events[0].headers.get(TRACE_HEADER)))
                 await self.service.process(
                     [SensorReading.model_validate_json(e.value) for e in events],
                     ack=_acker(events))

@@ -24,8 +24,22 @@ _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
+TRACE_HEADER = "sems-trace-id"
+"""The Kafka record header that carries the trace id from the producing batch or request to
+the agents that consume the record."""
+
+
 def new_trace_id() -> str:
     return uuid.uuid4().hex
+
+
+def trace_id_of_header(value: bytes | None) -> str:
+    """The trace id a record carries, if well formed, else a new one."""
+    if value:
+        text = value.decode("ascii", "replace")
+        if _REQUEST_ID.match(text):
+            return text
+    return new_trace_id()
 
 
 def trace_id_from(traceparent: str | None, request_id: str | None) -> str:
@@ -40,7 +54,10 @@ def trace_id_from(traceparent: str | None, request_id: str | None) -> str:
     return new_trace_id()
 
 
-class _TraceIdFilter(logging.Filter):
+class TraceIdFilter(logging.Filter):
+    """Stamps each record with the trace id of the context it is logged in (on a handler: it
+    runs synchronously in the logging call)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         trace_id = trace_id_var.get()
         record.trace_id = trace_id
@@ -66,7 +83,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str, fmt: Literal["text", "json"]) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_TraceIdFilter())
+    handler.addFilter(TraceIdFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -13,6 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from connectors.kafka import KafkaSink, TopicSpec, ensure_topics, partition_for, producer
+from streams.logs import TRACE_HEADER, trace_id_var
 from tests.servers import Kafka
 
 pytestmark = pytest.mark.integration
@@ -103,3 +104,35 @@ async def test_in_flight_values_stay_bounded_and_are_acked_only_once_stored(
     assert acked == 3_000
     assert peak == 300  # the bound was reached, and held
     assert len(await read_all(kafka, topic, 3_000)) == 3_000
+
+
+async def test_records_carry_the_trace_id_of_the_batch_that_sent_them(kafka: Kafka) -> None:
+    """On-call follows a batch from the ingest's log records to the worker's: each record has
+    the sending batch's trace id in its sems-trace-id header (none outside a trace)."""
+    topic = await fresh_topic(kafka)
+    kafka_producer = producer(kafka.bootstrap)
+    await kafka_producer.start()
+    try:
+        sink: KafkaSink[str] = KafkaSink(kafka_producer, topic, key=lambda v: "fac-001",
+                                         encode=str.encode)
+        for trace_id, value in (("batch-a", "1"), ("batch-b", "2"), (None, "3")):
+            token = trace_id_var.set(trace_id)
+            await sink.send(value)
+            trace_id_var.reset(token)
+        await sink.flush()
+        await sink.close()
+    finally:
+        await kafka_producer.stop()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    headers: dict[bytes, list[tuple[str, bytes]]] = {}
+    try:
+        async with asyncio.timeout(60):
+            while len(headers) < 3:
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    headers.update({r.value or b"": list(r.headers) for r in records})
+    finally:
+        await consumer.stop()
+    assert headers == {b"1": [(TRACE_HEADER, b"batch-a")], b"2": [(TRACE_HEADER, b"batch-b")],
+                       b"3": []}
