@@ -36,6 +36,7 @@ from agents.forecasting import (
 from schemas.forecast import LoadForecast, LoadForecastPoint
 from schemas.metadata import Facility
 from schemas.rollup import Scope, WindowName
+from streams.logs import new_trace_id, trace_id_var
 from streams.metrics import Metrics
 from tables.ports import (
     ForecastStore,
@@ -91,6 +92,7 @@ class ForecastService:
             facilities = await self.store.facilities()
         made: list[LoadForecast] = []
         for facility in facilities:
+            trace_id_var.set(new_trace_id())  # one per facility forecast, on its log records
             try:
                 made.append(await self.forecast_facility(facility, now))
             except InsufficientHistory:
