@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from api.auth import Authenticator
+from api.dr_deps import DrApi
 from api.endpoints import Endpoint
 from api.errors import ApiError, error_response
 from api.principal import Principal
@@ -44,6 +45,8 @@ class ApiDeps:
     identity provider publishes its own)."""
     max_body_bytes: int = 64 * 1024
     forecasts: ForecastStore | None = None
+    dr: DrApi | None = None
+    """Demand response (``api/dr_routes.py``); None: those routes answer 503."""
 
 
 DEPS = web.AppKey("deps", ApiDeps)

@@ -34,11 +34,11 @@ _READINGS = TypeAdapter(list[SensorReading])
 
 def setup(app: web.Application) -> list[Endpoint]:
     """The API's routes; ``create_app`` registers them."""
-    from api import forecast_routes, ops
+    from api import dr_routes, forecast_routes, ops
 
     app[INFLIGHT] = {}
     return [*ops.endpoints(local_issuer=app[DEPS].jwks is not None), *ROUTES,
-            *forecast_routes.ENDPOINTS]
+            *forecast_routes.ENDPOINTS, *dr_routes.ENDPOINTS]
 
 
 def parse_time(request: web.Request, name: str) -> datetime | None:

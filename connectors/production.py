@@ -17,6 +17,7 @@ from datetime import datetime
 
 from connectors.influx import InfluxTimeSeries
 from connectors.postgres import PostgresStore
+from connectors.postgres.dr import DelegatedDr
 from schemas.access import ApiKeyRecord, Utility
 from schemas.deadletter import DeadLetter
 from schemas.forecast import LoadForecast
@@ -27,7 +28,7 @@ from tables.ports import CommitBatch, ForecastRow
 from tables.rollups import Checkpoint
 
 
-class ProductionStore:
+class ProductionStore(DelegatedDr):
     def __init__(self, influx: InfluxTimeSeries, postgres: PostgresStore) -> None:
         self.influx = influx
         self.postgres = postgres

@@ -199,6 +199,8 @@ async def _run(settings: Settings) -> int:
         await runtime.store.upsert_facilities(list(fleet.facilities))
         await runtime.store.upsert_meters(list(fleet.meters))
         await runtime.reload_registry()
+    if settings.simulate:  # the in-process BMS commands the buildings the simulator reads
+        runtime.dr.wiring.models = fleet.models
     await runtime.start()
 
     async def health_mqtt() -> tuple[bool, str]:
@@ -215,12 +217,14 @@ async def _run(settings: Settings) -> int:
                              current_ttl_s=settings.current_cache_ttl_s, auth=guard.auth,
                              rate_limiter=guard.rate_limiter, jwks=guard.jwks,
                              max_body_bytes=settings.api_max_body_bytes,
-                             forecasts=runtime.store))
+                             forecasts=runtime.store, dr=runtime.dr.wiring.api))
     web_runner = web.AppRunner(app, access_log=None)
     await web_runner.setup()
     site = web.TCPSite(web_runner, settings.api_host, settings.api_port)
     await site.start()
     base = f"http://{settings.api_host}:{settings.api_port}"
+    bms_server = runtime.dr.wiring.bms_server
+    bms_url = settings.bms_url or (bms_server.wsdl_url if bms_server else "none (SEMS_BMS_URL)")
     first = fleet.facilities[0].facility_id if fleet.facilities else "FACILITY"
     stores = (f"store {settings.database_path}" if settings.profile == "embedded" else
               f"InfluxDB {settings.influx_url}, PostgreSQL, Redis "
@@ -237,6 +241,8 @@ async def _run(settings: Settings) -> int:
           f"  rollups:     {base}/api/facilities/{first}/rollups?window=1m\n"
           f"  health:      {base}/healthz\n"
           f"  metrics:     {base}/metrics\n"
+          f"  DR webhook:  {base}/webhooks/utility/dr-notification (docs/demand-response.md)\n"
+          f"  BMS:         {bms_url}\n"
           "Press Ctrl+C to stop.", flush=True)
 
     sim_task: asyncio.Task[None] | None = None

@@ -41,6 +41,7 @@ from schemas.reading import SensorReading
 from schemas.rollup import Rollup, WindowName
 from schemas.validation import ValidationSettings
 from streams.channels import Ack, Channel
+from streams.dr_wiring import KafkaDr
 from streams.logs import TRACE_HEADER, trace_id_of_header, trace_id_var
 from streams.metrics import Metrics
 from streams.registry import RegistryHolder
@@ -246,6 +247,8 @@ class KafkaRuntime:
             self.store, self.weather, publish=self._forecast_sink.send, metrics=self.metrics,
             clock=self.clock, history_days=s.forecast_history_days,
             reselect_s=s.forecast_reselect_s)
+        self.dr = KafkaDr(s, self.store, self.metrics, self.clock,
+                          producer=self._rollup_producer, app=self.app)
 
     # -- the Faust worker ------------------------------------------------------------------
 
@@ -377,6 +380,7 @@ class KafkaRuntime:
             if self.app.monitor in self.app.sensors:
                 self.app.sensors.remove(self.app.monitor)
             self._worker_started = True
+            self._tasks += [asyncio.create_task(c, name=name) for c, name in await self.dr.start()]
             if s.forecast_enabled:
                 self._tasks += [
                     asyncio.create_task(forecast_agent(
@@ -443,6 +447,7 @@ class KafkaRuntime:
                     await cast(KafkaSink[Rollup], out).close()
             with contextlib.suppress(Exception):  # a failed delivery was logged already
                 await self._forecast_sink.close()
+            await self.dr.close()
             await self._rollup_producer.stop()
         self.forecast_service.close()
         await self.weather.close()

@@ -28,6 +28,7 @@ from schemas.reading import SensorReading
 from schemas.rollup import Rollup, WindowName
 from schemas.validation import ValidationSettings
 from streams.channels import Channel
+from streams.dr_wiring import LocalDr
 from streams.metrics import Metrics
 from streams.registry import RegistryHolder
 from streams.settings import Settings
@@ -83,6 +84,7 @@ class LocalRuntime:
             self.store, self.weather, publish=self.topics.forecasts.send, metrics=self.metrics,
             clock=self.clock, history_days=s.forecast_history_days,
             reselect_s=s.forecast_reselect_s)
+        self.dr = LocalDr(s, self.store, self.metrics, self.clock)
         self.mqtt: MqttSource | None = None
         self._agents: list[asyncio.Task[Any]] = []
         self._services: list[asyncio.Task[Any]] = []
@@ -137,6 +139,7 @@ class LocalRuntime:
                                            delay_s=s.forecast_delay_s), "forecast"),
                 self._spawn(self.forecast_service.choose_forever(), "forecast-models"),
             ]
+        self._services += [self._spawn(c, name) for c, name in await self.dr.start()]
         if s.mqtt_url:
             self.mqtt = MqttSource(
                 BrokerAddress.parse(s.mqtt_url),
@@ -172,6 +175,7 @@ class LocalRuntime:
         await t.dead_letters.close()
         await asyncio.gather(*self._agents[1:], return_exceptions=True)
         await self.rollup_service.close()
+        await self.dr.close()
         self.forecast_service.close()
         await self.weather.close()
         await self.store.close()

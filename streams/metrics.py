@@ -126,3 +126,11 @@ class Metrics:
             "sems_api_rate_limited_total", "API requests refused by the rate limit",
             ["credential"], registry=r,
         )
+        self.dr_events = Counter(
+            "sems_dr_events_total", "Demand-response events reaching a status",
+            ["status"], registry=r,
+        )
+        self.bms_commands = Counter(
+            "sems_bms_commands_total", "BMS commands sent, by kind and result (ok, failed)",
+            ["kind", "result"], registry=r,
+        )

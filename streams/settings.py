@@ -110,6 +110,20 @@ class Settings(BaseModel):
     forecast_history_days: Annotated[int, Field(ge=1, le=730)] = 56
     forecast_reselect_s: Annotated[float, Field(ge=60)] = 86_400.0
 
+    # Demand response (docs/demand-response.md): the BMS commanded (unset URL: the in-process
+    # simulated BMS on the demo fleet), the baseline method, the planner's comfort limits, the
+    # staged release and how long after an event its report waits for the rollups.
+    bms_url: str | None = None
+    bms_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    bms_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+    dr_baseline: Literal["auto", "forecast", "caiso_10_in_10", "pjm_high_4_of_5",
+                         "meter_before"] = "auto"
+    dr_max_setpoint_offset_c: Annotated[float, Field(gt=0, le=10)] = 4.0
+    dr_min_lighting_pct: Annotated[float, Field(ge=0, le=100)] = 30.0
+    dr_release_stages: Annotated[int, Field(ge=1, le=10)] = 3
+    dr_release_gap_s: Annotated[float, Field(ge=0, le=3600)] = 300.0
+    dr_report_timeout_s: Annotated[float, Field(ge=0, le=86_400)] = 600.0
+
     # Retention (days): raw readings, 1-minute rollups, 15-minute and hourly rollups. The
     # embedded store prunes itself; InfluxDB buckets are created with these retentions.
     retention_raw_days: Annotated[int, Field(ge=1)] = 90

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from schemas.access import ApiKeyRecord, Utility
 from schemas.deadletter import DeadLetter
+from schemas.dr import BmsCommandRecord, DrEvent, DrStatus
 from schemas.forecast import LoadForecast, LoadForecastPoint
 from schemas.metadata import Facility, Meter
 from schemas.reading import SensorReading
@@ -123,6 +124,40 @@ class ForecastStore(Protocol):
         ...
 
 
+class DrStore(Protocol):
+    """``dr_events`` and the ``bms_commands`` audit trail (``schemas/dr.py``)."""
+
+    async def insert_dr_event(self, event: DrEvent) -> bool:
+        """Stores a new event; ``False`` (and nothing changed) when its id exists already."""
+        ...
+
+    async def update_dr_event(self, event: DrEvent) -> None:
+        """Writes everything but ``failures``, which only ``add_dr_event_failure`` appends
+        (the command agent and the DR agent write the same event concurrently)."""
+        ...
+
+    async def add_dr_event_failure(self, id: str, reason: str) -> None: ...
+
+    async def dr_event(self, id: str) -> DrEvent | None: ...
+
+    async def dr_events(self, *, facility_id: str | None = None,
+                        statuses: tuple[DrStatus, ...] = (), limit: int = 1000) -> list[DrEvent]:
+        """Newest event start first."""
+        ...
+
+    async def record_bms_command(self, record: BmsCommandRecord) -> bool:
+        """Inserts the audit entry; ``False`` when the command id is there already."""
+        ...
+
+    async def update_bms_command(self, record: BmsCommandRecord) -> None: ...
+
+    async def bms_command(self, command_id: str) -> BmsCommandRecord | None: ...
+
+    async def bms_commands(self, dr_event_id: str) -> list[BmsCommandRecord]:
+        """In the order they were requested."""
+        ...
+
+
 class CacheUnavailable(RuntimeError):
     """The cache cannot be reached; callers go to the store instead."""
 
@@ -138,7 +173,7 @@ class Cache(Protocol):
     async def ping(self) -> None: ...
 
 
-class Store(TimeSeriesStore, MetadataStore, AccessStore, ForecastStore, Protocol):
+class Store(TimeSeriesStore, MetadataStore, AccessStore, ForecastStore, DrStore, Protocol):
     """What a runtime opens: time series and metadata behind one object (SQLite embedded;
     InfluxDB + PostgreSQL in production)."""
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.dr.series import BaselineInputError
 
-BaselineMethod = Literal["caiso_10_in_10", "pjm_high_4_of_5", "forecast"]
+BaselineMethod = Literal["caiso_10_in_10", "pjm_high_4_of_5", "forecast", "meter_before"]
 AdjustmentKind = Literal["ratio", "additive"]
 
 
@@ -63,12 +63,20 @@ class HighFourOfFiveParams(_Params):
         return self
 
 
+class MeterBeforeParams(_Params):
+    """Meter-before: the average over the ``window_minutes`` before the event."""
+
+    window_minutes: int = Field(default=15, ge=1, le=240)
+    min_coverage: float = Field(default=0.8, gt=0, le=1)
+
+
 class BaselineConfig(_Params):
     """The baseline a facility settles with: method, its parameters, its holiday calendar."""
 
     method: BaselineMethod = "caiso_10_in_10"
     ten_in_ten: TenInTenParams = TenInTenParams()
     high_four_of_five: HighFourOfFiveParams = HighFourOfFiveParams()
+    meter_before: MeterBeforeParams = MeterBeforeParams()
     holiday_country: str | None = None  # e.g. "US": weekday public holidays are not baseline days
     holiday_subdiv: str | None = None  # e.g. "CA"
 

@@ -38,6 +38,7 @@ from agents.dr.baseline_types import (
     TenInTenParams,
     UnsupportedEventDayError,
 )
+from agents.dr.meter_before import meter_before
 from agents.dr.series import (
     BaselineInputError,
     InsufficientHistoryError,
@@ -295,6 +296,9 @@ def compute_baseline(
                                  interval_s=interval_s)
     if load is None:
         raise BaselineInputError(f"the {config.method} baseline needs load history")
+    if config.method == "meter_before":
+        return meter_before(load, event_start=event_start, event_end=event_end,
+                            interval_s=interval_s or 60, params=config.meter_before)
     if config.method == "caiso_10_in_10":
         return caiso_10_in_10(load, event_start=event_start, event_end=event_end,
                               timezone=timezone, excluded_dates=excluded_dates,

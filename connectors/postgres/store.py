@@ -39,6 +39,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from connectors.postgres.access import PostgresAccess
+from connectors.postgres.dr import PostgresDr
 from connectors.postgres.forecasts import PostgresForecasts
 from schemas.deadletter import DeadLetter
 from schemas.metadata import Facility, Meter, MeterType
@@ -144,7 +145,7 @@ async def _configure(conn: Conn) -> None:
     await conn.execute("SET TIME ZONE 'UTC'")
 
 
-class PostgresStore(PostgresAccess, PostgresForecasts):
+class PostgresStore(PostgresAccess, PostgresForecasts, PostgresDr):
     """Implements ``MetadataStore`` and the events half of the production store."""
 
     def __init__(self, dsn: str, *, metrics: Metrics, min_size: int = 1, max_size: int = 8,

@@ -102,3 +102,27 @@ CREATE TABLE IF NOT EXISTS load_forecasts (
     weather_used INTEGER NOT NULL,
     PRIMARY KEY (facility_id, ts_ms)
 ) WITHOUT ROWID;
+
+-- Demand-response events (schemas/dr.py DrEvent as JSON in record; the columns are its keys).
+CREATE TABLE IF NOT EXISTS dr_events (
+    id TEXT PRIMARY KEY,
+    utility_id TEXT,
+    event_id TEXT,
+    facility_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    event_start_ms INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS dr_events_by_facility ON dr_events (facility_id, event_start_ms);
+CREATE INDEX IF NOT EXISTS dr_events_by_status ON dr_events (status);
+
+-- The BMS command audit trail: one row per command, written before it is sent.
+CREATE TABLE IF NOT EXISTS bms_commands (
+    command_id TEXT PRIMARY KEY,
+    dr_event_id TEXT NOT NULL,
+    requested_at_ms INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS bms_commands_by_event ON bms_commands (dr_event_id, requested_at_ms);

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import orjson
 
 from connectors.sqlite.access import SqliteAccess
+from connectors.sqlite.dr import SqliteDr
 from connectors.sqlite.forecasts import SqliteForecasts
 from schemas.deadletter import DeadLetter
 from schemas.metadata import Facility, Meter, MeterType
@@ -113,7 +114,7 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
-class SqliteStore(SqliteAccess, SqliteForecasts):
+class SqliteStore(SqliteAccess, SqliteForecasts, SqliteDr):
     """Implements ``TimeSeriesStore`` and ``MetadataStore`` on one SQLite file."""
 
     def __init__(self, path: Path, *, metrics: Metrics) -> None:

@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 TABLES = {"facilities", "meters", "dr_events", "load_forecasts", "dead_letters",
-          "window_checkpoints", "utilities", "utility_api_keys"}
+          "window_checkpoints", "utilities", "utility_api_keys", "bms_commands"}
 TIMEOUT_S = 1.0  # the outage tests' store timeout
 PASSWORD = "hunter2-secret"  # trust authentication accepts it; it must never show in an error
 
@@ -121,7 +121,7 @@ async def store(migrated: str) -> AsyncIterator[PostgresStore]:
 def test_upgrade_applies_every_migration_and_a_second_upgrade_is_a_no_op(database: str) -> None:
     assert current_revision(database) is None
     upgrade(database)
-    assert current_revision(database) == head_revision() == "0003"
+    assert current_revision(database) == head_revision() == "0004"
     assert tables(database) == TABLES
     oids = execute(database, "SELECT relname, oid FROM pg_class WHERE relkind = 'r'")
     execute(database, "INSERT INTO facilities VALUES ('plant-a', 'A', 'UTC', 10)")
@@ -186,7 +186,19 @@ SCHEMA = {
                  "target_reduction_percentage double precision, status text not null, "
                  "baseline_kw jsonb, plan jsonb, achieved_reduction_kw double precision, "
                  "created_at timestamp with time zone not null, "
-                 "updated_at timestamp with time zone not null",
+                 "updated_at timestamp with time zone not null, utility_id text C, "
+                 "source text not null, report jsonb, failures jsonb not null, "
+                 "release_stages_sent integer not null, trace_id text",
+    # The BMS command audit trail (migration 0004).
+    "bms_commands": "command_id uuid not null, dr_event_id uuid not null, "
+                    "facility_id text C not null, kind text not null, target_id text not null, "
+                    "value double precision not null, phase text not null, "
+                    "release_stage integer, why text not null, trace_id text, "
+                    "requested_at timestamp with time zone not null, "
+                    "sent_at timestamp with time zone, result text not null, "
+                    "applied_at timestamp with time zone, failure text, fault_code text, "
+                    "error text, replayed boolean not null, "
+                    "released_at timestamp with time zone",
     "load_forecasts": "facility_id text C not null, "
                       "forecast_timestamp timestamp with time zone not null, "
                       "predicted_load_kw double precision not null, "

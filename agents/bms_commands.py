@@ -1,0 +1,102 @@
+"""The BMS-command agent: executes the commands the DR agent puts on the ``bms-commands``
+stream through the ``BmsController`` port, keeping the audit trail.
+
+Each command is recorded *before* it is sent and completed after, so a replay (a crash, a
+redelivered batch) finds it: a command with a result is never sent again; one recorded but
+without a result (the process died while it was in flight) is sent again with the *same*
+``command_id``, which the BMS absorbs (idempotent on ``command_id``) while telling its outcome.
+No retry otherwise (docs/bms.md): a failure is logged by the connector, recorded on the
+command and on its event, and counted in ``sems_bms_commands_total``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from connectors.bms import BmsController, CommandResult
+from schemas.dr import BmsCommandRecord, command_uuid
+from streams.logs import trace_id_var
+from streams.metrics import Metrics
+from tables.ports import DrStore
+
+log = logging.getLogger(__name__)
+
+
+def failure_reason(record: BmsCommandRecord) -> str:
+    code = f" [{record.fault_code}]" if record.fault_code else ""
+    return (f"{record.phase} {record.kind} {record.target_id}={record.value:g} failed "
+            f"({record.failure}{code}): {record.error}")
+
+
+@dataclass
+class BmsCommandExecutor:
+    store: DrStore
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    bms: BmsController | None = None
+    """None until a BMS is attached; commands then fail as ``transport``."""
+
+    async def execute(self, command: BmsCommandRecord) -> BmsCommandRecord:
+        token = trace_id_var.set(command.trace_id)
+        try:
+            return await self._execute(command)
+        finally:
+            trace_id_var.reset(token)
+
+    async def _execute(self, command: BmsCommandRecord) -> BmsCommandRecord:
+        stored = await self.store.bms_command(command.command_id)
+        if stored is not None and stored.result != "pending":
+            log.info("BMS command %s was %s already: not sent again", command.command_id,
+                     stored.result)
+            return stored
+        sent = (stored or command).model_copy(update={"sent_at": self.clock()})
+        if stored is None:
+            await self.store.record_bms_command(sent)
+        else:
+            log.info("BMS command %s was in flight when SEMS stopped: asking the BMS again "
+                     "with the same command id", command.command_id)
+        result = await self._send(sent)
+        done = sent.model_copy(update={
+            "result": "ok" if result.ok else "failed", "applied_at": result.applied_at,
+            "failure": result.failure or (None if result.ok else "rejected"),
+            "fault_code": result.fault_code, "error": result.error,
+            "replayed": result.replayed})
+        await self.store.update_bms_command(done)
+        self.metrics.bms_commands.labels(done.kind, done.result).inc()
+        if done.result == "failed":
+            await self.store.add_dr_event_failure(done.dr_event_id, failure_reason(done))
+        elif done.phase == "release":
+            await self._mark_released(done)
+        return done
+
+    async def _send(self, c: BmsCommandRecord) -> CommandResult:
+        if self.bms is None:
+            return CommandResult(c.command_id, False, None, "no BMS is configured",
+                                 "transport")
+        if c.kind == "zone_setpoint_offset":
+            return await self.bms.set_zone_setpoint_offset(c.facility_id, c.target_id,
+                                                           c.value, command_id=c.command_id)
+        return await self.bms.set_lighting_level(c.facility_id, c.target_id, c.value,
+                                                 command_id=c.command_id)
+
+    async def _mark_released(self, release: BmsCommandRecord) -> None:
+        """The audit entry of the apply command this release undoes gets ``released_at``."""
+        applied = await self.store.bms_command(
+            command_uuid(release.dr_event_id, "apply", release.kind, release.target_id))
+        if applied is not None and applied.released_at is None:
+            await self.store.update_bms_command(
+                applied.model_copy(update={"released_at": release.applied_at}))
+
+
+async def bms_command_agent(batches: AsyncIterator[list[BmsCommandRecord]], *,
+                            executor: BmsCommandExecutor) -> None:
+    """One command at a time, in stream order (a facility's commands stay in order)."""
+    async for batch in batches:
+        for command in batch:
+            try:
+                await executor.execute(command)
+            except Exception:  # a store failure: the command stays pending and is redone
+                log.exception("BMS command %s could not be executed", command.command_id)

@@ -1,0 +1,239 @@
+"""The DR agent: plans each event, commands the BMS at its start, releases in stages after
+its end, then reports what was achieved (docs/demand-response.md, "Operations").
+
+There are no in-memory timers to lose: every pass reads the events that are not final from
+the store and does what is due for each, by its status and stored progress
+(``release_stages_sent``). A restart therefore resumes mid-event, and a step done twice sends
+commands with the same deterministic ids, which the BMS-command agent does not send again.
+
+    scheduled (planned) --start--> active --end + releases + rollups--> completed | failed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from agents.dr.baseline_types import BaselineResult
+from agents.dr.performance import InsufficientMeterDataError, achieved_reduction
+from agents.dr.plan import Plan, PlannedAction
+from agents.dr.planner import plan_reduction
+from agents.dr_baseline import BaselineSource, NoBaseline
+from agents.dr_inventory import InventorySource
+from schemas.dr import BmsCommandRecord, CommandKind, CommandPhase, DrEvent, command_uuid
+from schemas.metadata import Facility
+from streams.logs import trace_id_var
+from streams.metrics import Metrics
+from tables.ports import Store
+
+log = logging.getLogger(__name__)
+
+PublishCommand = Callable[[BmsCommandRecord], Awaitable[None]]
+
+
+def baseline_of(stored: dict[str, Any]) -> BaselineResult:
+    """The ``BaselineResult`` an event stored (``to_dict()``), without its adjustment."""
+    return BaselineResult(
+        method=stored["method"], interval_s=int(stored["interval_s"]),
+        interval_starts=tuple(datetime.fromisoformat(t) for t in stored["interval_starts"]),
+        baseline_kw=tuple(float(v) for v in stored["baseline_kw"]),
+        unadjusted_kw=tuple(float(v) for v in stored["unadjusted_kw"]),
+        days_used=tuple(date.fromisoformat(d) for d in stored.get("days_used", ())))
+
+
+def command_for(event: DrEvent, action: PlannedAction, phase: CommandPhase,
+                now: datetime) -> BmsCommandRecord | None:
+    """The BMS command of a plan action (apply) or of undoing it (release); None for an
+    action no BMS operation carries out (deferring a load)."""
+    kind: CommandKind
+    if action.kind == "hvac_setpoint":
+        kind, value = "zone_setpoint_offset", action.setpoint_offset_c or 0.0
+        restore = 0.0
+    elif action.kind == "lighting_dim":
+        kind, value = "lighting_level", action.dim_level_pct or 100.0
+        restore = 100.0
+    else:
+        return None
+    source = f"{event.utility_id}/{event.event_id}" if event.event_id else "api"
+    why = (f"DR event {event.id} ({source}): {action.reason}" if phase == "apply" else
+           f"DR event {event.id} ({source}): release stage {action.release_stage} "
+           f"after the event")
+    return BmsCommandRecord(
+        command_id=command_uuid(event.id, phase, kind, action.target_id), dr_event_id=event.id,
+        facility_id=event.facility_id, kind=kind, target_id=action.target_id,
+        value=value if phase == "apply" else restore, phase=phase,
+        release_stage=None if phase == "apply" else action.release_stage, why=why,
+        trace_id=event.trace_id, requested_at=now)
+
+
+@dataclass
+class DrService:
+    store: Store
+    baselines: BaselineSource
+    publish_command: PublishCommand
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    inventory: InventorySource | None = None
+    release_stages: int = 3
+    release_gap_s: float = 300.0
+    report_timeout_s: float = 600.0
+    owned: Callable[[str], bool] = lambda _facility_id: True
+    """Kafka runtime: only the facilities of this worker's partitions."""
+    poll_s: float = 1.0
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wake(self) -> None:
+        """A new event arrived (the ``dr-events`` stream): look at it now."""
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                wait_s = await self.tick()
+            except Exception:  # the store is down: try again on the next pass
+                log.exception("DR pass failed")
+                wait_s = self.poll_s
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, wait_s))
+
+    async def tick(self) -> float:
+        """One pass over the open events; seconds until something is due next."""
+        events = [e for e in await self.store.dr_events(statuses=("scheduled", "active"))
+                  if self.owned(e.facility_id)]
+        facilities = {f.facility_id: f for f in await self.store.facilities()} if events else {}
+        wait_s = self.poll_s
+        for event in events:
+            token = trace_id_var.set(event.trace_id)
+            try:
+                due = await self.step(event, facilities.get(event.facility_id))
+            finally:
+                trace_id_var.reset(token)
+            if due is not None:
+                wait_s = min(wait_s, (due - self.clock()).total_seconds())
+        return wait_s
+
+    async def step(self, e: DrEvent, facility: Facility | None) -> datetime | None:
+        """Does what is due for one event; when it next needs a look (None: final)."""
+        now = self.clock()
+        if e.status == "scheduled" and e.plan is None:
+            if facility is None:
+                await self._finish(e, "failed", reason=f"unknown facility {e.facility_id}")
+                return None
+            e = await self._prepare(e, facility, now)
+            if e.final:
+                return None
+        if e.status == "scheduled":
+            if now >= e.event_end:
+                await self._finish(e, "failed", reason="the event ended before SEMS could act")
+                return None
+            if now < e.event_start:
+                return e.event_start
+            e = await self._apply(e, now)
+        plan = Plan.model_validate(e.plan)
+        stages = plan.release_stages
+        for stage in stages[e.release_stages_sent:]:
+            if now < stage.release_at:
+                return stage.release_at
+            e = await self._release(e, plan, stage.stage, now)
+        if now < e.event_end:
+            return e.event_end
+        return await self._report(e, now)
+
+    async def _prepare(self, e: DrEvent, facility: Facility, now: datetime) -> DrEvent:
+        if now >= e.event_end:
+            await self._finish(e, "failed", reason="the event ended before it was planned")
+            return e.model_copy(update={"status": "failed"})
+        try:
+            baseline = (baseline_of(e.baseline) if e.baseline is not None else
+                        await self.baselines.baseline(facility, event_start=e.event_start,
+                                                      event_end=e.event_end, now=now))
+        except NoBaseline as exc:
+            await self._finish(e, "failed", reason=f"no baseline: {exc}")
+            return e.model_copy(update={"status": "failed"})
+        target_kw = e.target_reduction_kw
+        if target_kw is None:
+            target_kw = (e.target_reduction_percentage or 0.0) / 100.0 * baseline.mean_kw
+        if self.inventory is None:
+            await self._finish(e, "failed", reason="no BMS is configured (SEMS_BMS_URL)")
+            return e.model_copy(update={"status": "failed"})
+        try:
+            inventory = await self.inventory.inventory(e.facility_id, at=e.event_start)
+        except Exception as exc:  # the BMS cannot be read: nothing to plan with
+            await self._finish(e, "failed", reason=f"the BMS inventory failed: {exc}")
+            return e.model_copy(update={"status": "failed"})
+        upper = await self.baselines.upper_band(e.facility_id, baseline)
+        plan = plan_reduction(inventory, target_reduction_kw=target_kw, forecast_upper_kw=upper,
+                              baseline_kw=baseline.baseline_kw, event_start=e.event_start,
+                              event_end=e.event_end, event_id=e.id,
+                              release_stages=self.release_stages,
+                              release_gap_s=self.release_gap_s)
+        if not plan.meets_target:
+            log.warning("DR event %s: the plan sheds %.1f kW of %.1f kW asked (%s)", e.id,
+                        plan.expected_reduction_kw, plan.required_reduction_kw,
+                        "; ".join(plan.notes))
+        log.info("DR event %s planned: %s baseline %.1f kW, target %.1f kW, %d actions", e.id,
+                 baseline.method, baseline.mean_kw, target_kw, len(plan.actions))
+        return await self._save(e, target_reduction_kw=target_kw, baseline=baseline.to_dict(),
+                                plan=plan.model_dump(mode="json"))
+
+    async def _apply(self, e: DrEvent, now: datetime) -> DrEvent:
+        plan = Plan.model_validate(e.plan)
+        for action in plan.actions:
+            command = command_for(e, action, "apply", now)
+            if command is not None:
+                await self.publish_command(command)
+        log.info("DR event %s started: %d commands sent to the BMS", e.id, len(plan.actions))
+        self.metrics.dr_events.labels("active").inc()
+        return await self._save(e, status="active")
+
+    async def _release(self, e: DrEvent, plan: Plan, stage: int, now: datetime) -> DrEvent:
+        for action in plan.actions:
+            if action.release_stage == stage:
+                command = command_for(e, action, "release", now)
+                if command is not None:
+                    await self.publish_command(command)
+        log.info("DR event %s: release stage %d sent", e.id, stage)
+        return await self._save(e, release_stages_sent=stage + 1)
+
+    async def _report(self, e: DrEvent, now: datetime) -> datetime | None:
+        baseline = baseline_of(e.baseline or {})
+        minutes = int((e.event_end - e.event_start).total_seconds() // 60)
+        metered = await self.baselines.metered(e.facility_id, e.event_start, e.event_end,
+                                                interval_s=60)
+        waited_s = (now - e.event_end).total_seconds()
+        if len(metered) < minutes and waited_s < self.report_timeout_s:
+            return now + timedelta(seconds=self.poll_s)  # the last rollups are not final yet
+        try:
+            report = achieved_reduction(baseline, metered,
+                                        target_reduction_kw=e.target_reduction_kw,
+                                        event_id=e.event_id or e.id)
+        except InsufficientMeterDataError as exc:
+            await self._finish(e, "failed", reason=f"no report: {exc}")
+            return None
+        fresh = await self.store.dr_event(e.id)
+        failed = bool(fresh is not None and fresh.failures)
+        log.info("DR event %s report: achieved %.1f kW of %.1f kW (%.0f %%)", e.id,
+                 report.average_achieved_reduction_kw, e.target_reduction_kw or 0.0,
+                 report.percent_of_target or 0.0)
+        await self._finish(e, "failed" if failed else "completed", report=report.to_dict(),
+                           achieved_reduction_kw=report.average_achieved_reduction_kw)
+        return None
+
+    async def _finish(self, e: DrEvent, status: str, *, reason: str | None = None,
+                      **changes: Any) -> None:
+        if reason is not None:
+            log.warning("DR event %s failed: %s", e.id, reason)
+            await self.store.add_dr_event_failure(e.id, reason)
+        self.metrics.dr_events.labels(status).inc()
+        await self._save(e, status=status, **changes)
+
+    async def _save(self, e: DrEvent, **changes: Any) -> DrEvent:
+        updated = e.model_copy(update={**changes, "updated_at": self.clock()})
+        await self.store.update_dr_event(updated)
+        return updated

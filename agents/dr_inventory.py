@@ -1,0 +1,82 @@
+"""What the planner may shed at a facility: from the building model when the BMS is the
+in-process simulator (its kW per degC at the event's weather and occupancy), else from the
+BMS's own lists with design estimates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from agents.dr.inventory import (
+    HvacZoneResource,
+    Inventory,
+    LightingGroupResource,
+    inventory_from_building,
+)
+from connectors.bms import BmsController
+from simulators.building import BuildingModel
+
+DESIGN_FAN_FRACTION = 0.12  # the share of a zone's rated kW that is fans, not compressor
+DESIGN_GAP_C = 16.0  # a zone reaches rated kW at this many degC outside its dead band
+DESIGN_FLOOR_FRACTION = 0.05  # egress lighting that is never dimmed
+
+
+class InventorySource(Protocol):
+    async def inventory(self, facility_id: str, *, at: datetime) -> Inventory: ...
+
+
+@dataclass(frozen=True)
+class ComfortLimits:
+    max_setpoint_offset_c: float = 4.0
+    min_lighting_pct: float = 30.0
+    setpoint_step_c: float = 0.5
+    lighting_step_pct: float = 10.0
+
+
+@dataclass
+class SimulatorInventory:
+    """The simulated buildings the in-process BMS commands (``fleet.models``)."""
+
+    models: Mapping[str, BuildingModel]
+    limits: ComfortLimits = ComfortLimits()
+
+    async def inventory(self, facility_id: str, *, at: datetime) -> Inventory:
+        model = self.models.get(facility_id)
+        if model is None:
+            raise LookupError(f"the BMS has no building {facility_id!r}")
+        lim = self.limits
+        return inventory_from_building(
+            model, at=at, max_setpoint_offset_c=lim.max_setpoint_offset_c,
+            setpoint_step_c=lim.setpoint_step_c, min_lighting_level_pct=lim.min_lighting_pct,
+            lighting_step_pct=lim.lighting_step_pct)
+
+
+@dataclass
+class BmsInventory:
+    """Zones and lighting groups as a BMS lists them, sized by design rules (a zone's
+    compressor kW spread over a 16 degC gap; a group's dimmable share at its current level).
+    Cooling is assumed: a positive offset sheds."""
+
+    bms: BmsController
+    limits: ComfortLimits = ComfortLimits()
+
+    async def inventory(self, facility_id: str, *, at: datetime) -> Inventory:
+        lim = self.limits
+        zones = tuple(
+            HvacZoneResource(
+                zone_id=z.zone_id,
+                max_setpoint_offset_c=min(lim.max_setpoint_offset_c, z.max_offset_c),
+                setpoint_step_c=lim.setpoint_step_c,
+                kw_per_degc=z.rated_kw * (1 - DESIGN_FAN_FRACTION) / DESIGN_GAP_C,
+                comfort_cost_per_degc=10.0)
+            for z in await self.bms.list_zones(facility_id))
+        groups = tuple(
+            LightingGroupResource(
+                group_id=g.group_id,
+                kw_at_full=g.rated_kw * (1 - DESIGN_FLOOR_FRACTION) * g.level_pct / 100,
+                min_level_pct=lim.min_lighting_pct, comfort_cost_per_pct=1.0,
+                dim_step_pct=lim.lighting_step_pct)
+            for g in await self.bms.list_lighting_groups(facility_id))
+        return Inventory(facility_id=facility_id, zones=zones, lighting_groups=groups)

@@ -1,0 +1,20 @@
+"""What the demand-response routes need (``ApiDeps.dr``); the runtime builds it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from agents.dr_baseline import BaselineSource
+from schemas.dr import DrEvent
+from tables.ports import AccessStore, DrStore
+
+
+@dataclass(frozen=True)
+class DrApi:
+    store: DrStore
+    access: AccessStore
+    baselines: BaselineSource
+    submit: Callable[[DrEvent], Awaitable[None]]
+    """Puts a new event on the ``dr-events`` stream, to the DR agent."""
+    signature_tolerance_s: float = 300.0

@@ -1,0 +1,203 @@
+"""Demand-response events and the BMS command audit trail in PostgreSQL (``DrStore``); schema
+in migrations 0001 and 0004. ``failures`` is appended in SQL and never written by
+``update_dr_event``, so concurrent writers of one event do not lose each other's changes."""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, cast
+
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+
+from schemas.dr import BmsCommandRecord, DrEvent, DrStatus
+
+Conn = AsyncConnection[TupleRow]
+
+_EVENT_COLUMNS = (
+    "id, event_id, utility_id, facility_id, source, event_start, event_end, "
+    "target_reduction_kw, target_reduction_percentage, status, baseline_kw, plan, report, "
+    "achieved_reduction_kw, failures, release_stages_sent, trace_id, created_at, updated_at")
+_EVENT_NAMES = [c.strip() for c in _EVENT_COLUMNS.split(",")]
+_COMMAND_COLUMNS = (
+    "command_id, dr_event_id, facility_id, kind, target_id, value, phase, release_stage, why, "
+    "trace_id, requested_at, sent_at, result, applied_at, failure, fault_code, error, "
+    "replayed, released_at")
+_COMMAND_NAMES = [c.strip() for c in _COMMAND_COLUMNS.split(",")]
+_MUTABLE = ("target_reduction_kw", "status", "baseline_kw", "plan", "report",
+            "achieved_reduction_kw", "release_stages_sent", "updated_at")
+
+
+def _json(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
+
+
+def _event_row(e: DrEvent) -> dict[str, Any]:
+    return {"id": uuid.UUID(e.id), "event_id": e.event_id, "utility_id": e.utility_id,
+            "facility_id": e.facility_id, "source": e.source, "event_start": e.event_start,
+            "event_end": e.event_end, "target_reduction_kw": e.target_reduction_kw,
+            "target_reduction_percentage": e.target_reduction_percentage, "status": e.status,
+            "baseline_kw": _json(e.baseline), "plan": _json(e.plan),
+            "report": _json(e.report), "achieved_reduction_kw": e.achieved_reduction_kw,
+            "failures": Jsonb(list(e.failures)), "release_stages_sent": e.release_stages_sent,
+            "trace_id": e.trace_id, "created_at": e.created_at, "updated_at": e.updated_at}
+
+
+def _event(row: TupleRow) -> DrEvent:
+    values = dict(zip(_EVENT_NAMES, row, strict=True))
+    values["id"] = str(values["id"])
+    values["baseline"] = values.pop("baseline_kw")
+    return DrEvent.model_validate(values)
+
+
+def _command(row: TupleRow) -> BmsCommandRecord:
+    values = dict(zip(_COMMAND_NAMES, row, strict=True))
+    values["command_id"] = str(values["command_id"])
+    values["dr_event_id"] = str(values["dr_event_id"])
+    return BmsCommandRecord.model_validate(values)
+
+
+def _command_row(r: BmsCommandRecord) -> dict[str, Any]:
+    row = r.model_dump()
+    row["command_id"] = uuid.UUID(r.command_id)
+    row["dr_event_id"] = uuid.UUID(r.dr_event_id)
+    return row
+
+
+class PostgresDr:
+    """Mixed into ``PostgresStore``: the same pool, error handling and metrics."""
+
+    if TYPE_CHECKING:
+        def _transaction(self, op: str) -> AbstractAsyncContextManager[Conn]: ...
+
+        async def _read(self, op: str, sql: str,
+                        params: tuple[Any, ...] = ()) -> list[TupleRow]: ...
+
+        def _written(self, table: str, rows: int) -> None: ...
+
+    async def insert_dr_event(self, event: DrEvent) -> bool:
+        row = _event_row(event)
+        async with self._transaction("insert_dr_event") as conn:
+            cursor = await conn.execute(
+                f"INSERT INTO dr_events ({_EVENT_COLUMNS}) VALUES "
+                f"({', '.join('%(' + n + ')s' for n in _EVENT_NAMES)}) "
+                "ON CONFLICT DO NOTHING", row)
+            inserted = cursor.rowcount > 0
+        self._written("dr_events", int(inserted))
+        return inserted
+
+    async def update_dr_event(self, event: DrEvent) -> None:
+        row = _event_row(event)
+        async with self._transaction("update_dr_event") as conn:
+            await conn.execute(
+                f"UPDATE dr_events SET {', '.join(f'{n} = %({n})s' for n in _MUTABLE)} "
+                "WHERE id = %(id)s", row)
+        self._written("dr_events", 1)
+
+    async def add_dr_event_failure(self, id: str, reason: str) -> None:
+        async with self._transaction("add_dr_event_failure") as conn:
+            await conn.execute("UPDATE dr_events SET failures = failures || %s, "
+                               "updated_at = now() WHERE id = %s",
+                               (Jsonb([reason]), uuid.UUID(id)))
+        self._written("dr_events", 1)
+
+    async def dr_event(self, id: str) -> DrEvent | None:
+        try:
+            key = uuid.UUID(id)
+        except ValueError:
+            return None
+        rows = await self._read("dr_event", f"SELECT {_EVENT_COLUMNS} FROM dr_events "
+                                            "WHERE id = %s", (key,))
+        return _event(rows[0]) if rows else None
+
+    async def dr_events(self, *, facility_id: str | None = None,
+                        statuses: tuple[DrStatus, ...] = (), limit: int = 1000) -> list[DrEvent]:
+        where: list[str] = ["true"]
+        params: list[Any] = []
+        if facility_id is not None:
+            where.append("facility_id = %s")
+            params.append(facility_id)
+        if statuses:
+            where.append("status = ANY(%s)")
+            params.append(list(statuses))
+        rows = await self._read(
+            "dr_events", f"SELECT {_EVENT_COLUMNS} FROM dr_events WHERE {' AND '.join(where)} "
+                         "ORDER BY event_start DESC, id LIMIT %s", (*params, limit))
+        return [_event(r) for r in rows]
+
+    async def record_bms_command(self, record: BmsCommandRecord) -> bool:
+        async with self._transaction("record_bms_command") as conn:
+            cursor = await conn.execute(
+                f"INSERT INTO bms_commands ({_COMMAND_COLUMNS}) VALUES "
+                f"({', '.join('%(' + n + ')s' for n in _COMMAND_NAMES)}) "
+                "ON CONFLICT (command_id) DO NOTHING", _command_row(record))
+            inserted = cursor.rowcount > 0
+        self._written("bms_commands", int(inserted))
+        return inserted
+
+    async def update_bms_command(self, record: BmsCommandRecord) -> None:
+        names = [n for n in _COMMAND_NAMES if n != "command_id"]
+        async with self._transaction("update_bms_command") as conn:
+            await conn.execute(
+                f"UPDATE bms_commands SET {', '.join(f'{n} = %({n})s' for n in names)} "
+                "WHERE command_id = %(command_id)s", _command_row(record))
+        self._written("bms_commands", 1)
+
+    async def bms_command(self, command_id: str) -> BmsCommandRecord | None:
+        try:
+            key = uuid.UUID(command_id)
+        except ValueError:
+            return None
+        rows = await self._read("bms_command", f"SELECT {_COMMAND_COLUMNS} FROM bms_commands "
+                                               "WHERE command_id = %s", (key,))
+        return _command(rows[0]) if rows else None
+
+    async def bms_commands(self, dr_event_id: str) -> list[BmsCommandRecord]:
+        try:
+            key = uuid.UUID(dr_event_id)
+        except ValueError:
+            return []
+        rows = await self._read("bms_commands", f"SELECT {_COMMAND_COLUMNS} FROM bms_commands "
+                                                "WHERE dr_event_id = %s "
+                                                "ORDER BY requested_at, command_id", (key,))
+        return [_command(r) for r in rows]
+
+
+class DelegatedDr:
+    """``DrStore`` of a store that keeps its events in a ``PostgresStore`` (``postgres``):
+    mixed into ``ProductionStore``."""
+
+    @property
+    def _events(self) -> PostgresDr:
+        return cast(PostgresDr, vars(self)["postgres"])
+
+    async def insert_dr_event(self, event: DrEvent) -> bool:
+        return await self._events.insert_dr_event(event)
+
+    async def update_dr_event(self, event: DrEvent) -> None:
+        await self._events.update_dr_event(event)
+
+    async def add_dr_event_failure(self, id: str, reason: str) -> None:
+        await self._events.add_dr_event_failure(id, reason)
+
+    async def dr_event(self, id: str) -> DrEvent | None:
+        return await self._events.dr_event(id)
+
+    async def dr_events(self, *, facility_id: str | None = None,
+                        statuses: tuple[DrStatus, ...] = (), limit: int = 1000) -> list[DrEvent]:
+        return await self._events.dr_events(facility_id=facility_id, statuses=statuses,
+                                             limit=limit)
+
+    async def record_bms_command(self, record: BmsCommandRecord) -> bool:
+        return await self._events.record_bms_command(record)
+
+    async def update_bms_command(self, record: BmsCommandRecord) -> None:
+        await self._events.update_bms_command(record)
+
+    async def bms_command(self, command_id: str) -> BmsCommandRecord | None:
+        return await self._events.bms_command(command_id)
+
+    async def bms_commands(self, dr_event_id: str) -> list[BmsCommandRecord]:
+        return await self._events.bms_commands(dr_event_id)
