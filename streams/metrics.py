@@ -134,3 +134,6 @@ class Metrics:
             "sems_bms_commands_total", "BMS commands sent, by kind and result (ok, failed)",
             ["kind", "result"], registry=r,
         )
+        for kind in ("zone_setpoint_offset", "lighting_level"):  # at 0, so the first failure
+            for result in ("ok", "failed"):  # is an increase that alerts can see
+                self.bms_commands.labels(kind, result)

@@ -98,8 +98,7 @@ class PostgresDr:
 
     async def add_dr_event_failure(self, id: str, reason: str) -> None:
         async with self._transaction("add_dr_event_failure") as conn:
-            await conn.execute("UPDATE dr_events SET failures = failures || %s, "
-                               "updated_at = now() WHERE id = %s",
+            await conn.execute("UPDATE dr_events SET failures = failures || %s WHERE id = %s",
                                (Jsonb([reason]), uuid.UUID(id)))
         self._written("dr_events", 1)
 

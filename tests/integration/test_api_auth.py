@@ -7,22 +7,29 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import jwt
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
+from agents.dr.baseline_types import BaselineResult
+from agents.dr_baseline import BaselineSource
 from api import ApiDeps, apikeys, create_app
 from api.app import ENDPOINTS
 from api.auth import Authenticator
+from api.dr_deps import DrApi
 from api.principal import Role
 from api.ratelimit import RateLimiter
+from api.signatures import sign
 from api.tokens import LocalIssuer, RemoteJwks, StaticKeys, TokenVerifier
 from connectors.sqlite import SqliteStore
 from schemas.access import Utility
+from schemas.dr import DrEvent, webhook_event_uuid
 from schemas.metadata import Facility, Meter, MeterType
 from streams.metrics import Metrics
 from tests.auth_helpers import AUDIENCE, ISSUER, authenticator, bearer, issuer, token
@@ -48,7 +55,47 @@ POLICY: dict[tuple[str, str], frozenset[Role] | None] = {
     ("GET", "/api/facilities/{facility_id}/current"): ALL,
     ("GET", "/api/facilities/{facility_id}/rollups"): ALL,
     ("GET", "/api/facilities/{facility_id}/forecast"): ALL,
+    # Public at the token layer: authenticated by the utility's HMAC signature instead.
+    ("POST", "/webhooks/utility/dr-notification"): PUBLIC,
+    ("POST", "/api/dr-events"): frozenset({Role.UTILITY, Role.ADMIN}),
+    ("GET", "/api/dr-events/{dr_event_id}"): ALL,
+    ("GET", "/api/facilities/{facility_id}/dr-events"): ALL,
 }
+OK_STATUS = {("POST", "/api/dr-events"): 201}
+EVENT_ID = webhook_event_uuid("gridco", "E-0", A)
+
+
+def request_kwargs(method: str, path: str) -> dict[str, Any]:
+    """What a well-formed call of each route sends besides its credentials: a signed
+    notification for the webhook, an event for POST /api/dr-events."""
+    start = (datetime.now(UTC) + timedelta(hours=1)).replace(minute=0, second=0,
+                                                              microsecond=0)
+    window = {"event_start": start.isoformat(),
+              "event_end": (start + timedelta(hours=1)).isoformat()}
+    if path == "/webhooks/utility/dr-notification":
+        body = orjson.dumps({"event_id": "E-1", "facility_ids": [A],
+                             "target_reduction_percentage": 10, **window})
+        stamp = int(datetime.now(UTC).timestamp())
+        return {"data": body, "headers": {
+            "Content-Type": "application/json", "X-SEMS-Utility": "gridco",
+            "X-SEMS-Timestamp": str(stamp), "X-SEMS-Signature": sign("whsec", stamp, body)}}
+    if method == "POST" and path == "/api/dr-events":
+        return {"json": {"facility_id": A, "target_reduction_kw": 10, **window}}
+    return {}
+
+
+class FixedBaseline(BaselineSource):
+    """A flat 100 kW baseline, whatever the history (the routes' policy is under test)."""
+
+    async def baseline(self, facility: Facility, *, event_start: datetime,
+                       event_end: datetime, now: datetime) -> BaselineResult:
+        return BaselineResult(method="meter_before", interval_s=3600,
+                              interval_starts=(event_start,), baseline_kw=(100.0,),
+                              unadjusted_kw=(100.0,))
+
+
+async def _submitted(_: DrEvent) -> None:
+    pass
 
 
 @pytest.fixture
@@ -61,6 +108,11 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
                            for f in (A, B)])
     await s.upsert_utility(Utility(utility_id="gridco", name="GridCo", facility_ids=(A,),
                                    webhook_secret=SecretStr("whsec")))
+    now = datetime.now(UTC)
+    await s.insert_dr_event(DrEvent(id=EVENT_ID, event_id="E-0", utility_id="gridco",
+                                    facility_id=A, source="webhook", event_start=now,
+                                    event_end=now + timedelta(hours=1), created_at=now,
+                                    updated_at=now))
     yield s
     await s.close()
 
@@ -69,7 +121,10 @@ def app_for(store: SqliteStore, *, auth: Authenticator | None = None,
             limiter: RateLimiter | None = None) -> web.Application:
     return create_app(ApiDeps(timeseries=store, metadata=store, metrics=store.metrics,
                               auth=auth or authenticator(store), jwks=issuer().jwks(),
-                              rate_limiter=limiter or RateLimiter(1000, 1000), forecasts=store))
+                              rate_limiter=limiter or RateLimiter(1000, 1000), forecasts=store,
+                              dr=DrApi(store=store, access=store,
+                                       baselines=FixedBaseline(store, store),
+                                       submit=_submitted)))
 
 
 @pytest.fixture
@@ -79,7 +134,7 @@ async def client(store: SqliteStore) -> AsyncIterator[Client]:
 
 
 def concrete(path: str, facility: str) -> str:
-    return path.replace("{facility_id}", facility)
+    return path.replace("{facility_id}", facility).replace("{dr_event_id}", EVENT_ID)
 
 
 async def test_the_policy_covers_every_route(client: Client) -> None:
@@ -98,10 +153,12 @@ async def test_every_route_with_every_role(client: Client, route: tuple[str, str
     method, path = route
     allowed = POLICY[route]
     # A token scoped to plant-a, asking for plant-a: only the role decides.
-    resp = await client.request(method, concrete(path, A), headers=bearer(role, [A]))
+    kwargs = request_kwargs(method, path)
+    headers = {**kwargs.pop("headers", {}), **bearer(role, [A])}
+    resp = await client.request(method, concrete(path, A), headers=headers, **kwargs)
     body = await resp.read()
     if allowed is None or role in allowed:
-        assert resp.status == 200, body
+        assert resp.status == OK_STATUS.get(route, 200), body
     else:
         assert resp.status == 403, body
         assert (await resp.json())["error_code"] == "forbidden"
@@ -109,7 +166,8 @@ async def test_every_route_with_every_role(client: Client, route: tuple[str, str
         # The same token asking for plant-b: refused before anything about plant-b is read,
         # and the same for a facility that does not exist (no existence oracle).
         for other, admin_status in ((B, 200), ("no-such-plant", 404)):
-            resp = await client.request(method, concrete(path, other), headers=bearer(role, [A]))
+            resp = await client.request(method, concrete(path, other),
+                                        headers=bearer(role, [A]), **request_kwargs(method, path))
             if role is Role.ADMIN:  # sees every facility
                 assert resp.status == admin_status, await resp.text()
             else:
@@ -120,7 +178,7 @@ async def test_every_route_with_every_role(client: Client, route: tuple[str, str
 @pytest.mark.parametrize("route", sorted(POLICY), ids=lambda r: f"{r[0]} {r[1]}")
 async def test_every_route_without_credentials(client: Client, route: tuple[str, str]) -> None:
     method, path = route
-    resp = await client.request(method, concrete(path, A))
+    resp = await client.request(method, concrete(path, A), **request_kwargs(method, path))
     if POLICY[route] is None:
         assert resp.status == 200
         return

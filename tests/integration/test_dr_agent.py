@@ -1,0 +1,208 @@
+"""The DR agent and the BMS-command agent against the in-process BMS (``LocalBms``) and the
+embedded store, on a clock of the test's own: apply at the start, staged restore after the
+end, the report, failures recorded and counted, replays sending nothing twice, and a restart
+in the middle of an event resuming from the store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agents.bms_commands import BmsCommandExecutor
+from agents.demand_response import DrService
+from agents.dr_baseline import BaselineSource
+from agents.dr_inventory import SimulatorInventory
+from connectors.bms import BmsCommand, CommandResult
+from connectors.bms.local import LocalBms
+from connectors.sqlite import SqliteStore
+from schemas.dr import BmsCommandRecord, DrEvent
+from schemas.rollup import Rollup, Scope, WindowName
+from simulators.bms_service import BmsService
+from simulators.fleet import Fleet, build_fleet
+from streams.metrics import Metrics
+from tables.ports import CommitBatch
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 7, 15, 18, 0, tzinfo=UTC)  # 14:00 in New York, a Wednesday
+END = START + timedelta(minutes=10)
+FAC = "fac-001"
+BASE_KW, METERED_KW = 400.0, 330.0
+
+
+def rollups(start: datetime, minutes: int, kw: float) -> list[Rollup]:
+    return [Rollup(scope=Scope.FACILITY, facility_id=FAC, window=WindowName.MIN_1,
+                   window_start=start + timedelta(minutes=i),
+                   window_end=start + timedelta(minutes=i + 1), avg_power_kw=kw,
+                   max_power_kw=kw, min_power_kw=kw, total_energy_kwh=kw / 60, sample_count=4,
+                   covered_s=60, coverage=1.0) for i in range(minutes)]
+
+
+@dataclass
+class Rig:
+    store: SqliteStore
+    fleet: Fleet
+    service: BmsService
+    now: datetime = START - timedelta(minutes=5)
+    sent: list[str] = field(default_factory=list)
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def clock(self) -> datetime:
+        return self.now
+
+    def observe(self, command: BmsCommand, _result: CommandResult, _duration_s: float) -> None:
+        self.sent.append(command.command_id)
+
+    def agent(self) -> tuple[DrService, BmsCommandExecutor]:
+        """A DR agent and a command agent as a (re)started process builds them."""
+        executor = BmsCommandExecutor(self.store, self.metrics, self.clock,
+                                      bms=LocalBms(self.service, observers=[self.observe]))
+
+        async def publish(command: BmsCommandRecord) -> None:
+            await executor.execute(command)
+
+        dr = DrService(self.store, BaselineSource(self.store, self.store, method="meter_before"),
+                       publish, self.metrics, self.clock,
+                       inventory=SimulatorInventory(self.fleet.models), release_stages=2,
+                       release_gap_s=60)
+        return dr, executor
+
+    async def event(self, pct: float = 20.0) -> DrEvent:
+        e = DrEvent(id="6a8e1c55-0d3e-4b8e-9d1e-3f0f4a1b2c3d", event_id="E-1",
+                    utility_id="gridco", facility_id=FAC, source="webhook", event_start=START,
+                    event_end=END, target_reduction_percentage=pct, trace_id="trace-1",
+                    created_at=self.now, updated_at=self.now)
+        await self.store.insert_dr_event(e)
+        return e
+
+    async def load(self) -> DrEvent:
+        got = await self.store.dr_event("6a8e1c55-0d3e-4b8e-9d1e-3f0f4a1b2c3d")
+        assert got is not None
+        return got
+
+    def offsets(self) -> list[float]:
+        return [z.setpoint_offset_c for z in self.fleet.models[FAC].zones]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    fleet = build_fleet(facilities=1, meters_per_facility=4, seed=42)
+    store = SqliteStore(tmp_path / "sems.db", metrics=Metrics())
+    await store.open()
+    await store.upsert_facilities(list(fleet.facilities))
+    await store.commit(CommitBatch(rollups=rollups(START - timedelta(minutes=20), 20, BASE_KW)))
+    yield Rig(store, fleet, BmsService(fleet.models))
+    await store.close()
+
+
+async def test_plans_applies_at_start_releases_in_stages_and_reports(rig: Rig) -> None:
+    dr, _ = rig.agent()
+    await rig.event()
+    assert await dr.tick() <= 1.0
+    e = await rig.load()
+    assert e.status == "scheduled" and e.baseline is not None and e.plan is not None
+    assert e.baseline["method"] == "meter_before" and e.target_reduction_kw == 80.0  # 20 % of 400
+    assert rig.sent == [] and rig.offsets() == [0.0] * 4  # nothing before the start
+
+    rig.now = START
+    await dr.tick()
+    assert (await rig.load()).status == "active"
+    applied = list(rig.sent)
+    assert applied and any(o != 0 for o in rig.offsets())
+    records = await rig.store.bms_commands(e.id)
+    assert {r.phase for r in records} == {"apply"} and all(r.result == "ok" for r in records)
+    assert all(r.trace_id == "trace-1" and r.why.startswith(f"DR event {e.id} (gridco/E-1)")
+               for r in records)
+
+    rig.now = END  # the first release stage; the second 60 s later
+    await rig.store.commit(CommitBatch(rollups=rollups(START, 10, METERED_KW)))
+    await dr.tick()
+    assert (await rig.load()).release_stages_sent == 1
+    rig.now = END + timedelta(seconds=60)
+    await dr.tick()
+    e = await rig.load()
+    assert e.status == "completed" and e.release_stages_sent == 2
+    assert rig.offsets() == [0.0] * 4
+    assert all(g.level_pct == 100.0 for g in rig.fleet.models[FAC].lighting_groups)
+    assert e.achieved_reduction_kw == pytest.approx(BASE_KW - METERED_KW)
+    assert e.report is not None and e.report["percent_of_target"] == pytest.approx(87.5)
+    records = await rig.store.bms_commands(e.id)
+    assert all(r.released_at is not None for r in records if r.phase == "apply")
+    assert len(rig.sent) == 2 * len(applied) == len(set(rig.sent))
+    m = rig.metrics.registry.get_sample_value
+    assert m("sems_dr_events_total", {"status": "completed"}) == 1
+    assert (m("sems_bms_commands_total", {"kind": "zone_setpoint_offset", "result": "ok"})
+            or 0) > 0
+
+
+async def test_a_failed_command_is_recorded_on_the_event_and_counted(rig: Rig) -> None:
+    dr, _ = rig.agent()
+    rig.service.faults.faulty_ids.add("zone-1")
+    await rig.event(pct=25.0)
+    await dr.tick()
+    rig.now = START
+    await dr.tick()
+    e = await rig.load()
+    assert e.status == "active"  # the other commands went out
+    assert any("zone-1" in f and "fault" in f for f in e.failures)
+    [record] = [r for r in await rig.store.bms_commands(e.id) if r.target_id == "zone-1"]
+    assert record.result == "failed" and record.fault_code == "injected"
+    assert rig.metrics.registry.get_sample_value(
+        "sems_bms_commands_total", {"kind": "zone_setpoint_offset", "result": "failed"}) == 1
+    await rig.store.commit(CommitBatch(rollups=rollups(START, 10, METERED_KW)))
+    rig.now = END + timedelta(minutes=5)
+    await dr.tick()
+    e = await rig.load()
+    assert e.status == "failed" and e.report is not None  # reported, and failed with reasons
+
+
+async def test_a_replay_sends_nothing_twice(rig: Rig) -> None:
+    dr, executor = rig.agent()
+    await rig.event()
+    await dr.tick()
+    rig.now = START
+    await dr.tick()
+    sent = list(rig.sent)
+    for record in await rig.store.bms_commands((await rig.load()).id):
+        again = await executor.execute(record.model_copy(update={"result": "pending"}))
+        assert again.result == "ok"
+    assert rig.sent == sent  # recorded with a result: not sent again
+
+    # Recorded but without a result (the process died in flight): asked again with the same
+    # command id, which the BMS absorbs and answers as a replay.
+    first = (await rig.store.bms_commands((await rig.load()).id))[0]
+    await rig.store.update_bms_command(first.model_copy(update={"result": "pending"}))
+    redone = await executor.execute(first)
+    assert redone.result == "ok" and redone.replayed is True
+
+
+async def test_a_restart_mid_event_resumes_from_the_store(rig: Rig) -> None:
+    dr, _ = rig.agent()
+    await rig.event()
+    await dr.tick()
+    rig.now = START + timedelta(minutes=1)
+    await dr.tick()
+    applied = len(rig.sent)
+    restarted, _ = rig.agent()  # a new process: nothing in memory
+    rig.now = START + timedelta(minutes=2)
+    await restarted.tick()
+    assert len(rig.sent) == applied  # not applied again
+    await rig.store.commit(CommitBatch(rollups=rollups(START, 10, METERED_KW)))
+    rig.now = END + timedelta(minutes=2)
+    await restarted.tick()
+    e = await rig.load()
+    assert e.status == "completed" and rig.offsets() == [0.0] * 4
+    assert len(rig.sent) == 2 * applied
+
+
+async def test_an_event_missed_while_sems_was_down_fails_with_a_reason(rig: Rig) -> None:
+    dr, _ = rig.agent()
+    await rig.event()
+    rig.now = END + timedelta(minutes=1)
+    await dr.tick()
+    e = await rig.load()
+    assert e.status == "failed" and e.failures and rig.sent == []
