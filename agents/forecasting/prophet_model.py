@@ -1,7 +1,7 @@
 """``prophet``: Meta's Prophet with daily and weekly seasonality, the country's holidays and
 temperature as an extra regressor.
 
-A fit costs 0.2-1 s (Stan), a hundred times the regression, so Prophet is a backtest
+A fit costs 0.2-1 s (Stan), ten times a whole regression forecast, so Prophet is a backtest
 candidate on request (``candidates=`` / ``--models``), not in the default set that
 ``choose_model`` runs for every facility. It is fitted on hourly means of the last four weeks,
 in local wall-clock time (Prophet wants naive timestamps).
