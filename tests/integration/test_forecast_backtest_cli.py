@@ -3,6 +3,7 @@ of issue 6 (chosen model beats seasonal naive on MAPE by >= 20 %, 80 % coverage 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import eemeter  # type: ignore[import-untyped, unused-ignore]
@@ -41,3 +42,23 @@ def test_backtest_refuses_a_csv_without_offsets(tmp_path: Path,
     csv.write_text("timestamp,kw\n2026-01-01T00:00:00,1.0\n2026-01-01T01:00:00,2.0\n")
     assert main(["forecast", "backtest", "--input", str(csv)]) == 2
     assert "UTC offset" in capsys.readouterr().err
+
+
+def test_backtest_reads_timestamp_kw_at_15_min(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # 30 days of quarter hours in the documented `timestamp,kw` format, no temperature
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    lines = ["timestamp,kw"]
+    for i in range(30 * 96):
+        ts = start + timedelta(minutes=15 * i)
+        occupied = ts.weekday() < 5 and 7 <= ts.hour < 18
+        lines.append(f"{ts.isoformat()},{(150.0 if occupied else 50.0) + (i * 7919 % 13)}")
+    csv = tmp_path / "load.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    assert main(["forecast", "backtest", "--input", str(csv), "--origins", "3",
+                 "--calibration-origins", "4", "--timezone", "UTC", "--json"]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["step_s"] == 900 and report["origins"] == 3
+    assert sum(m["chosen"] for m in report["models"]) == 1
+    assert all(m["weather_used"] is False for m in report["models"])
+    assert {m["model"] for m in report["models"]} == {"fourier_ols", "mstl_ets", "seasonal_naive"}
