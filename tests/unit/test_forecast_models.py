@@ -162,3 +162,27 @@ def test_bad_input_is_refused() -> None:
     later = pd.Series([1.0], index=pd.DatetimeIndex(["2026-01-03T00:00Z"]))
     with pytest.raises(InsufficientHistory):
         forecast(later, now=datetime(2026, 1, 2, tzinfo=UTC), timezone="UTC", model="persistence")
+
+
+@pytest.mark.parametrize(
+    ("country", "low"),
+    [
+        ("DE", True),  # Ascension Day: a public holiday in Germany, forecast like a Sunday
+        (None, False),  # no holiday calendar: an ordinary Thursday, occupied
+    ],
+)
+def test_public_holiday_takes_the_day_off_shape(country: str | None, low: bool) -> None:
+    # Offices closed on weekends and on Good Friday, Easter Monday and 1 May (in the history)
+    index = quarter_hours("2026-03-31T22:00Z", 43)
+    local = index.tz_convert(BERLIN)
+    closed_days = {"2026-04-03", "2026-04-06", "2026-05-01"}
+    closed = np.isin(local.strftime("%Y-%m-%d"), list(closed_days))
+    hour = local.hour + local.minute / 60.0
+    occupied = (hour >= 7) & (hour < 18) & (local.day_of_week < 5) & ~closed
+    load = pd.Series(50.0 + 100.0 * occupied, index=index)
+    now = datetime(2026, 5, 13, 22, 0, tzinfo=UTC)  # midnight starting 14 May in Berlin
+    result = forecast(load[load.index < now], now=now, timezone=BERLIN, country=country,
+                      model="fourier_ols")
+    at_10_local = [p.predicted_load_kw for p in result.points if p.timestamp.hour == 8]
+    # 50 kW closed, 150 kW open; without the calendar the model expects a working Thursday
+    assert all((v < 80) if low else (v > 120) for v in at_10_local)
