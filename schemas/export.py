@@ -14,6 +14,7 @@ import orjson
 from pydantic import BaseModel
 
 from schemas.deadletter import DeadLetter
+from schemas.dr import BmsCommandRecord, DrEvent, DrNotification
 from schemas.forecast import LoadForecast
 from schemas.metadata import Facility, Meter
 from schemas.reading import SensorReading
@@ -26,6 +27,9 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "rollup": Rollup,
     "dead-letter": DeadLetter,
     "load-forecast": LoadForecast,
+    "dr-event": DrEvent,
+    "bms-command": BmsCommandRecord,
+    "dr-notification": DrNotification,
     "facility": Facility,
     "meter": Meter,
 }
