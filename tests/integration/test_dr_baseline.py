@@ -1,0 +1,93 @@
+"""The DR agent's baseline choice on the embedded store: the forecast when one covers the
+event, CAISO 10-in-10 with ten weekdays of history, meter-before otherwise; a fixed method
+fails with its reason."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agents.dr_baseline import BaselineSource, NoBaseline
+from connectors.sqlite import SqliteStore
+from schemas.forecast import LoadForecast, LoadForecastPoint
+from schemas.metadata import Facility
+from schemas.rollup import Rollup, Scope, WindowName
+from streams.metrics import Metrics
+from tables.ports import CommitBatch
+
+pytestmark = pytest.mark.integration
+
+FAC = Facility(facility_id="fac-001", name="NY", timezone="America/New_York",
+               contract_demand_kw=600, country="US")
+START = datetime(2026, 7, 15, 18, 0, tzinfo=UTC)  # 14:00 local, a Wednesday
+END = START + timedelta(hours=1)
+
+
+def rollups(start: datetime, end: datetime, window: WindowName, kw: float) -> list[Rollup]:
+    step = timedelta(seconds=60 if window is WindowName.MIN_1 else 900)
+    out, t = [], start
+    while t < end:
+        out.append(Rollup(scope=Scope.FACILITY, facility_id=FAC.facility_id, window=window,
+                          window_start=t, window_end=t + step, avg_power_kw=kw,
+                          max_power_kw=kw, min_power_kw=kw, total_energy_kwh=0.0,
+                          sample_count=1, covered_s=step.total_seconds(), coverage=1.0))
+        t += step
+    return out
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "sems.db", metrics=Metrics())
+    await s.open()
+    await s.upsert_facilities([FAC])
+    yield s
+    await s.close()
+
+
+async def test_the_forecast_first_with_its_band(store: SqliteStore) -> None:
+    points = [LoadForecastPoint(timestamp=START + timedelta(minutes=15 * i),
+                                predicted_load_kw=400.0, confidence_lower=380.0,
+                                confidence_upper=420.0, lower_95=370.0, upper_95=440.0)
+              for i in range(-4, 8)]
+    await store.upsert_forecast(LoadForecast(facility_id=FAC.facility_id, made_at=START,
+                                             model="fourier_ols", weather_used=True,
+                                             step_s=900, points=points))
+    source = BaselineSource(store, store)
+    result = await source.baseline(FAC, event_start=START, event_end=END, now=START)
+    assert (result.method, result.interval_s, result.baseline_kw) == ("forecast", 900,
+                                                                      (400.0,) * 4)
+    # the 80 % band's excess over the forecast (+20 kW) on top of the baseline
+    assert await source.upper_band(FAC.facility_id, result) == [420.0] * 4
+
+
+async def test_ten_in_ten_with_ten_weekdays_of_history(store: SqliteStore) -> None:
+    await store.commit(CommitBatch(rollups=rollups(START - timedelta(days=21), START,
+                                                   WindowName.MIN_15, 300.0)))
+    result = await BaselineSource(store, store).baseline(FAC, event_start=START, event_end=END,
+                                                         now=START)
+    assert result.method == "caiso_10_in_10" and len(result.days_used) == 10
+    assert result.baseline_kw == pytest.approx((300.0,) * 4)
+
+
+async def test_meter_before_for_a_short_event_off_the_quarter_grid(store: SqliteStore) -> None:
+    start = START + timedelta(minutes=7)
+    await store.commit(CommitBatch(rollups=rollups(start - timedelta(minutes=20), start,
+                                                   WindowName.MIN_1, 250.0)))
+    result = await BaselineSource(store, store).baseline(
+        FAC, event_start=start, event_end=start + timedelta(minutes=5), now=start)
+    assert (result.method, result.interval_s, result.baseline_kw) == ("meter_before", 60,
+                                                                      (250.0,) * 5)
+
+
+async def test_a_fixed_method_fails_with_its_reason(store: SqliteStore) -> None:
+    with pytest.raises(NoBaseline, match="forecast: no stored forecast covers the event"):
+        await BaselineSource(store, store, method="forecast").baseline(
+            FAC, event_start=START, event_end=END, now=START)
+    with pytest.raises(NoBaseline) as refused:
+        await BaselineSource(store, store).baseline(FAC, event_start=START, event_end=END,
+                                                    now=START)
+    assert [r.split(":")[0] for r in str(refused.value).split("; ")] == [
+        "forecast", "caiso_10_in_10", "meter_before"]
