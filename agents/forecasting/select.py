@@ -141,8 +141,12 @@ def choose_model(
     min_history = max(m.min_history for m in models)
     origins = rolling_origins(load, horizon=horizon, min_history=min_history,
                               count=evaluation_origins + calibration_origins)
+    # A young facility has few origins: split them about evenly between calibration and
+    # scoring rather than score one origin.
+    calibrating = min(calibration_origins,
+                      max(1, len(origins) - evaluation_origins, len(origins) // 2))
     result = backtest(load, ctx, models, horizon=horizon, origins=origins,
-                      calibration_origins=min(calibration_origins, max(1, len(origins) - 1)))
+                      calibration_origins=calibrating)
     chosen = best(result.scores) or names[0]
     calibration = result.calibrations.get(chosen)
     if calibration is None or calibration.residual_count == 0:
