@@ -5,12 +5,13 @@ Each command is recorded *before* it is sent and completed after, so a replay (a
 redelivered batch) finds it: a command with a result is never sent again; one recorded but
 without a result (the process died while it was in flight) is sent again with the *same*
 ``command_id``, which the BMS absorbs (idempotent on ``command_id``) while telling its outcome.
-No retry otherwise (docs/bms.md): a failure is logged by the connector, recorded on the
+No BMS retry otherwise (docs/bms.md): a failure is logged by the connector, recorded on the
 command and on its event, and counted in ``sems_bms_commands_total``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -92,11 +93,19 @@ class BmsCommandExecutor:
 
 
 async def bms_command_agent(batches: AsyncIterator[list[BmsCommandRecord]], *,
-                            executor: BmsCommandExecutor) -> None:
-    """One command at a time, in stream order (a facility's commands stay in order)."""
+                            executor: BmsCommandExecutor, store_retry_s: float = 1.0,
+                            store_attempts: int = 60) -> None:
+    """One command at a time, in stream order (a facility's commands stay in order). When the
+    store fails, the whole step is done again a second later (for a minute): that is safe, not
+    a BMS retry, since the audit row and the BMS's idempotency on ``command_id`` make a
+    repeated step send nothing twice."""
     async for batch in batches:
         for command in batch:
-            try:
-                await executor.execute(command)
-            except Exception:  # a store failure: the command stays pending and is redone
-                log.exception("BMS command %s could not be executed", command.command_id)
+            for attempt in range(1, store_attempts + 1):
+                try:
+                    await executor.execute(command)
+                    break
+                except Exception:
+                    log.exception("BMS command %s: the store failed (attempt %d of %d)",
+                                  command.command_id, attempt, store_attempts)
+                    await asyncio.sleep(store_retry_s)

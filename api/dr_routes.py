@@ -110,6 +110,9 @@ async def dr_notification(request: web.Request) -> web.Response:
     except SignatureError as exc:
         raise ApiError(401, "invalid_signature", str(exc)) from None
     note = _parse(request, body, DrNotification)
+    if note.event_end <= deps.clock():
+        raise ApiError(400, "invalid_body", "the event is over already",
+                       [{"loc": ["event_end"], "msg": "must be in the future"}])
     refused = [f for f in note.facility_ids if f not in utility.facility_ids]
     if refused:
         raise ApiError(403, "facility_forbidden", f"utility {utility.utility_id!r} has no "

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from agents.bms_commands import BmsCommandExecutor
-from agents.demand_response import DrService
+from agents.bms_commands import BmsCommandExecutor, bms_command_agent
+from agents.demand_response import DrService, command_for
+from agents.dr.plan import Plan
 from agents.dr_baseline import BaselineSource
 from agents.dr_inventory import SimulatorInventory
 from connectors.bms import BmsCommand, CommandResult
@@ -24,7 +26,7 @@ from schemas.rollup import Rollup, Scope, WindowName
 from simulators.bms_service import BmsService
 from simulators.fleet import Fleet, build_fleet
 from streams.metrics import Metrics
-from tables.ports import CommitBatch
+from tables.ports import CommitBatch, DrStore, StoreUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -206,3 +208,39 @@ async def test_an_event_missed_while_sems_was_down_fails_with_a_reason(rig: Rig)
     await dr.tick()
     e = await rig.load()
     assert e.status == "failed" and e.failures and rig.sent == []
+
+
+class FlakyStore:
+    """The store, except that the first audit write fails (a store outage)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.failures = 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def record_bms_command(self, record: BmsCommandRecord) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("down")
+        return await self.store.record_bms_command(record)
+
+
+async def test_a_store_outage_repeats_the_step_without_sending_twice(rig: Rig) -> None:
+    dr, _ = rig.agent()
+    await rig.event()
+    await dr.tick()
+    plan = Plan.model_validate((await rig.load()).plan)
+    command = command_for(await rig.load(), plan.actions[0], "apply", START)
+    assert command is not None
+    executor = BmsCommandExecutor(cast(DrStore, FlakyStore(rig.store)), rig.metrics, rig.clock,
+                                  bms=LocalBms(rig.service, observers=[rig.observe]))
+
+    async def one_batch() -> AsyncIterator[list[BmsCommandRecord]]:
+        yield [command]
+
+    await bms_command_agent(one_batch(), executor=executor, store_retry_s=0)
+    assert rig.sent == [command.command_id]
+    stored = await rig.store.bms_command(command.command_id)
+    assert stored is not None and stored.result == "ok"

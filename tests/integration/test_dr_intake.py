@@ -93,6 +93,8 @@ async def test_only_enrolled_facilities(client: Client) -> None:
 @pytest.mark.parametrize(("body", "content_type", "status", "code"), [
     (notification(event_start="2026-01-01T10:00:30Z"), "application/json", 400, "invalid_body"),
     (notification(extra="field"), "application/json", 400, "invalid_body"),
+    (notification(event_start="2026-01-01T10:00:00Z", event_end="2026-01-01T11:00:00Z"),
+     "application/json", 400, "invalid_body"),  # over already
     (notification(target_reduction_percentage=0), "application/json", 400, "invalid_body"),
     (b"{not json", "application/json", 400, "invalid_body"),
     (notification(), "text/plain", 415, "unsupported_media_type"),
