@@ -4,10 +4,10 @@ The thin shell around ``agents/forecasting`` (pure): it reads a facility's 15-mi
 and weather, runs the forecaster, stores the forecast (``load_forecasts``, the newest run wins)
 and publishes it on the ``load-forecasts`` stream.
 
-Model choice (a rolling-origin backtest: seconds per facility) is kept apart from the 15-minute
-cycle (a refit of the chosen model: milliseconds). A facility without a choice yet, or with one
+Model choice (a rolling-origin backtest: 5-10 s per facility) is kept apart from the 15-minute
+cycle (a refit of the chosen model: about 25 ms). A facility without a choice yet, or with one
 older than ``reselect_s``, is forecast with the default model meanwhile and queued for a
-choice, which a background task makes one facility at a time. CPU work runs on one worker
+choice, which a background task makes one facility at a time between cycles. CPU work runs on one worker
 thread, so the event loop (rollups, the API) keeps running while models fit.
 """
 
@@ -80,12 +80,22 @@ class ForecastService:
     _choices: dict[str, tuple[float, Choice]] = field(default_factory=dict)
     _to_choose: asyncio.Queue[Facility] = field(default_factory=asyncio.Queue)
     _queued: set[str] = field(default_factory=set)
+    _no_cycle: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while no cycle runs: choices (seconds each) wait for it, so that they never delay
+    a cycle by more than the one choice under way."""
     _executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="forecast"))
 
     async def run_cycle(self, facilities: Iterable[Facility] | None = None) -> list[LoadForecast]:
         """Forecast each facility (all registered ones by default); one facility's failure is
         logged and counted and does not stop the others."""
+        self._no_cycle.clear()
+        try:
+            return await self._cycle(facilities)
+        finally:
+            self._no_cycle.set()
+
+    async def _cycle(self, facilities: Iterable[Facility] | None) -> list[LoadForecast]:
         now = self.clock()
         started = time.perf_counter()
         if facilities is None:
@@ -164,8 +174,10 @@ class ForecastService:
 
     async def choose_forever(self) -> None:
         """Make the queued model choices, one facility at a time."""
+        self._no_cycle.set()
         while True:
             facility = await self._to_choose.get()
+            await self._no_cycle.wait()
             try:
                 await self.choose(facility)
             except (ForecastInputError, StoreUnavailable) as exc:
