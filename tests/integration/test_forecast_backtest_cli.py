@@ -3,6 +3,7 @@ of issue 6 (chosen model beats seasonal naive on MAPE by >= 20 %, 80 % coverage 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,6 +35,25 @@ def test_backtest_on_the_eemeter_sample(capsys: pytest.CaptureFixture[str]) -> N
     assert 75.0 <= chosen[0]["coverage_80_pct"] <= 85.0
     assert chosen[0]["weather_used"] is True
     assert report["step_s"] == 3600 and report["origins"] == 56
+    # ... and the command reproduces the table docs/forecasting.md publishes, to its digits.
+    for name, row in documented_rows().items():
+        got = models[name]
+        for field, value in zip(("mape_pct", "cv_rmse_pct", "nmbe_pct", "pinball_kw",
+                                 "coverage_80_pct", "coverage_95_pct"), row, strict=True):
+            digits = len(value.partition(".")[2])
+            assert round(got[field], digits) == float(value), (name, field)
+
+
+def documented_rows() -> dict[str, list[str]]:
+    """The rows of the default candidates in docs/forecasting.md's accuracy table."""
+    doc = (Path(__file__).parents[2] / "docs" / "forecasting.md").read_text()
+    rows: dict[str, list[str]] = {}
+    for name in ("fourier_ols", "mstl_ets", "seasonal_naive"):
+        match = re.search(rf"^\| \**{name}\** \([^)]*\) \|(.*)$|^\| {name} \|(.*)$", doc, re.M)
+        assert match is not None, name
+        cells = [c.strip() for c in (match[1] or match[2]).split("|")]
+        rows[name] = cells[:6]
+    return rows
 
 
 def test_backtest_refuses_a_csv_without_offsets(tmp_path: Path,
