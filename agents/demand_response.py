@@ -84,6 +84,9 @@ class DrService:
     report_timeout_s: float = 600.0
     owned: Callable[[str], bool] = lambda _facility_id: True
     """Kafka runtime: only the facilities of this worker's partitions."""
+    apply_lead_s: float = 5.0
+    """Commands go out this long before the start, so the first metered interval of the event
+    is shed from its first sample (the BMS and the buildings take a moment to act)."""
     poll_s: float = 1.0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -132,8 +135,9 @@ class DrService:
             if now >= e.event_end:
                 await self._finish(e, "failed", reason="the event ended before SEMS could act")
                 return None
-            if now < e.event_start:
-                return e.event_start
+            apply_at = e.event_start - timedelta(seconds=self.apply_lead_s)
+            if now < apply_at:
+                return apply_at
             e = await self._apply(e, now)
         plan = Plan.model_validate(e.plan)
         stages = plan.release_stages

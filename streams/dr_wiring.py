@@ -23,6 +23,7 @@ from agents.demand_response import DrService
 from agents.dr_baseline import BaselineSource
 from agents.dr_inventory import BmsInventory, ComfortLimits, SimulatorInventory
 from api.dr_deps import DrApi
+from connectors.bms import BmsError
 from connectors.bms.soap import BmsClient
 from connectors.kafka import BMS_COMMANDS, DR_EVENTS, KafkaSink, partition_for
 from schemas.dr import BmsCommandRecord, DrEvent
@@ -71,12 +72,18 @@ class DrWiring:
         if url is None:
             log.warning("no BMS: set SEMS_BMS_URL; DR events will fail")
             return
-        self._client = BmsClient(url, timeout_s=s.bms_timeout_s)
-        await self._client.open()
-        self.executor.bms = self._client
+        client = BmsClient(url, timeout_s=s.bms_timeout_s)
+        try:
+            await client.open()
+        except BmsError as exc:  # metering goes on; DR events fail with the reason
+            log.error("the BMS at %s cannot be reached (%s): DR events will fail until SEMS "
+                      "is restarted with a BMS", url, exc)
+            return
+        self._client = client
+        self.executor.bms = client
         self.service.inventory = (SimulatorInventory(models, self.limits)
                                   if s.bms_url is None and models is not None
-                                  else BmsInventory(self._client, self.limits))
+                                  else BmsInventory(client, self.limits))
         self.service.wake()
 
     async def close(self) -> None:

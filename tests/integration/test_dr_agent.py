@@ -25,8 +25,11 @@ from schemas.dr import BmsCommandRecord, DrEvent
 from schemas.rollup import Rollup, Scope, WindowName
 from simulators.bms_service import BmsService
 from simulators.fleet import Fleet, build_fleet
+from streams.dr_wiring import DrWiring
 from streams.metrics import Metrics
+from streams.settings import Settings
 from tables.ports import CommitBatch, DrStore, StoreUnavailable
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +113,10 @@ async def test_plans_applies_at_start_releases_in_stages_and_reports(rig: Rig) -
     assert e.baseline["method"] == "meter_before" and e.target_reduction_kw == 80.0  # 20 % of 400
     assert rig.sent == [] and rig.offsets() == [0.0] * 4  # nothing before the start
 
-    rig.now = START
+    rig.now = START - timedelta(seconds=6)
+    assert await dr.tick() == pytest.approx(1.0)  # due in 1 s: 5 s before the start
+    assert rig.sent == []
+    rig.now = START - timedelta(seconds=5)
     await dr.tick()
     assert (await rig.load()).status == "active"
     applied = list(rig.sent)
@@ -244,3 +250,25 @@ async def test_a_store_outage_repeats_the_step_without_sending_twice(rig: Rig) -
     assert rig.sent == [command.command_id]
     stored = await rig.store.bms_command(command.command_id)
     assert stored is not None and stored.result == "ok"
+
+
+async def test_an_unreachable_bms_does_not_stop_sems(rig: Rig, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()  # nothing listens there
+    settings = Settings(data_dir=tmp_path, bms_url=f"http://127.0.0.1:{port}/bms/soap?wsdl",
+                        bms_timeout_s=1.0)
+
+    async def ignore(_: object) -> None:
+        pass
+
+    wiring = DrWiring(settings, rig.store, rig.metrics, rig.clock, publish_event=ignore,
+                      publish_command=ignore)
+    await wiring.open()
+    assert wiring.executor.bms is None and wiring.service.inventory is None
+    assert "cannot be reached" in caplog.text
+    await rig.event()
+    rig.now = START - timedelta(minutes=1)
+    await wiring.service.tick()
+    e = await rig.load()
+    assert e.status == "failed" and "no BMS is configured" in e.failures[0]
+    await wiring.close()
