@@ -1,7 +1,7 @@
 """Demand response closed loop, as a newcomer runs it: ``sems run`` (meter simulator and the
 in-process simulated BMS), ``sems utility add``, a signed webhook asking 20 %, then the BMS
 commands in the audit trail, the metered load falling and the event's report in the API.
-Runs on the local runtime and on the kafka runtime."""
+Runs on the local runtime, the kafka runtime and the production profile."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from agents.dr.planner import plan_reduction
 from api.signatures import sign
 from schemas.metadata import MeterType
 from simulators.fleet import build_fleet
-from tests.servers import Kafka, free_port, wait_until
+from tests.servers import InfluxDB, Kafka, Redis, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,11 +36,13 @@ TARGET_PCT = 20.0
 
 
 class Live:
-    def __init__(self, workdir: Path, kafka: Kafka | None) -> None:
+    def __init__(self, workdir: Path, kafka: Kafka | None,
+                 production: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.data = workdir / "data"
-        self.runtime = "local" if kafka is None else "kafka"
+        self.runtime = ("local" if kafka is None else "kafka" if production is None
+                        else "production")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SEMS_")}
         # Short releases and lateness keep the test short; the rest is the default product.
         self.env.update(SEMS_DR_RELEASE_GAP_S="5", SEMS_ALLOWED_LATENESS_S="5",
@@ -50,6 +53,8 @@ class Live:
         if kafka is not None:
             args += ["--runtime", "kafka", "--kafka", kafka.bootstrap]
             self.env["SEMS_KAFKA_APP_ID"] = f"sems-dr-{self.port}"
+        if production is not None:  # every command, utility add included, on PostgreSQL
+            self.env.update(production, SEMS_PROFILE="production")
         self.admin = self.cli("token", "create", "--role", "admin")
         self.log = (workdir / "sems.log").open("wb")
         self.proc = subprocess.Popen([*SEMS, *args], env=self.env, stdout=self.log,
@@ -75,10 +80,20 @@ class Live:
         return len(rollups) >= 20  # the meter-before window (15 min) is covered
 
 
-@pytest.fixture(params=["local", "kafka"])
+@pytest.fixture(params=["local", "kafka", "production"])
 def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Live]:
-    kafka = request.getfixturevalue("own_kafka") if request.param == "kafka" else None
-    sems = Live(tmp_path, kafka)
+    """The local runtime on SQLite, the kafka runtime on SQLite, and the production profile
+    (the kafka runtime on InfluxDB, PostgreSQL and Redis)."""
+    kafka = request.getfixturevalue("own_kafka") if request.param != "local" else None
+    production: dict[str, str] | None = None
+    if request.param == "production":
+        influx: InfluxDB = request.getfixturevalue("influxdb")
+        redis: Redis = request.getfixturevalue("redis_server")
+        production = {"SEMS_INFLUX_URL": influx.url,
+                      "SEMS_INFLUX_BUCKET_PREFIX": f"dr{uuid.uuid4().hex[:8]}",
+                      "SEMS_POSTGRES_DSN": request.getfixturevalue("pg_database"),
+                      "SEMS_REDIS_URL": redis.url}
+    sems = Live(tmp_path, kafka, production)
     try:
         wait_until(sems.ready, timeout_s=120, what="sems run with 20 min of rollups")
         yield sems
