@@ -51,14 +51,14 @@ def command_for(event: DrEvent, action: PlannedAction, phase: CommandPhase,
     """The BMS command of a plan action (apply) or of undoing it (release); None for an
     action no BMS operation carries out (deferring a load)."""
     kind: CommandKind
+    setting: float | None
     if action.kind == "hvac_setpoint":
-        kind, value = "zone_setpoint_offset", action.setpoint_offset_c or 0.0
-        restore = 0.0
+        kind, setting, restore = "zone_setpoint_offset", action.setpoint_offset_c, 0.0
     elif action.kind == "lighting_dim":
-        kind, value = "lighting_level", action.dim_level_pct or 100.0
-        restore = 100.0
+        kind, setting, restore = "lighting_level", action.dim_level_pct, 100.0
     else:
         return None
+    value = restore if setting is None else setting  # 0 % is a level, not a missing one
     source = f"{event.utility_id}/{event.event_id}" if event.event_id else "api"
     why = (f"DR event {event.id} ({source}): {action.reason}" if phase == "apply" else
            f"DR event {event.id} ({source}): release stage {action.release_stage} "

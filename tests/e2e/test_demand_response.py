@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from agents.dr.inventory import inventory_from_building
 from agents.dr.planner import plan_reduction
 from api.signatures import sign
 from schemas.metadata import MeterType
-from simulators.fleet import build_fleet
+from simulators.fleet import Fleet, build_fleet
 from tests.servers import InfluxDB, Kafka, Redis, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -33,6 +34,7 @@ SEMS = [sys.executable, "-m", "streams.cli"]
 FACILITIES, METERS, SEED = 3, 4, 42
 EVENT_S = 120
 TARGET_PCT = 20.0
+MAX_OFFSET_C, MIN_LIGHTING_PCT = 8.0, 0.0
 
 
 class Live:
@@ -44,9 +46,14 @@ class Live:
         self.runtime = ("local" if kafka is None else "kafka" if production is None
                         else "production")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SEMS_")}
-        # Short releases and lateness keep the test short; the rest is the default product.
+        # Short releases and lateness keep the test short. The sites accept deep sheds (8 degC,
+        # lights down to 0 %): then one of the three buildings can shed 20 % at every hour of
+        # the week, night and weekend included (with the defaults, 4 degC and 30 %, only in
+        # office hours). The rest is the default product.
         self.env.update(SEMS_DR_RELEASE_GAP_S="5", SEMS_ALLOWED_LATENESS_S="5",
-                        SEMS_FORECAST_ENABLED="false")
+                        SEMS_FORECAST_ENABLED="false",
+                        SEMS_DR_MAX_SETPOINT_OFFSET_C=str(MAX_OFFSET_C),
+                        SEMS_DR_MIN_LIGHTING_PCT=str(MIN_LIGHTING_PCT))
         args = ["run", "--port", str(self.port), "--data-dir", str(self.data),
                 "--backfill-s", "1500", "--facilities", str(FACILITIES),
                 "--meters", str(METERS), "--seed", str(SEED)]
@@ -103,22 +110,37 @@ def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Live]:
         sems.log.close()
 
 
-def sheddable_facility(at: datetime) -> tuple[str, float] | None:
-    """The demo facility whose building can shed 20 % at ``at`` with the default comfort
-    limits (4 degC, 30 % lighting), the most comfortably; None at night or on a weekend."""
+def mean_main_kw(fleet: Fleet, facility_id: str, start: datetime, end: datetime) -> float:
+    """The facility's main-meter kW averaged over the simulator's 15 s samples, no shed."""
+    samples = int((end - start).total_seconds() // 15)
+    return statistics.fmean(
+        sum(r.active_power_kw for r in fleet.readings_at(start + timedelta(seconds=15 * k))
+            if r.facility_id == facility_id and r.meter_type is MeterType.MAIN)
+        for k in range(samples))
+
+
+def choose_facility(now: datetime, start: datetime) -> tuple[str, float] | None:
+    """The demo facility to ask 20 % of: one whose building can shed it within the test's
+    comfort limits, and whose meter-before baseline (the 15 minutes before ``now``) is the
+    fairest, i.e. its load without a shed moves least from then to the event. Returns it with
+    that drift as a share of the target; None if no building can shed 20 %."""
     fleet = build_fleet(facilities=FACILITIES, meters_per_facility=METERS, seed=SEED)
+    window_end = now.replace(second=0, microsecond=0)
     best: tuple[str, float] | None = None
     for fid, model in fleet.models.items():
-        total_kw = sum(r.active_power_kw for r in fleet.readings_at(at)
-                       if r.facility_id == fid and r.meter_type is MeterType.MAIN)
-        inventory = inventory_from_building(model, at=at, max_setpoint_offset_c=4.0,
-                                            min_lighting_level_pct=30.0)
-        most = plan_reduction(inventory, target_reduction_kw=10 * total_kw,
-                              forecast_upper_kw=[total_kw], event_start=at,
-                              event_end=at + timedelta(seconds=EVENT_S))
-        headroom = most.expected_reduction_kw / (TARGET_PCT / 100 * total_kw)
-        if headroom > 1.15 and (best is None or headroom > best[1]):
-            best = (fid, headroom)
+        baseline_kw = mean_main_kw(fleet, fid, window_end - timedelta(minutes=15), window_end)
+        target_kw = TARGET_PCT / 100 * baseline_kw
+        inventory = inventory_from_building(model, at=start, max_setpoint_offset_c=MAX_OFFSET_C,
+                                            min_lighting_level_pct=MIN_LIGHTING_PCT)
+        most = plan_reduction(inventory, target_reduction_kw=10 * target_kw,
+                              forecast_upper_kw=[baseline_kw], event_start=start,
+                              event_end=start + timedelta(seconds=EVENT_S))
+        if most.expected_reduction_kw < 1.15 * target_kw:
+            continue
+        unshed_kw = mean_main_kw(fleet, fid, start, start + timedelta(seconds=EVENT_S))
+        drift = abs(baseline_kw - unshed_kw) / target_kw
+        if best is None or drift < best[1]:
+            best = (fid, drift)
     return best
 
 
@@ -126,10 +148,14 @@ def test_signed_webhook_sheds_twenty_percent_and_reports_it(live: Live) -> None:
     now = datetime.now(UTC)
     start = (now + timedelta(seconds=80)).replace(second=0, microsecond=0)
     end = start + timedelta(seconds=EVENT_S)
-    chosen = sheddable_facility(start)
+    chosen = choose_facility(now, start)
     if chosen is None:
-        pytest.skip("no demo building is occupied now: 20 % cannot be shed (night/weekend)")
-    facility_id = chosen[0]
+        pytest.fail("no demo building can shed 20 % now: revisit MAX_OFFSET_C")
+    facility_id, drift = chosen
+    if drift > 0.07:
+        # Every building is ramping (weekdays about 07:30 in New York): a meter-before
+        # baseline is off by more than the test's tolerance can absorb; about 2 % of a week.
+        pytest.skip(f"all demo loads are ramping now (baseline drift {drift:.0%} of target)")
     out = live.cli("utility", "add", "gridco", "--name", "GridCo", "--facility", facility_id)
     secret = out.splitlines()[-1]
 

@@ -70,6 +70,8 @@ EVENT = DrEvent(id="0d4d8c7e-0000-4000-8000-000000000001", event_id="E-9", utili
 @pytest.mark.parametrize(("planned", "kind", "apply_value", "release_value"), [
     (action("hvac_setpoint", setpoint_offset_c=-2.5), "zone_setpoint_offset", -2.5, 0.0),
     (action("lighting_dim", dim_level_pct=40.0), "lighting_level", 40.0, 100.0),
+    # lights off is a level of 0 %, not a missing one
+    (action("lighting_dim", dim_level_pct=0.0), "lighting_level", 0.0, 100.0),
 ])
 def test_commands_of_plan_actions(planned: PlannedAction, kind: str, apply_value: float,
                                   release_value: float) -> None:
