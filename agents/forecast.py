@@ -7,7 +7,8 @@ and publishes it on the ``load-forecasts`` stream.
 Model choice (a rolling-origin backtest: 5-10 s per facility) is kept apart from the 15-minute
 cycle (a refit of the chosen model: about 25 ms). A facility without a choice yet, or with one
 older than ``reselect_s``, is forecast with the default model meanwhile and queued for a
-choice, which a background task makes one facility at a time between cycles. CPU work runs on one worker
+choice, which a background task makes one facility at a time between cycles. CPU work runs
+on one worker
 thread, so the event loop (rollups, the API) keeps running while models fit.
 """
 
