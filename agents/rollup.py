@@ -165,10 +165,14 @@ class RollupService:
                 rollups.extend(agg.advance(fid))
             dead: list[DeadLetter] = []
             if late:
-                # A late reading may repeat one that a batch still on its way stores.
+                # A late reading may repeat one that a batch still on its way stores, or one
+                # accepted earlier in this very batch (an MQTT redelivery after a crash lands
+                # behind newer readings, so its window may have closed in between).
                 await self.flush()
+            in_batch = {(a.meter_id, a.timestamp) for a in accepted} if late else set()
             for r in late:
-                if await self.store.has_reading(r.meter_id, r.timestamp):
+                if (r.meter_id, r.timestamp) in in_batch or await self.store.has_reading(
+                        r.meter_id, r.timestamp):
                     duplicates += 1
                     continue
                 dead.append(self._late(r))

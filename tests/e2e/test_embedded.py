@@ -8,6 +8,7 @@ SQLite, and the production profile (kafka runtime, InfluxDB, PostgreSQL, Redis).
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import sqlite3
@@ -232,8 +233,18 @@ def test_rollups_equal_an_independent_recomputation_across_a_crash(
     # A dead letter is kept once per distinct (topic, payload): MQTT redelivers unacknowledged
     # messages after the crash, and the two halves send some identical garbage.
     refused = {(m["topic"], m["payload"]) for m in messages if m["kind"] in ("late", "malformed")}
-    wait_until(lambda: sems.counts.dead_letters() == len(refused),
-               timeout_s=30, what=f"{len(refused)} distinct dead letters")
+    try:
+        wait_until(lambda: sems.counts.dead_letters() == len(refused),
+                   timeout_s=30, what=f"{len(refused)} distinct dead letters")
+    except TimeoutError:
+        # Name the difference, as the simulator logs payloads.
+        kept = {(base64.b64decode(d["raw_payload"]).decode("utf-8", "backslashreplace")
+                 if d["payload_encoding"] == "base64" else d["raw_payload"]): d["reason"]
+                for d in sems.get("/api/dead-letters", limit=100)["dead_letters"]}
+        published = {payload for _, payload in refused}
+        raise AssertionError(
+            f"dead letters not kept: {published - set(kept)}; kept but not refused by the "
+            f"simulator: { {p: r for p, r in kept.items() if p not in published} }") from None
 
     fleet = build_fleet(facilities=FACILITIES, meters_per_facility=METERS, seed=SEED)
     expected = expected_rollups(accepted, fleet.registry)
