@@ -43,7 +43,8 @@ def baseline_of(stored: dict[str, Any]) -> BaselineResult:
         interval_starts=tuple(datetime.fromisoformat(t) for t in stored["interval_starts"]),
         baseline_kw=tuple(float(v) for v in stored["baseline_kw"]),
         unadjusted_kw=tuple(float(v) for v in stored["unadjusted_kw"]),
-        days_used=tuple(date.fromisoformat(d) for d in stored.get("days_used", ())))
+        days_used=tuple(date.fromisoformat(d) for d in stored.get("days_used", ())),
+        provisional=bool(stored.get("provisional", False)))
 
 
 def command_for(event: DrEvent, action: PlannedAction, phase: CommandPhase,
@@ -88,7 +89,12 @@ class DrService:
     """Commands go out this long before the start, so the first metered interval of the event
     is shed from its first sample (the BMS and the buildings take a moment to act)."""
     poll_s: float = 1.0
+    resend_after_s: float = 60.0
+    """A published command not recorded by the BMS-command agent after this long is published
+    again (after a restart: at once)."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _published: dict[str, datetime] = field(default_factory=dict)
+    """When this process last published each command (not kept across restarts)."""
 
     def wake(self) -> None:
         """A new event arrived (the ``dr-events`` stream): look at it now."""
@@ -138,8 +144,14 @@ class DrService:
             apply_at = e.event_start - timedelta(seconds=self.apply_lead_s)
             if now < apply_at:
                 return apply_at
+            if e.baseline is not None and baseline_of(e.baseline).provisional and facility:
+                # Planned before its baseline's data was in: plan again with it, now.
+                e = await self._prepare(e, facility, now, replan=True)
+                if e.final:
+                    return None
             e = await self._apply(e, now)
         plan = Plan.model_validate(e.plan)
+        await self._resend_missing(e, plan)
         stages = plan.release_stages
         for stage in stages[e.release_stages_sent:]:
             if now < stage.release_at:
@@ -147,21 +159,23 @@ class DrService:
             e = await self._release(e, plan, stage.stage, now)
         if now < e.event_end:
             return e.event_end
-        return await self._report(e, now)
+        return await self._report(e, facility, now)
 
-    async def _prepare(self, e: DrEvent, facility: Facility, now: datetime) -> DrEvent:
+    async def _prepare(self, e: DrEvent, facility: Facility, now: datetime, *,
+                       replan: bool = False) -> DrEvent:
+        """Baseline and plan; ``replan``: again, with the baseline's data complete now."""
         if now >= e.event_end:
             await self._finish(e, "failed", reason="the event ended before it was planned")
             return e.model_copy(update={"status": "failed"})
         try:
-            baseline = (baseline_of(e.baseline) if e.baseline is not None else
+            baseline = (baseline_of(e.baseline) if e.baseline is not None and not replan else
                         await self.baselines.baseline(facility, event_start=e.event_start,
                                                       event_end=e.event_end, now=now))
         except NoBaseline as exc:
             await self._finish(e, "failed", reason=f"no baseline: {exc}")
             return e.model_copy(update={"status": "failed"})
         target_kw = e.target_reduction_kw
-        if target_kw is None:
+        if target_kw is None or (replan and e.target_reduction_percentage is not None):
             target_kw = (e.target_reduction_percentage or 0.0) / 100.0 * baseline.mean_kw
         if self.inventory is None:
             await self._finish(e, "failed", reason="no BMS is configured (SEMS_BMS_URL)")
@@ -191,28 +205,68 @@ class DrService:
         for action in plan.actions:
             command = command_for(e, action, "apply", now)
             if command is not None:
-                await self.publish_command(command)
+                await self._publish(command)
         log.info("DR event %s started: %d commands sent to the BMS", e.id, len(plan.actions))
+        saved = await self._save(e, status="active")
         self.metrics.dr_events.labels("active").inc()
-        return await self._save(e, status="active")
+        return saved
 
     async def _release(self, e: DrEvent, plan: Plan, stage: int, now: datetime) -> DrEvent:
         for action in plan.actions:
             if action.release_stage == stage:
                 command = command_for(e, action, "release", now)
                 if command is not None:
-                    await self.publish_command(command)
+                    await self._publish(command)
         log.info("DR event %s: release stage %d sent", e.id, stage)
         return await self._save(e, release_stages_sent=stage + 1)
 
-    async def _report(self, e: DrEvent, now: datetime) -> datetime | None:
-        baseline = baseline_of(e.baseline or {})
+    def _commands(self, e: DrEvent, plan: Plan) -> list[BmsCommandRecord]:
+        """The commands the event's progress says were published: the apply commands whose
+        action is not released yet while the event runs, and the release stages sent."""
+        now = self.clock()
+        out = []
+        for action in plan.actions:
+            released = action.release_stage < e.release_stages_sent
+            if not released and now < e.event_end:
+                out.append(command_for(e, action, "apply", now))
+            if released:
+                out.append(command_for(e, action, "release", now))
+        return [c for c in out if c is not None]
+
+    async def _resend_missing(self, e: DrEvent, plan: Plan) -> None:
+        """Publishes again the commands the BMS-command agent never recorded: lost with a
+        crashed process's in-memory stream, or a Kafka delivery that failed. Same ids, so the
+        agent never sends one twice; an apply whose action was released is not sent again."""
+        expected = self._commands(e, plan)
+        if not expected:
+            return
+        # One recorded without a result was in flight when a process died: asked again, the
+        # agent sends it with the same id, which the BMS absorbs (bms_commands.py).
+        recorded = {c.command_id for c in await self.store.bms_commands(e.id)
+                    if c.result != "pending"}
+        now = self.clock()
+        resend_at = now - timedelta(seconds=self.resend_after_s)
+        missing = [c for c in expected if c.command_id not in recorded
+                   and self._published.get(c.command_id, resend_at) <= resend_at]
+        for command in missing:
+            await self._publish(command)
+        if missing:
+            log.warning("DR event %s: %d commands were never executed: published again", e.id,
+                        len(missing))
+
+    async def _publish(self, command: BmsCommandRecord) -> None:
+        await self.publish_command(command)
+        self._published[command.command_id] = self.clock()
+
+    async def _report(self, e: DrEvent, facility: Facility | None,
+                      now: datetime) -> datetime | None:
         minutes = int((e.event_end - e.event_start).total_seconds() // 60)
         metered = await self.baselines.metered(e.facility_id, e.event_start, e.event_end,
                                                 interval_s=60)
         waited_s = (now - e.event_end).total_seconds()
         if len(metered) < minutes and waited_s < self.report_timeout_s:
             return now + timedelta(seconds=self.poll_s)  # the last rollups are not final yet
+        baseline = await self._settlement_baseline(e, facility)
         try:
             report = achieved_reduction(baseline, metered,
                                         target_reduction_kw=e.target_reduction_kw,
@@ -225,17 +279,34 @@ class DrService:
         log.info("DR event %s report: achieved %.1f kW of %.1f kW (%.0f %%)", e.id,
                  report.average_achieved_reduction_kw, e.target_reduction_kw or 0.0,
                  report.percent_of_target or 0.0)
-        await self._finish(e, "failed" if failed else "completed", report=report.to_dict(),
+        await self._finish(e, "failed" if failed else "completed",
+                           report={**report.to_dict(), "baseline": baseline.to_dict()},
                            achieved_reduction_kw=report.average_achieved_reduction_kw)
         return None
+
+    async def _settlement_baseline(self, e: DrEvent, facility: Facility | None) -> BaselineResult:
+        """The baseline the event settles with: the planning one, unless that was provisional
+        (computed before its windows were metered); then the same method computed again as of
+        the event start. A forecast baseline stays as planned: forecasts made during the event
+        have seen the shed load."""
+        planned = baseline_of(e.baseline or {})
+        if not planned.provisional or facility is None:
+            return planned
+        try:
+            return await self.baselines.baseline(facility, event_start=e.event_start,
+                                                 event_end=e.event_end, now=e.event_end,
+                                                 method=planned.method)
+        except NoBaseline as exc:
+            log.warning("DR event %s: settling with the planning baseline (%s)", e.id, exc)
+            return planned
 
     async def _finish(self, e: DrEvent, status: str, *, reason: str | None = None,
                       **changes: Any) -> None:
         if reason is not None:
             log.warning("DR event %s failed: %s", e.id, reason)
             await self.store.add_dr_event_failure(e.id, reason)
-        self.metrics.dr_events.labels(status).inc()
         await self._save(e, status=status, **changes)
+        self.metrics.dr_events.labels(status).inc()
 
     async def _save(self, e: DrEvent, **changes: Any) -> DrEvent:
         updated = e.model_copy(update={**changes, "updated_at": self.clock()})

@@ -9,24 +9,31 @@ chosen method, its days and its adjustment are stored with the event.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo
 
-from agents.dr.baseline_types import BaselineConfig, BaselineResult
-from agents.dr.baselines import caiso_10_in_10, forecast_baseline, pjm_high_4_of_5
+from agents.dr.baseline_types import (
+    BaselineConfig,
+    BaselineResult,
+    HighFourOfFiveParams,
+    TenInTenParams,
+)
+from agents.dr.baselines import compute_baseline, forecast_baseline
 from agents.dr.meter_before import meter_before
-from agents.dr.series import BaselineError
+from agents.dr.series import BaselineError, local_date
 from schemas.forecast import LoadForecastPoint
-from schemas.metadata import Facility
+from schemas.metadata import DrBaselineMethod, Facility
 from schemas.rollup import Scope, WindowName
-from tables.ports import ForecastStore, TimeSeriesStore
+from tables.ports import DrStore, ForecastStore, TimeSeriesStore
 
-MethodSetting = Literal["auto", "forecast", "caiso_10_in_10", "pjm_high_4_of_5", "meter_before"]
+MethodSetting = DrBaselineMethod
 AUTO_ORDER: tuple[MethodSetting, ...] = ("forecast", "caiso_10_in_10", "meter_before")
-LOOKBACK = timedelta(days=46)
 FORECAST_STEP_S = 900
 MAX_ROLLUPS = 200_000
+SETTLE = timedelta(minutes=2)
+"""How long after an interval ends its rollup is taken as final (allowed lateness, commit)."""
 
 
 class NoBaseline(Exception):
@@ -45,21 +52,29 @@ class BaselineSource:
     forecasts: ForecastStore | None
     method: MethodSetting = "auto"
     config: BaselineConfig = field(default_factory=BaselineConfig)
+    events: DrStore | None = None
+    """The facility's DR events: their days are not baseline days (they were shed)."""
 
     async def baseline(self, facility: Facility, *, event_start: datetime,
-                       event_end: datetime, now: datetime) -> BaselineResult:
-        methods = AUTO_ORDER if self.method == "auto" else (self.method,)
+                       event_end: datetime, now: datetime,
+                       method: MethodSetting | None = None) -> BaselineResult:
+        """The event's baseline with the data there is at ``now``; ``provisional`` when a
+        window it needs is not over yet (the day-of adjustment's is then left out). The
+        method: ``method``, else the facility's own (``dr_baseline``), else the setting."""
+        chosen = method or facility.dr_baseline or self.method
+        methods = AUTO_ORDER if chosen == "auto" else (chosen,)
         reasons: list[str] = []
-        for method in methods:
+        for m in methods:
             try:
-                return await self._one(method, facility, event_start, event_end, now)
+                return await self._one(m, facility, event_start, event_end, now)
             except BaselineError as exc:
-                reasons.append(f"{method}: {exc}")
+                reasons.append(f"{m}: {exc}")
         raise NoBaseline("; ".join(reasons))
 
     async def _one(self, method: MethodSetting, facility: Facility, start: datetime,
                    end: datetime, now: datetime) -> BaselineResult:
         fid = facility.facility_id
+        cfg = self.config
         if method == "forecast":
             points = await self.forecast_points(fid, start, end)
             return forecast_baseline([(p.timestamp, p.predicted_load_kw) for p in points],
@@ -69,18 +84,39 @@ class BaselineSource:
             window_end = min(now, start).replace(second=0, microsecond=0)
             load = await self.metered(fid, window_end - timedelta(hours=1), window_end,
                                       interval_s=60)
-            return meter_before(load, event_start=start, event_end=end, interval_s=60,
-                                window_end=window_end, params=self.config.meter_before)
+            result = meter_before(load, event_start=start, event_end=end, interval_s=60,
+                                  window_end=window_end, params=cfg.meter_before)
+            return replace(result, provisional=now < start + SETTLE)
         step_s = _grid_s(start, end)
-        load = await self.metered(fid, start - LOOKBACK, min(now, start), interval_s=step_s)
+        params: TenInTenParams | HighFourOfFiveParams = (
+            cfg.ten_in_ten if method == "caiso_10_in_10" else cfg.high_four_of_five)
+        window_end = start - timedelta(hours=params.adjustment_gap_hours)
+        provisional = params.day_of_adjustment and now < window_end + SETTLE
+        if provisional:  # plan now without it; recomputed once the window is metered
+            params = params.model_copy(update={"day_of_adjustment": False})
+        load = await self.metered(fid, start - timedelta(days=params.lookback_days + 1),
+                                  min(now, start), interval_s=step_s)
         if not load:
             raise BaselineError("no metered history")
-        common = {"event_start": start, "event_end": end, "timezone": facility.timezone,
-                  "holiday_country": self.config.holiday_country or facility.country,
-                  "holiday_subdiv": self.config.holiday_subdiv, "interval_s": step_s}
-        if method == "caiso_10_in_10":
-            return caiso_10_in_10(load, params=self.config.ten_in_ten, **common)  # type: ignore[arg-type]
-        return pjm_high_4_of_5(load, params=self.config.high_four_of_five, **common)  # type: ignore[arg-type]
+        result = compute_baseline(
+            cfg.model_copy(update={
+                "method": method,
+                "ten_in_ten" if method == "caiso_10_in_10" else "high_four_of_five": params,
+                "holiday_country": cfg.holiday_country or facility.country}),
+            event_start=start, event_end=end, timezone=facility.timezone, load=load,
+            excluded_dates=await self._event_days(facility, start), interval_s=step_s)
+        return replace(result, provisional=provisional)
+
+    async def _event_days(self, facility: Facility, start: datetime) -> set[date]:
+        """Local dates of the facility's other DR events before this one's day, whatever became
+        of them: a dispatched day is not a normal day (CAISO and PJM both leave them out)."""
+        if self.events is None:
+            return set()
+        tz = ZoneInfo(facility.timezone)
+        day = local_date(start, tz)
+        events = await self.events.dr_events(facility_id=facility.facility_id, limit=10_000)
+        return {d for e in events
+                for d in (local_date(e.event_start, tz), local_date(e.event_end, tz)) if d < day}
 
     async def forecast_points(self, facility_id: str, start: datetime,
                               end: datetime) -> list[LoadForecastPoint]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,12 @@ class MeterType(StrEnum):
     OTHER = "other"
 
 
+DrBaselineMethod = Literal["auto", "forecast", "caiso_10_in_10", "pjm_high_4_of_5",
+                          "meter_before"]
+"""How a facility's DR baseline is computed (agents/dr_baseline.py; "auto": the first the data
+allows of forecast, CAISO 10-in-10, meter-before)."""
+
+
 class Facility(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -39,6 +45,9 @@ class Facility(BaseModel):
     country: Annotated[str | None, Field(
         pattern=r"^[A-Z]{2}$",
         description="ISO 3166-1 alpha-2 code of the site, for its public holidays")] = None
+    dr_baseline: DrBaselineMethod | None = Field(
+        default=None, description="the baseline its DR events settle with (its utility "
+        "program's); unset: SEMS_DR_BASELINE")
 
 
 class Meter(BaseModel):

@@ -45,7 +45,7 @@ class DrWiring:
                  owned: Callable[[str], bool] = lambda _facility_id: True) -> None:
         s = settings
         self.settings = settings
-        self.baselines = BaselineSource(store, store, method=s.dr_baseline)
+        self.baselines = BaselineSource(store, store, method=s.dr_baseline, events=store)
         self.executor = BmsCommandExecutor(store, metrics, clock)
         self.service = DrService(store, self.baselines, publish_command, metrics, clock,
                                  release_stages=s.dr_release_stages,

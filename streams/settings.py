@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.metadata import DrBaselineMethod
 from tables.rollups import WindowSettings
 
 PREFIX = "SEMS_"
@@ -116,8 +117,7 @@ class Settings(BaseModel):
     bms_url: str | None = None
     bms_port: Annotated[int, Field(ge=0, le=65535)] = 0
     bms_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
-    dr_baseline: Literal["auto", "forecast", "caiso_10_in_10", "pjm_high_4_of_5",
-                         "meter_before"] = "auto"
+    dr_baseline: DrBaselineMethod = "auto"
     dr_max_setpoint_offset_c: Annotated[float, Field(gt=0, le=10)] = 4.0
     dr_min_lighting_pct: Annotated[float, Field(ge=0, le=100)] = 30.0
     dr_release_stages: Annotated[int, Field(ge=1, le=10)] = 3

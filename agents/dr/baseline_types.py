@@ -104,6 +104,9 @@ class BaselineResult:
     unadjusted_kw: tuple[float, ...]
     days_used: tuple[date, ...] = ()  # most recent first
     adjustment: DayOfAdjustment | None = None
+    provisional: bool = False
+    """Computed before the data it needs was all there (the day-of adjustment window, the
+    meter-before window): good for planning, recomputed before commanding and to settle."""
 
     @property
     def mean_kw(self) -> float:
@@ -123,6 +126,7 @@ class BaselineResult:
             "baseline_kw": list(self.baseline_kw),
             "unadjusted_kw": list(self.unadjusted_kw),
             "days_used": [d.isoformat() for d in self.days_used],
+            "provisional": self.provisional,
             "adjustment": None if adj is None else {
                 "kind": adj.kind,
                 "window_start": adj.window_start.isoformat(),

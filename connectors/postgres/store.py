@@ -65,14 +65,16 @@ _UPSERT_CHECKPOINTS = (
     "ON CONFLICT (facility_id) DO UPDATE SET closed_until_ms = excluded.closed_until_ms, "
     "max_ts_ms = excluded.max_ts_ms"
 )
-_FACILITY_COLUMNS = "facility_id, name, timezone, contract_demand_kw, latitude, longitude, country"
+_FACILITY_COLUMNS = ("facility_id, name, timezone, contract_demand_kw, latitude, longitude, "
+                     "country, dr_baseline")
 _UPSERT_FACILITIES = (
     f"INSERT INTO facilities ({_FACILITY_COLUMNS}) "
     "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[], %b::float8[], "
-    "%b::float8[], %b::text[]) "
+    "%b::float8[], %b::text[], %b::text[]) "
     "ON CONFLICT (facility_id) DO UPDATE SET name = excluded.name, "
     "timezone = excluded.timezone, contract_demand_kw = excluded.contract_demand_kw, "
-    "latitude = excluded.latitude, longitude = excluded.longitude, country = excluded.country"
+    "latitude = excluded.latitude, longitude = excluded.longitude, country = excluded.country, "
+    "dr_baseline = excluded.dr_baseline"
 )
 _UPSERT_METERS = (
     "INSERT INTO meters (meter_id, facility_id, meter_type, sample_interval_s) "
@@ -277,7 +279,8 @@ class PostgresStore(PostgresAccess, PostgresForecasts, PostgresDr):
             "facilities", f"SELECT {_FACILITY_COLUMNS} FROM facilities ORDER BY facility_id",
         )
         return [Facility(facility_id=r[0], name=r[1], timezone=r[2], contract_demand_kw=r[3],
-                         latitude=r[4], longitude=r[5], country=r[6]) for r in rows]
+                         latitude=r[4], longitude=r[5], country=r[6], dr_baseline=r[7])
+                for r in rows]
 
     async def meters(self) -> list[Meter]:
         rows = await self._read(
@@ -289,12 +292,12 @@ class PostgresStore(PostgresAccess, PostgresForecasts, PostgresDr):
 
     async def upsert_facilities(self, facilities: list[Facility]) -> None:
         rows = [(f.facility_id, f.name, f.timezone, f.contract_demand_kw, f.latitude,
-                 f.longitude, f.country)
+                 f.longitude, f.country, f.dr_baseline)
                 for f in _last_wins(facilities, lambda f: f.facility_id)]
         if not rows:
             return
         async with self._transaction("upsert_facilities") as conn:
-            await conn.execute(_UPSERT_FACILITIES, _columns(rows, 7))
+            await conn.execute(_UPSERT_FACILITIES, _columns(rows, 8))
         self._written("facilities", len(rows))
 
     async def upsert_meters(self, meters: list[Meter]) -> None:

@@ -8,7 +8,8 @@ CREATE TABLE IF NOT EXISTS facilities (
     contract_demand_kw REAL NOT NULL,
     latitude REAL,
     longitude REAL,
-    country TEXT
+    country TEXT,
+    dr_baseline TEXT
 );
 
 CREATE TABLE IF NOT EXISTS meters (

@@ -58,17 +58,18 @@ def _json_columns(n: int) -> str:
     return ", ".join(f"value ->> {i}" for i in range(n))
 
 
-_FACILITY_COLUMNS = "facility_id, name, timezone, contract_demand_kw, latitude, longitude, country"
+_FACILITY_COLUMNS = ("facility_id, name, timezone, contract_demand_kw, latitude, longitude, "
+                     "country, dr_baseline")
 
 
 def _facility_row(f: Facility) -> tuple[Any, ...]:
     return (f.facility_id, f.name, f.timezone, f.contract_demand_kw, f.latitude, f.longitude,
-            f.country)
+            f.country, f.dr_baseline)
 
 
 def _facility(r: tuple[Any, ...]) -> Facility:
     return Facility(facility_id=r[0], name=r[1], timezone=r[2], contract_demand_kw=r[3],
-                    latitude=r[4], longitude=r[5], country=r[6])
+                    latitude=r[4], longitude=r[5], country=r[6], dr_baseline=r[7])
 
 
 def _reading_row(r: SensorReading) -> tuple[Any, ...]:
@@ -100,7 +101,7 @@ def _rollup(row: tuple[Any, ...]) -> Rollup:
 
 
 ADDED_COLUMNS = {
-    "facilities": ("latitude REAL", "longitude REAL", "country TEXT"),
+    "facilities": ("latitude REAL", "longitude REAL", "country TEXT", "dr_baseline TEXT"),
 }
 """Columns added after a table first shipped: a store made by an older SEMS gets them at open
 (``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it is)."""
@@ -363,11 +364,11 @@ class SqliteStore(SqliteAccess, SqliteForecasts, SqliteDr):
     async def upsert_facilities(self, facilities: list[Facility]) -> None:
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                f"INSERT INTO facilities ({_FACILITY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO facilities ({_FACILITY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (facility_id) DO UPDATE SET name = excluded.name,"
                 " timezone = excluded.timezone, contract_demand_kw = excluded.contract_demand_kw,"
                 " latitude = excluded.latitude, longitude = excluded.longitude,"
-                " country = excluded.country",
+                " country = excluded.country, dr_baseline = excluded.dr_baseline",
                 [_facility_row(f) for f in facilities],
             )
 

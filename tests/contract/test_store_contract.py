@@ -80,7 +80,8 @@ async def committed(store: Store, batch: CommitBatch) -> Store:
 async def test_metadata_upserts_replace_and_list_in_id_order(store: Store) -> None:
     await store.upsert_facilities(list(reversed(FACILITIES)))
     await store.upsert_meters(METERS)
-    changed = FACILITIES[0].model_copy(update={"contract_demand_kw": 450.0})
+    changed = FACILITIES[0].model_copy(update={"contract_demand_kw": 450.0,
+                                               "dr_baseline": "pjm_high_4_of_5"})
     await store.upsert_facilities([changed])
     assert await store.facilities() == [changed, FACILITIES[1]]
     assert await store.meters() == sorted(METERS, key=lambda m: m.meter_id)

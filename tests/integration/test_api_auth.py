@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from agents.dr.baseline_types import BaselineResult
-from agents.dr_baseline import BaselineSource
+from agents.dr_baseline import BaselineSource, MethodSetting
 from api import ApiDeps, apikeys, create_app
 from api.app import ENDPOINTS
 from api.auth import Authenticator
@@ -88,7 +88,8 @@ class FixedBaseline(BaselineSource):
     """A flat 100 kW baseline, whatever the history (the routes' policy is under test)."""
 
     async def baseline(self, facility: Facility, *, event_start: datetime,
-                       event_end: datetime, now: datetime) -> BaselineResult:
+                       event_end: datetime, now: datetime,
+                       method: MethodSetting | None = None) -> BaselineResult:
         return BaselineResult(method="meter_before", interval_s=3600,
                               interval_starts=(event_start,), baseline_kw=(100.0,),
                               unadjusted_kw=(100.0,))

@@ -207,6 +207,48 @@ async def test_a_restart_mid_event_resumes_from_the_store(rig: Rig) -> None:
     assert len(rig.sent) == 2 * applied
 
 
+async def test_commands_lost_with_a_crashed_process_are_published_again(rig: Rig) -> None:
+    """The embedded runtime's command stream is in memory: commands published just before a
+    crash are gone, though the event says they went out. The next process publishes again
+    what the audit trail lacks, the apply commands and later the release ones, and nothing
+    twice."""
+    lost: list[BmsCommandRecord] = []
+
+    async def vanish(command: BmsCommandRecord) -> None:
+        lost.append(command)  # on a stream the crashed process took with it
+
+    dying, _ = rig.agent()
+    dying.publish_command = vanish
+    await rig.event()
+    await dying.tick()
+    rig.now = START - timedelta(seconds=5)
+    await dying.tick()
+    assert (await rig.load()).status == "active" and lost and rig.sent == []
+    rig.now = START + timedelta(seconds=30)
+    await dying.tick()  # still waiting for them: not published twice within a minute
+    assert len(lost) == len(set(c.command_id for c in lost))
+
+    restarted, _ = rig.agent()
+    rig.now = START + timedelta(minutes=1)
+    await restarted.tick()
+    assert sorted(rig.sent) == sorted(c.command_id for c in lost)
+    assert any(o != 0 for o in rig.offsets())
+    await restarted.tick()
+    assert len(rig.sent) == len(lost)  # recorded now: not again
+
+    # The first release stage is lost too: the next process restores those zones.
+    restarted.publish_command = vanish
+    rig.now = END
+    await restarted.tick()
+    assert (await rig.load()).release_stages_sent == 1
+    releases = [c for c in lost if c.phase == "release"]
+    assert releases and not set(c.command_id for c in releases) & set(rig.sent)
+    again, _ = rig.agent()
+    await again.tick()
+    assert set(c.command_id for c in releases) <= set(rig.sent)
+    assert len(rig.sent) == len(set(rig.sent))  # no apply sent again after its release
+
+
 async def test_an_event_missed_while_sems_was_down_fails_with_a_reason(rig: Rig) -> None:
     dr, _ = rig.agent()
     await rig.event()

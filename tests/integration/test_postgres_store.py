@@ -121,7 +121,7 @@ async def store(migrated: str) -> AsyncIterator[PostgresStore]:
 def test_upgrade_applies_every_migration_and_a_second_upgrade_is_a_no_op(database: str) -> None:
     assert current_revision(database) is None
     upgrade(database)
-    assert current_revision(database) == head_revision() == "0004"
+    assert current_revision(database) == head_revision() == "0005"
     assert tables(database) == TABLES
     oids = execute(database, "SELECT relname, oid FROM pg_class WHERE relkind = 'r'")
     execute(database, "INSERT INTO facilities VALUES ('plant-a', 'A', 'UTC', 10)")
@@ -176,7 +176,7 @@ async def test_concurrent_upgrades_take_turns(database: str) -> None:
 SCHEMA = {
     "facilities": "facility_id text C not null, name text not null, timezone text not null, "
                   "contract_demand_kw double precision not null, latitude double precision, "
-                  "longitude double precision, country text",
+                  "longitude double precision, country text, dr_baseline text",
     "meters": "meter_id text C not null, facility_id text C not null, meter_type text not null, "
               "sample_interval_s double precision not null",
     "dr_events": "id uuid not null, event_id text, facility_id text C not null, "
