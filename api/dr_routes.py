@@ -2,12 +2,21 @@
 
 The webhook is public at the token layer: a utility's systems authenticate it with an HMAC
 signature over the body (``api/signatures.py``), checked here before the body is parsed.
+
+A facility takes one event at a time: a new event whose ``[event_start, event_end)`` overlaps
+one of the same facility that is scheduled, active or completed is refused (409
+``event_overlaps``), as the first one's release would undo the second one's shed. A webhook
+notification is refused whole when any of its facilities overlaps, so nothing is half-made
+and the utility can correct and resend it. A replay of a notification already received answers
+as a replay (200, ``replayed: true``) before any of these checks, even once the event is over.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
+from datetime import datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -32,14 +41,18 @@ from schemas.dr import (
     DrEvent,
     DrEventRequest,
     DrNotification,
+    DrStatus,
     webhook_event_uuid,
 )
 from streams.logs import trace_id_var
+from tables.ports import DrStore
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 UTILITY_OR_ADMIN = frozenset({Role.UTILITY, Role.ADMIN})
+OVERLAPPING_STATUSES: tuple[DrStatus, ...] = ("scheduled", "active", "completed")
+"""A failed event is not among them: it sheds nothing any more, and the utility may ask again."""
 
 
 class WebhookEvent(BaseModel):
@@ -93,6 +106,35 @@ def _event_json(event: DrEvent) -> dict[str, Any]:
     return event.model_dump(mode="json")
 
 
+def _not_over(event_end: datetime, now: datetime) -> None:
+    if event_end <= now:
+        raise ApiError(400, "invalid_body", "the event is over already",
+                       [{"loc": ["event_end"], "msg": "must be in the future"}])
+
+
+async def _refuse_overlaps(store: DrStore, facility_ids: Collection[str], *,
+                           event_start: datetime, event_end: datetime,
+                           own_ids: Collection[str] = ()) -> None:
+    """409 when an event of one of the facilities overlaps ``[event_start, event_end)``.
+
+    ``own_ids`` are the new events' own ids (a concurrent delivery of the same notification
+    may have stored them already). The store has no query by time: its listing (newest start
+    first, at most 1000) is filtered here, so a facility with 1000 events starting after this
+    one's end could hide an overlap.
+    """
+    conflicts = [
+        {"facility_id": facility_id, "dr_event_id": e.id,
+         **e.model_dump(mode="json", include={"event_id", "status", "event_start", "event_end"})}
+        for facility_id in facility_ids
+        for e in await store.dr_events(facility_id=facility_id, statuses=OVERLAPPING_STATUSES)
+        if e.id not in own_ids and e.event_start < event_end and event_start < e.event_end]
+    if conflicts:
+        raise ApiError(409, "event_overlaps", "a facility takes one DR event at a time; this one "
+                       "overlaps " + ", ".join(f"{c['dr_event_id']} of {c['facility_id']}"
+                                               for c in conflicts),
+                       {"conflicts": conflicts})
+
+
 async def dr_notification(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     dr = _dr(deps)
@@ -110,9 +152,6 @@ async def dr_notification(request: web.Request) -> web.Response:
     except SignatureError as exc:
         raise ApiError(401, "invalid_signature", str(exc)) from None
     note = _parse(request, body, DrNotification)
-    if note.event_end <= deps.clock():
-        raise ApiError(400, "invalid_body", "the event is over already",
-                       [{"loc": ["event_end"], "msg": "must be in the future"}])
     refused = [f for f in note.facility_ids if f not in utility.facility_ids]
     if refused:
         raise ApiError(403, "facility_forbidden", f"utility {utility.utility_id!r} has no "
@@ -122,22 +161,33 @@ async def dr_notification(request: web.Request) -> web.Response:
     if missing:
         raise ApiError(404, "facility_not_found", "unknown facilities: " + ", ".join(missing),
                        {"facility_ids": missing})
+    ids = {f: webhook_event_uuid(utility.utility_id, note.event_id, f)
+           for f in note.facility_ids}
+    received = {f: e for f, dr_event_id in ids.items()
+                if (e := await dr.store.dr_event(dr_event_id)) is not None}
+    new = [f for f in note.facility_ids if f not in received]
     now = deps.clock()
+    if new:
+        _not_over(note.event_end, now)
+        await _refuse_overlaps(dr.store, new, event_start=note.event_start,
+                               event_end=note.event_end, own_ids=ids.values())
     out = []
     for facility_id in note.facility_ids:
-        event = DrEvent(
-            id=webhook_event_uuid(utility.utility_id, note.event_id, facility_id),
-            event_id=note.event_id, utility_id=utility.utility_id, facility_id=facility_id,
-            source="webhook", event_start=note.event_start, event_end=note.event_end,
-            target_reduction_percentage=note.target_reduction_percentage,
-            trace_id=trace_id_var.get(), created_at=now, updated_at=now)
-        inserted = await dr.store.insert_dr_event(event)
-        if inserted:
-            deps.metrics.dr_events.labels("scheduled").inc()
-            await dr.submit(event)
-        else:
-            stored = await dr.store.dr_event(event.id)
-            event = stored or event
+        event = received.get(facility_id)
+        inserted = False
+        if event is None:
+            event = DrEvent(
+                id=ids[facility_id], event_id=note.event_id, utility_id=utility.utility_id,
+                facility_id=facility_id, source="webhook", event_start=note.event_start,
+                event_end=note.event_end,
+                target_reduction_percentage=note.target_reduction_percentage,
+                trace_id=trace_id_var.get(), created_at=now, updated_at=now)
+            inserted = await dr.store.insert_dr_event(event)
+            if inserted:
+                deps.metrics.dr_events.labels("scheduled").inc()
+                await dr.submit(event)
+            else:  # a concurrent delivery of the same notification stored it first
+                event = await dr.store.dr_event(event.id) or event
         out.append({"id": event.id, "facility_id": facility_id, "status": event.status,
                     "replayed": not inserted})
     log.info("DR notification %s from %s: %d facilities (%d new)", note.event_id,
@@ -159,9 +209,9 @@ async def create_dr_event(request: web.Request) -> web.Response:
     if facility is None:
         raise not_found("facility", req.facility_id)
     now = deps.clock()
-    if req.event_end <= now:
-        raise ApiError(400, "invalid_body", "the event is over already",
-                       [{"loc": ["event_end"], "msg": "must be in the future"}])
+    _not_over(req.event_end, now)
+    await _refuse_overlaps(dr.store, [req.facility_id], event_start=req.event_start,
+                           event_end=req.event_end)
     try:
         baseline = await dr.baselines.baseline(facility, event_start=req.event_start,
                                                event_end=req.event_end, now=now)
@@ -209,21 +259,26 @@ DR_EVENT_ID = Param("dr_event_id", "path", {"type": "string", "maxLength": 64},
 ENDPOINTS = [
     Endpoint("POST", "/webhooks/utility/dr-notification", dr_notification,
              "A utility's DR notification (HMAC-signed webhook)", "demand-response",
-             roles=None, body=DrNotification, response=WebhookAccepted, errors=(401, 403, 404),
+             roles=None, body=DrNotification, response=WebhookAccepted,
+             errors=(401, 403, 404, 409),
              description="Public at the token layer: authenticated by the utility's HMAC "
                          "signature instead (X-SEMS-Utility, X-SEMS-Timestamp within 300 s, "
                          "X-SEMS-Signature: v1=hex HMAC-SHA256(secret, timestamp + '.' + "
                          "body)); 401 invalid_signature otherwise. Every facility must be "
                          "enrolled with the utility (403). Answers at once; each facility's "
                          "event is planned asynchronously. A replay of an event_id creates "
-                         "nothing new (replayed: true)."),
+                         "nothing new (replayed: true), even once the event is over. 409 "
+                         "event_overlaps, and nothing created, when the event overlaps one of "
+                         "a listed facility that is scheduled, active or completed. Times are "
+                         "answered in UTC."),
     Endpoint("POST", "/api/dr-events", create_dr_event,
              "Create a DR event for one facility; answers its baseline", "demand-response",
              roles=UTILITY_OR_ADMIN, body=DrEventRequest, response=DrEvent, ok_statuses=(201,),
-             errors=(404, 422),
+             errors=(404, 409, 422),
              description="A utility's API key (X-API-Key) for an enrolled facility, or an "
-                         "admin. 422 baseline_unavailable when no baseline method has the data "
-                         "it needs."),
+                         "admin. 409 event_overlaps when the event overlaps one of the facility "
+                         "that is scheduled, active or completed; 422 baseline_unavailable when "
+                         "no baseline method has the data it needs. Times are answered in UTC."),
     Endpoint("GET", "/api/dr-events/{dr_event_id}", get_dr_event,
              "A DR event: status, baseline, plan, performance report, BMS command audit",
              "demand-response", roles=EVERY_ROLE, response=DrEventDetail, errors=(404,),

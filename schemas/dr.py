@@ -9,15 +9,17 @@
 
 Ids are deterministic where a replay must find what it already made: a webhook event's id is
 a UUID 5 of (utility, utility's event id, facility), a command's of (event id, phase, target).
+Times need an offset (a naive one is refused) and are kept and answered in UTC, whatever
+offset the sender used.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import Identifier
 
@@ -29,6 +31,14 @@ CommandOutcome = Literal["pending", "ok", "failed"]
 
 _NAMESPACE = uuid.UUID("6f1c2a0e-5d7b-4c36-9a51-3e0d2f8b7c11")
 MAX_EVENT_S = 24 * 3600
+
+
+def _to_utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""A time with an offset, normalised to UTC (as ``SensorReading.timestamp``)."""
 
 
 def _whole_minutes(start: datetime, end: datetime) -> None:
@@ -51,8 +61,8 @@ class DrNotification(BaseModel):
                                    description="the utility's id of the event; a replay with "
                                                "the same id creates nothing new")]
     facility_ids: Annotated[list[Identifier], Field(min_length=1, max_length=100)]
-    event_start: AwareDatetime
-    event_end: AwareDatetime
+    event_start: UtcDatetime
+    event_end: UtcDatetime
     target_reduction_percentage: Annotated[float, Field(
         gt=0, le=100, description="reduction asked, % of each facility's baseline")]
 
@@ -70,8 +80,8 @@ class DrEventRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     facility_id: Identifier
-    event_start: AwareDatetime
-    event_end: AwareDatetime
+    event_start: UtcDatetime
+    event_end: UtcDatetime
     target_reduction_kw: Annotated[float, Field(gt=0, le=1_000_000)]
 
     @model_validator(mode="after")
@@ -90,8 +100,8 @@ class DrEvent(BaseModel):
     utility_id: Identifier | None = None
     facility_id: Identifier
     source: Literal["webhook", "api"]
-    event_start: AwareDatetime
-    event_end: AwareDatetime
+    event_start: UtcDatetime
+    event_end: UtcDatetime
     target_reduction_kw: float | None = Field(
         default=None, description="asked in kW, or percentage x baseline average once known")
     target_reduction_percentage: float | None = None
@@ -107,8 +117,8 @@ class DrEvent(BaseModel):
                                      description="release stages whose commands were sent")
     trace_id: str | None = Field(default=None, description="trace id of the request that "
                                                            "created the event")
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
     @property
     def final(self) -> bool:
@@ -139,13 +149,13 @@ class BmsCommandRecord(BaseModel):
     release_stage: int | None = None
     why: str = Field(description="the event and the plan action that asked for it")
     trace_id: str | None = None
-    requested_at: AwareDatetime = Field(description="when the DR agent asked for it")
-    sent_at: AwareDatetime | None = None
+    requested_at: UtcDatetime = Field(description="when the DR agent asked for it")
+    sent_at: UtcDatetime | None = None
     result: CommandOutcome = "pending"
-    applied_at: AwareDatetime | None = Field(default=None, description="the BMS's clock")
+    applied_at: UtcDatetime | None = Field(default=None, description="the BMS's clock")
     failure: str | None = None
     fault_code: str | None = None
     error: str | None = None
     replayed: bool = False
-    released_at: AwareDatetime | None = Field(
+    released_at: UtcDatetime | None = Field(
         default=None, description="apply commands: when their release command was applied")

@@ -5,6 +5,8 @@ at the event end. Actions are dealt largest first to the stage with the least kW
 (longest-processing-time balancing), then the stages go out in increasing kW, so the largest
 block of load returns last, once the earlier rebound has settled. Each stage releases at most
 ``total / stages + largest action`` kW, instead of the whole shed at once.
+
+Times are UTC: a naive one is refused, an offset is converted (``schemas.dr.UtcDatetime``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.dr import UtcDatetime
 
 ActionKind = Literal["hvac_setpoint", "lighting_dim", "defer_load"]
 SolverStatus = Literal["optimal", "time_limit", "infeasible", "error", "nothing_to_do"]
@@ -38,15 +42,15 @@ class PlannedAction(_Frozen):
     expected_reduction_kw: float
     comfort_cost: float
     priority: int
-    start: datetime
-    release_at: datetime
+    start: UtcDatetime
+    release_at: UtcDatetime
     release_stage: int
     reason: str
 
 
 class ReleaseStage(_Frozen):
     stage: int
-    release_at: datetime
+    release_at: UtcDatetime
     target_ids: tuple[str, ...]  # "hvac:<zone_id>", "lighting:<group_id>", "deferrable:<load_id>"
     released_kw: float
 
@@ -56,8 +60,8 @@ class Plan(_Frozen):
 
     event_id: str | None = None
     facility_id: str
-    event_start: datetime
-    event_end: datetime
+    event_start: UtcDatetime
+    event_end: UtcDatetime
     target_reduction_kw: float
     robust_margin_kw: float = Field(
         description="upper band above the baseline in the worst event interval, added to the "

@@ -1,22 +1,25 @@
 """DR intake: the signed webhook (signature, tolerance, enrolment, replays, bodies) and the
-utility API (key scope, baseline in the answer, reads scoped by facility)."""
+utility API (key scope, baseline in the answer, bodies, reads scoped by facility); times in
+UTC, and one event at a time per facility."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
 
 from api import apikeys
 from api.principal import Role
 from api.signatures import sign
 from connectors.sqlite import SqliteStore
-from schemas.dr import DrEvent
+from schemas.access import Utility
+from schemas.dr import DrEvent, DrStatus, webhook_event_uuid
 from tests.auth_helpers import bearer
 from tests.integration.test_api_auth import A, B, app_for
 from tests.integration.test_api_auth import store as store
@@ -25,7 +28,15 @@ pytestmark = pytest.mark.integration
 
 Client = TestClient[web.Request, web.Application]
 PATH = "/webhooks/utility/dr-notification"
-START = (datetime.now(UTC) + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+HOUR = timedelta(hours=1)
+# A day ahead: clear of the store fixture's event (plant-a, now to now + 1 h) however long the
+# run takes.
+START = (datetime.now(UTC) + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+PACIFIC = timezone(timedelta(hours=-8))
+
+
+def zulu(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def notification(**changes: Any) -> bytes:
@@ -35,6 +46,26 @@ def notification(**changes: Any) -> bytes:
                             "target_reduction_percentage": 20}
     body.update(changes)
     return orjson.dumps(body)
+
+
+def event_request(**changes: Any) -> bytes:
+    body: dict[str, Any] = {"facility_id": A, "target_reduction_kw": 25,
+                            "event_start": START.isoformat(),
+                            "event_end": (START + HOUR).isoformat()}
+    body.update(changes)
+    return orjson.dumps(body)
+
+
+def naive(ts: datetime) -> str:
+    return ts.replace(tzinfo=None).isoformat()
+
+
+async def assert_error(resp: ClientResponse, status: int, code: str) -> dict[str, Any]:
+    assert resp.status == status, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    assert set(body) == {"error_code", "message", "details"}
+    assert body["error_code"] == code, body
+    return body
 
 
 def signed(body: bytes, *, secret: str = "whsec", age_s: float = 0, utility: str = "gridco",
@@ -49,6 +80,13 @@ def signed(body: bytes, *, secret: str = "whsec", age_s: float = 0, utility: str
 async def client(store: SqliteStore) -> AsyncIterator[Client]:
     async with TestClient(TestServer(app_for(store))) as c:
         yield c
+
+
+@pytest.fixture
+async def api_key(store: SqliteStore) -> dict[str, str]:
+    issued = apikeys.issue("gridco", now=datetime.now(UTC))
+    await store.add_api_key(issued.record)
+    return {"X-API-Key": issued.key}
 
 
 async def test_a_signed_notification_is_stored_once(client: Client,
@@ -96,6 +134,8 @@ async def test_only_enrolled_facilities(client: Client) -> None:
     (notification(event_start="2026-01-01T10:00:00Z", event_end="2026-01-01T11:00:00Z"),
      "application/json", 400, "invalid_body"),  # over already
     (notification(target_reduction_percentage=0), "application/json", 400, "invalid_body"),
+    (notification(event_start=naive(START)), "application/json", 400,
+     "invalid_body"),  # no offset: whose 10:00?
     (b"{not json", "application/json", 400, "invalid_body"),
     (notification(), "text/plain", 415, "unsupported_media_type"),
     (b" " * 70_000, "application/json", 413, "payload_too_large"),
@@ -103,18 +143,119 @@ async def test_only_enrolled_facilities(client: Client) -> None:
 async def test_bodies(client: Client, body: bytes, content_type: str, status: int,
                       code: str) -> None:
     headers = {**signed(body), "Content-Type": content_type}
-    resp = await client.post(PATH, data=body, headers=headers)
-    assert resp.status == status, await resp.text()
-    assert (await resp.json())["error_code"] == code
+    await assert_error(await client.post(PATH, data=body, headers=headers), status, code)
+
+
+async def test_a_replay_after_the_event_is_still_a_replay(client: Client,
+                                                          store: SqliteStore) -> None:
+    # GRID-0 was received two days ago and is over; the utility's retry arrives now, signed
+    # anew: it answers as any replay, not "over already".
+    start = START - timedelta(days=3)
+    received = DrEvent(id=webhook_event_uuid("gridco", "GRID-0", A), event_id="GRID-0",
+                       utility_id="gridco", facility_id=A, source="webhook", event_start=start,
+                       event_end=start + HOUR, target_reduction_percentage=20,
+                       status="completed", created_at=start - HOUR, updated_at=start + HOUR)
+    await store.insert_dr_event(received)
+    window = {"event_start": start.isoformat(), "event_end": (start + HOUR).isoformat()}
+    body = notification(event_id="GRID-0", **window)
+    resp = await client.post(PATH, data=body, headers=signed(body))
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {"accepted": True, "event_id": "GRID-0", "events": [
+        {"id": received.id, "facility_id": A, "status": "completed", "replayed": True}]}
+    body = notification(event_id="GRID-8", **window)  # a new event for that window
+    await assert_error(await client.post(PATH, data=body, headers=signed(body)), 400,
+                       "invalid_body")
+
+
+async def test_times_are_kept_and_answered_in_utc(client: Client, store: SqliteStore,
+                                                  api_key: dict[str, str]) -> None:
+    # START in Pacific time, -08:00: the same instants, stored and answered with offset 0.
+    body = notification(event_start=START.astimezone(PACIFIC).isoformat(),
+                        event_end=(START + HOUR).astimezone(PACIFIC).isoformat())
+    resp = await client.post(PATH, data=body, headers=signed(body))
+    assert resp.status == 200, await resp.text()
+    [created] = (await resp.json())["events"]
+    stored = await store.dr_event(created["id"])
+    assert stored is not None and stored.event_start == START
+    assert stored.event_start.utcoffset() == stored.event_end.utcoffset() == timedelta(0)
+    detail = await client.get(f"/api/dr-events/{created['id']}", headers=bearer(Role.ADMIN, [A]))
+    answered = await detail.json()
+    assert (answered["event_start"], answered["event_end"]) == (zulu(START), zulu(START + HOUR))
+    # The API route likewise, from +05:30, after the webhook's event (one at a time).
+    ist = timezone(timedelta(hours=5, minutes=30))
+    resp = await client.post("/api/dr-events", headers=api_key, json={
+        "facility_id": A, "target_reduction_kw": 25,
+        "event_start": (START + HOUR).astimezone(ist).isoformat(),
+        "event_end": (START + 2 * HOUR).astimezone(ist).isoformat()})
+    assert resp.status == 201, await resp.text()
+    answered = await resp.json()
+    assert (answered["event_start"], answered["event_end"]) == (zulu(START + HOUR),
+                                                                zulu(START + 2 * HOUR))
+
+
+@pytest.mark.parametrize(("status", "offset_min", "expected"), [
+    ("scheduled", 30, 409),  # 10:30-11:30 against 10:00-11:00: half an hour in common
+    ("active", -59, 409),  # 09:01-10:01: its last minute is the other's first
+    ("completed", 0, 409),  # the same window twice
+    ("failed", 0, 201),  # a failed event sheds nothing any more: the window is free again
+    ("scheduled", 60, 201),  # 11:00-12:00: back to back, [start, end) windows do not meet
+    ("scheduled", -60, 201),  # 09:00-10:00: ends as the other starts
+])
+async def test_one_event_at_a_time_per_facility(client: Client, store: SqliteStore,
+                                                api_key: dict[str, str], status: DrStatus,
+                                                offset_min: int, expected: int) -> None:
+    now = datetime.now(UTC)
+    existing = DrEvent(id=webhook_event_uuid("gridco", "GRID-1", A), event_id="GRID-1",
+                       utility_id="gridco", facility_id=A, source="webhook", event_start=START,
+                       event_end=START + HOUR, status=status, created_at=now, updated_at=now)
+    await store.insert_dr_event(existing)
+    start = START + timedelta(minutes=offset_min)
+    body = event_request(event_start=start.isoformat(), event_end=(start + HOUR).isoformat())
+    resp = await client.post("/api/dr-events", data=body,
+                             headers={**api_key, "Content-Type": "application/json"})
+    if expected == 201:
+        assert resp.status == 201, await resp.text()
+        return
+    refused = await assert_error(resp, 409, "event_overlaps")
+    assert refused["details"] == {"conflicts": [{
+        "facility_id": A, "dr_event_id": existing.id, "event_id": "GRID-1", "status": status,
+        "event_start": zulu(START), "event_end": zulu(START + HOUR)}]}
+    assert [e.id for e in await store.dr_events(facility_id=A)
+            if e.event_start > now + HOUR] == [existing.id]  # nothing new stored
+
+
+async def test_a_notification_overlapping_at_one_facility_is_refused_whole(
+        client: Client, store: SqliteStore) -> None:
+    await store.upsert_utility(Utility(utility_id="gridco", name="GridCo", facility_ids=(A, B),
+                                       webhook_secret=SecretStr("whsec")))
+    first = notification(event_id="GRID-1", facility_ids=[A])  # 10:00-11:00 at plant-a
+    assert (await client.post(PATH, data=first, headers=signed(first))).status == 200
+    # GRID-2 at 10:30-11:30 for both: plant-a would take two events at once.
+    later = START + timedelta(minutes=30)
+    second = notification(event_id="GRID-2", facility_ids=[A, B], event_start=later.isoformat(),
+                          event_end=(later + HOUR).isoformat())
+    refused = await assert_error(await client.post(PATH, data=second, headers=signed(second)),
+                                 409, "event_overlaps")
+    assert refused["details"] == {"conflicts": [{
+        "facility_id": A, "dr_event_id": webhook_event_uuid("gridco", "GRID-1", A),
+        "event_id": "GRID-1", "status": "scheduled", "event_start": zulu(START),
+        "event_end": zulu(START + HOUR)}]}
+    assert await store.dr_events(facility_id=B) == []  # nothing made for plant-b either
+    # GRID-1's retry is still a replay; GRID-2 corrected to 11:00-12:00 is accepted whole.
+    again = await client.post(PATH, data=first, headers=signed(first))
+    assert again.status == 200 and (await again.json())["events"][0]["replayed"] is True
+    corrected = notification(event_id="GRID-2", facility_ids=[A, B],
+                             event_start=(START + HOUR).isoformat(),
+                             event_end=(START + 2 * HOUR).isoformat())
+    resp = await client.post(PATH, data=corrected, headers=signed(corrected))
+    assert resp.status == 200, await resp.text()
+    assert [e["replayed"] for e in (await resp.json())["events"]] == [False, False]
 
 
 async def test_events_by_api_key_answer_their_baseline(client: Client,
-                                                       store: SqliteStore) -> None:
-    issued = apikeys.issue("gridco", now=datetime.now(UTC))
-    await store.add_api_key(issued.record)
-    key = {"X-API-Key": issued.key}
-    window = {"event_start": START.isoformat(),
-              "event_end": (START + timedelta(hours=1)).isoformat()}
+                                                       api_key: dict[str, str]) -> None:
+    key = api_key
+    window = {"event_start": START.isoformat(), "event_end": (START + HOUR).isoformat()}
     resp = await client.post("/api/dr-events", headers=key,
                              json={"facility_id": A, "target_reduction_kw": 25, **window})
     assert resp.status == 201, await resp.text()
@@ -134,3 +275,18 @@ async def test_events_by_api_key_answer_their_baseline(client: Client,
     assert missing.status == 404
     listed = await client.get(f"/api/facilities/{A}/dr-events", headers=key)
     assert created.id in [e["id"] for e in (await listed.json())["events"]]
+
+
+@pytest.mark.parametrize(("body", "content_type", "status", "code"), [
+    (event_request(), "text/plain", 415, "unsupported_media_type"),
+    (b" " * 70_000, "application/json", 413, "payload_too_large"),  # over 64 KiB
+    (b"{not json", "application/json", 400, "invalid_body"),
+    (event_request(event_end=naive(START + HOUR)), "application/json", 400,
+     "invalid_body"),  # no offset
+    (event_request(target_reduction_kw=0), "application/json", 400, "invalid_body"),
+])
+async def test_api_bodies(client: Client, api_key: dict[str, str], body: bytes,
+                          content_type: str, status: int, code: str) -> None:
+    resp = await client.post("/api/dr-events", data=body,
+                             headers={**api_key, "Content-Type": content_type})
+    await assert_error(resp, status, code)

@@ -8,9 +8,10 @@ The standard inventory (comfort cost per kW in brackets):
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from pydantic import ValidationError
 
 from agents.dr.inventory import (
     DeferrableLoad,
@@ -185,6 +186,15 @@ def test_plan_explains_itself_and_round_trips_json() -> None:
     assert [(a.target_id, a.release_stage) for a in plan.actions] == [("z1", 1), ("l1", 0)]
     assert hvac.release_at == END + timedelta(minutes=5) and hvac.start == START
     assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_plan_times_are_utc() -> None:
+    # An end at 18:00-05:00 is 23:00Z: the release time is kept in UTC; a naive end is refused.
+    eastern = timezone(timedelta(hours=-5))
+    _, [stage] = release_schedule([("a", 1.0)], event_end=END.astimezone(eastern))
+    assert stage.release_at == END and stage.release_at.utcoffset() == timedelta(0)
+    with pytest.raises(ValidationError, match="timezone"):
+        release_schedule([("a", 1.0)], event_end=END.replace(tzinfo=None))
 
 
 def test_inventory_from_the_simulated_building() -> None:
