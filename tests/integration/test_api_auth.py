@@ -68,7 +68,7 @@ EVENT_ID = webhook_event_uuid("gridco", "E-0", A)
 def request_kwargs(method: str, path: str) -> dict[str, Any]:
     """What a well-formed call of each route sends besides its credentials: a signed
     notification for the webhook, an event for POST /api/dr-events."""
-    start = (datetime.now(UTC) + timedelta(hours=1)).replace(minute=0, second=0,
+    start = (datetime.now(UTC) + timedelta(hours=2)).replace(minute=0, second=0,
                                                               microsecond=0)
     window = {"event_start": start.isoformat(),
               "event_end": (start + timedelta(hours=1)).isoformat()}
