@@ -54,9 +54,11 @@ def command_for(event: DrEvent, action: PlannedAction, phase: CommandPhase,
     kind: CommandKind
     setting: float | None
     if action.kind == "hvac_setpoint":
-        kind, setting, restore = "zone_setpoint_offset", action.setpoint_offset_c, 0.0
+        kind, setting = "zone_setpoint_offset", action.setpoint_offset_c
+        restore = action.restore_setpoint_offset_c or 0.0
     elif action.kind == "lighting_dim":
-        kind, setting, restore = "lighting_level", action.dim_level_pct, 100.0
+        kind, setting = "lighting_level", action.dim_level_pct
+        restore = 100.0 if action.restore_level_pct is None else action.restore_level_pct
     else:
         return None
     value = restore if setting is None else setting  # 0 % is a level, not a missing one

@@ -39,6 +39,9 @@ class HvacZoneResource(_Frozen):
     setpoint_step_c: float = Field(default=0.5, gt=0)
     max_reduction_kw: float | None = Field(default=None, ge=0)
     offset_sign: Literal[1, -1] = 1
+    current_offset_c: float = 0.0
+    """The zone's offset when the event is planned: the shed is added to it and the release
+    restores it."""
 
     @property
     def max_steps(self) -> int:
@@ -50,10 +53,11 @@ class HvacZoneResource(_Frozen):
 
 
 class LightingGroupResource(_Frozen):
-    """Shed by dimming from 100 % down to ``min_level_pct``.
+    """Shed by dimming from its level when planned, ``level_pct``, down to ``min_level_pct``.
 
     ``kw_at_full`` is the dimmable kW at 100 % (egress lighting that never dims excluded), so
-    dimming to level L sheds ``kw_at_full * (100 - L) / 100``. ``dim_step_pct`` None: continuous.
+    dimming from level C to level L sheds ``kw_at_full * (C - L) / 100``; the release restores
+    C. ``dim_step_pct`` None: continuous.
     """
 
     group_id: str
@@ -62,10 +66,11 @@ class LightingGroupResource(_Frozen):
     comfort_cost_per_pct: float = Field(ge=0)
     priority: int = Field(default=1, ge=1)
     dim_step_pct: float | None = Field(default=None, gt=0, le=100)
+    level_pct: float = Field(default=100.0, ge=0, le=100)
 
     @property
     def max_dim_pct(self) -> float:
-        return 100.0 - self.min_level_pct
+        return max(0.0, self.level_pct - self.min_level_pct)
 
 
 class DeferrableLoad(_Frozen):
@@ -129,13 +134,14 @@ def inventory_from_building(
             sign: Literal[1, -1] = 1
         else:
             temp_c = building.outdoor_temp_c(at)
-            now_kw = _zone_kw(zone, 0.0, outdoor_temp_c=temp_c, occupancy=occupancy)
+            now_c = zone.setpoint_offset_c
+            now_kw = _zone_kw(zone, now_c, outdoor_temp_c=temp_c, occupancy=occupancy)
             up, down = (
-                now_kw - _zone_kw(zone, o, outdoor_temp_c=temp_c, occupancy=occupancy)
+                now_kw - _zone_kw(zone, now_c + o, outdoor_temp_c=temp_c, occupancy=occupancy)
                 for o in (max_setpoint_offset_c, -max_setpoint_offset_c)
             )
             sign = 1 if up >= down else -1
-            first_step_kw = now_kw - _zone_kw(zone, sign * setpoint_step_c,
+            first_step_kw = now_kw - _zone_kw(zone, now_c + sign * setpoint_step_c,
                                               outdoor_temp_c=temp_c, occupancy=occupancy)
             kw_per_degc = max(0.0, first_step_kw) / setpoint_step_c
             max_reduction_kw = max(0.0, up if sign == 1 else down)
@@ -148,6 +154,7 @@ def inventory_from_building(
                 setpoint_step_c=setpoint_step_c,
                 max_reduction_kw=max_reduction_kw,
                 offset_sign=sign,
+                current_offset_c=zone.setpoint_offset_c,
             )
         )
     groups = [
@@ -157,6 +164,7 @@ def inventory_from_building(
             min_level_pct=min_lighting_level_pct,
             comfort_cost_per_pct=lighting_comfort_cost_per_pct,
             dim_step_pct=lighting_step_pct,
+            level_pct=g.level_pct,
         )
         for g in building.lighting_groups
     ]

@@ -39,6 +39,10 @@ class PlannedAction(_Frozen):
     setpoint_offset_c: float | None = None
     dim_level_pct: float | None = None
     deferred: bool | None = None
+    restore_setpoint_offset_c: float | None = None
+    """What the release sets: the zone's offset, the group's level, before the event (None in
+    plans made before SEMS kept them: offset 0, level 100 %)."""
+    restore_level_pct: float | None = None
     expected_reduction_kw: float
     comfort_cost: float
     priority: int

@@ -158,15 +158,19 @@ def _draft(inventory: Inventory, lever: _Lever, value: float, duration_s: float)
                       f"{z.kw_per_degc:.3g} kW/degC{cap_note})")
             return None if steps == 0 else _Draft(
                 lever.key, lever, z.zone_id, kw, z.comfort_cost_per_degc * abs(offset), reason,
-                {"setpoint_offset_c": offset})
+                {"setpoint_offset_c": z.current_offset_c + offset,
+                 "restore_setpoint_offset_c": z.current_offset_c})
     for g in inventory.lighting_groups:
         if lever.key == f"lighting:{g.group_id}":
             # continuous dimming: the solver's 1e-6 kW slack shows as 66.99999 %; report 67 %
             dim = round(value, 3) if g.dim_step_pct is None else round(value) * g.dim_step_pct
-            reason = f"dim to {100.0 - dim:g} % ({dim:g} points of {g.kw_at_full:.3g} kW dimmable)"
+            level = g.level_pct - dim
+            reason = (f"dim from {g.level_pct:g} to {level:g} % ({dim:g} points of "
+                      f"{g.kw_at_full:.3g} kW dimmable at 100 %)")
             return None if dim <= 1e-9 else _Draft(
                 lever.key, lever, g.group_id, g.kw_at_full * dim / 100.0,
-                g.comfort_cost_per_pct * dim, reason, {"dim_level_pct": 100.0 - dim})
+                g.comfort_cost_per_pct * dim, reason,
+                {"dim_level_pct": level, "restore_level_pct": g.level_pct})
     for d in inventory.deferrable_loads:
         if lever.key == f"deferrable:{d.load_id}":
             reason = (f"defer {d.kw:g} kW for the {duration_s:g} s event (may wait "

@@ -147,6 +147,30 @@ async def test_plans_applies_at_start_releases_in_stages_and_reports(rig: Rig) -
             or 0) > 0
 
 
+async def test_the_release_restores_each_load_to_where_it_was(rig: Rig) -> None:
+    """The facility manager had one group at 60 % and one zone at -1 degC before the event:
+    after it, they are there again (not at 100 % and 0 degC)."""
+    building = rig.fleet.models[FAC]
+    group, zone = building.lighting_groups[0], building.zones[0]
+    group.level_pct, zone.setpoint_offset_c = 60.0, -1.0
+    before = [(g.group_id, g.level_pct) for g in building.lighting_groups]
+    dr, _ = rig.agent()
+    await rig.event(pct=25.0)
+    await dr.tick()
+    rig.now = START
+    await dr.tick()
+    applied = {r.target_id: r.value for r in await rig.store.bms_commands((await rig.load()).id)}
+    assert applied.get(group.group_id, 60.0) <= 60.0  # dimmed from 60 %, never up
+    assert zone.setpoint_offset_c != -1.0  # shed from where it was
+    await rig.store.commit(CommitBatch(rollups=rollups(START, 10, METERED_KW)))
+    for rig.now in (END, END + timedelta(seconds=60)):
+        await dr.tick()
+    assert (await rig.load()).status == "completed"
+    assert [(g.group_id, g.level_pct) for g in building.lighting_groups] == before
+    assert zone.setpoint_offset_c == -1.0
+    assert [z.setpoint_offset_c for z in building.zones[1:]] == [0.0] * 3
+
+
 async def test_a_failed_command_is_recorded_on_the_event_and_counted(rig: Rig) -> None:
     dr, _ = rig.agent()
     rig.service.faults.faulty_ids.add("zone-1")

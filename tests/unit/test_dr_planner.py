@@ -234,3 +234,28 @@ def test_continuous_dimming() -> None:
                           event_start=START, event_end=END)
     assert settings(plan) == {"l2": 75.0}
     assert (plan.expected_reduction_kw, plan.objective_cost) == pytest.approx((5.0, 12.5))
+
+
+def test_loads_are_shed_from_where_they_are_and_released_back_there() -> None:
+    """A group already dimmed to 70 % has 20 points left above its 50 % floor, each worth
+    0.2 kW of its 20 kW at 100 %; a zone already at +0.5 degC gets its offset on top. The
+    release restores those levels, not 100 % and 0 degC."""
+    inv = Inventory(
+        facility_id="fac-001",
+        zones=(HvacZoneResource(zone_id="z1", max_setpoint_offset_c=2.0, kw_per_degc=10.0,
+                                comfort_cost_per_degc=4.0, current_offset_c=0.5),),
+        lighting_groups=(LightingGroupResource(group_id="l1", kw_at_full=20.0,
+                                               min_level_pct=50.0, comfort_cost_per_pct=0.5,
+                                               dim_step_pct=10.0, level_pct=70.0),))
+    # 24 kW: the zone's 20 kW (4 steps, +2 degC) and both lighting steps (4 kW) -- all there is.
+    plan = plan_reduction(inv, target_reduction_kw=24.0, forecast_upper_kw=UPPER,
+                          event_start=START, event_end=END)
+    assert settings(plan) == {"z1": 2.5, "l1": 50.0}
+    assert plan.expected_reduction_kw == pytest.approx(24.0) and plan.meets_target
+    restore = {a.target_id: (a.restore_setpoint_offset_c, a.restore_level_pct)
+               for a in plan.actions}
+    assert restore == {"z1": (0.5, None), "l1": (None, 70.0)}
+    # A group at its floor already has nothing to give.
+    floor = LightingGroupResource(group_id="l1", kw_at_full=20.0, min_level_pct=50.0,
+                                  comfort_cost_per_pct=0.5, level_pct=40.0)
+    assert floor.max_dim_pct == 0.0
