@@ -158,15 +158,22 @@ class KafkaSink(Generic[T]):
 
     At most ``max_in_flight`` values are outstanding: when Kafka is slow, the agent waits, MQTT
     messages stay unacknowledged, and the broker holds the rest.
+
+    A failed delivery (the producer gave up after its retries) makes every later ``send`` raise
+    ``DeliveryFailed``: the pipeline stops rather than skip records. ``fail_stop=False`` is for
+    topics whose records are kept in the store and published again when found missing (DR
+    events, BMS commands): the failure is logged and later sends go on.
     """
 
     def __init__(self, kafka: AIOKafkaProducer, topic: str, *, key: Callable[[T], str],
-                 encode: Callable[[T], bytes], max_in_flight: int = 20_000) -> None:
+                 encode: Callable[[T], bytes], max_in_flight: int = 20_000,
+                 fail_stop: bool = True) -> None:
         self.kafka = kafka
         self.topic = topic
         self.key = key
         self.encode = encode
         self.max_in_flight = max_in_flight
+        self.fail_stop = fail_stop
         self.in_flight = 0
         self.error: BaseException | None = None
         self._room = asyncio.Event()
@@ -251,7 +258,8 @@ class KafkaSink(Generic[T]):
 
     def _failed(self, exc: BaseException, records: int) -> None:
         """Nothing of the batch is acknowledged: MQTT redelivers it after a restart."""
-        self.error = exc
+        if self.fail_stop:
+            self.error = exc
         self.in_flight -= records
         self._room.set()
         log.error("delivery of %d records to %s failed: %r", records, self.topic, exc)

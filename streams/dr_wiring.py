@@ -141,12 +141,15 @@ class KafkaDr:
                  app: Any) -> None:
         self.app = app
         self.partitions = settings.kafka_partitions
+        # Both are in the store: the DR agent reads events from there every second, and
+        # publishes again a command the command agent never recorded. A failed delivery is
+        # logged, and DR goes on.
         self.event_sink: KafkaSink[DrEvent] = KafkaSink(
             producer, DR_EVENTS, key=lambda e: e.facility_id,
-            encode=lambda e: e.model_dump_json().encode())
+            encode=lambda e: e.model_dump_json().encode(), fail_stop=False)
         self.command_sink: KafkaSink[BmsCommandRecord] = KafkaSink(
             producer, BMS_COMMANDS, key=lambda c: c.facility_id,
-            encode=lambda c: c.model_dump_json().encode())
+            encode=lambda c: c.model_dump_json().encode(), fail_stop=False)
         self.wiring = DrWiring(settings, store, metrics, clock,
                                publish_event=self.event_sink.send,
                                publish_command=self.command_sink.send, owned=self.owns)

@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import uuid
 from collections import defaultdict
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from connectors.kafka import KafkaSink, TopicSpec, ensure_topics, partition_for, producer
+from connectors.kafka import (
+    DeliveryFailed,
+    KafkaSink,
+    TopicSpec,
+    ensure_topics,
+    partition_for,
+    producer,
+)
 from streams.logs import TRACE_HEADER, trace_id_var
 from tests.servers import Kafka
 
@@ -136,3 +144,38 @@ async def test_records_carry_the_trace_id_of_the_batch_that_sent_them(kafka: Kaf
         await consumer.stop()
     assert headers == {b"1": [(TRACE_HEADER, b"batch-a")], b"2": [(TRACE_HEADER, b"batch-b")],
                        b"3": []}
+
+
+@pytest.mark.parametrize("fail_stop", [True, False])
+async def test_a_failed_delivery_stops_the_sink_unless_its_records_are_kept_elsewhere(
+    kafka: Kafka, fail_stop: bool,
+) -> None:
+    """The broker refuses a record over the topic's max.message.bytes (not retriable). The
+    readings' sink then refuses every later send, so the pipeline stops rather than skip; a DR
+    sink (``fail_stop=False``: its records are in the store and published again) goes on."""
+    topic = f"sink-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka.bootstrap, [TopicSpec(topic, 1, "facility_id", "-",
+                                                    {"max.message.bytes": "2000"})])
+    kafka_producer = producer(kafka.bootstrap)
+    await kafka_producer.start()
+    acked: list[int] = []
+    try:
+        # Random bytes, which lz4 cannot shrink under the limit.
+        sink: KafkaSink[int] = KafkaSink(
+            kafka_producer, topic, key=lambda v: "fac-001",
+            encode=lambda v: os.urandom(v) if v > 100 else b"x" * v, fail_stop=fail_stop)
+        await sink.send(5_000, ack=functools.partial(acked.append, 5_000))
+        if fail_stop:
+            with pytest.raises(DeliveryFailed):
+                await sink.flush()
+            with pytest.raises(DeliveryFailed):
+                await sink.send(10, ack=functools.partial(acked.append, 10))
+        else:
+            await sink.flush()  # logged
+            await sink.send(10, ack=functools.partial(acked.append, 10))
+            await sink.flush()
+    finally:
+        await kafka_producer.stop()
+    assert acked == ([] if fail_stop else [10])
+    if not fail_stop:
+        assert [v for _, _, v in await read_all(kafka, topic, 1)] == [b"x" * 10]
