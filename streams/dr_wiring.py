@@ -11,6 +11,7 @@ the inventory comes from its zone and lighting lists (``agents/dr_inventory.py``
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime
@@ -21,7 +22,14 @@ from aiokafka import AIOKafkaProducer
 from agents.bms_commands import BmsCommandExecutor, bms_command_agent
 from agents.demand_response import DrService
 from agents.dr_baseline import BaselineSource
-from agents.dr_inventory import BmsInventory, ComfortLimits, SimulatorInventory
+from agents.dr_inventory import (
+    BmsInventory,
+    ComfortLimits,
+    InventorySource,
+    RuledInventory,
+    SimulatorInventory,
+    load_site_rules,
+)
 from api.dr_deps import DrApi
 from connectors.bms import BmsError
 from connectors.bms.soap import BmsClient
@@ -55,6 +63,8 @@ class DrWiring:
                          submit=publish_event)
         self.limits = ComfortLimits(max_setpoint_offset_c=s.dr_max_setpoint_offset_c,
                                     min_lighting_pct=s.dr_min_lighting_pct)
+        # Read at start: a mistake in the file stops SEMS with where and why.
+        self.sites = load_site_rules(s.dr_sites) if s.dr_sites is not None else {}
         self.bms_server: BmsServer | None = None
         self._client: BmsClient | None = None
         self.models: Mapping[str, BuildingModel] | None = None
@@ -81,9 +91,11 @@ class DrWiring:
             return
         self._client = client
         self.executor.bms = client
-        self.service.inventory = (SimulatorInventory(models, self.limits)
-                                  if s.bms_url is None and models is not None
-                                  else BmsInventory(client, self.limits))
+        source: Callable[[ComfortLimits], InventorySource] = (
+            functools.partial(SimulatorInventory, models)
+            if s.bms_url is None and models is not None
+            else functools.partial(BmsInventory, client))
+        self.service.inventory = RuledInventory(source, self.limits, self.sites)
         self.service.wake()
 
     async def close(self) -> None:

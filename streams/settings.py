@@ -120,6 +120,7 @@ class Settings(BaseModel):
     dr_baseline: DrBaselineMethod = "auto"
     dr_max_setpoint_offset_c: Annotated[float, Field(gt=0, le=10)] = 4.0
     dr_min_lighting_pct: Annotated[float, Field(ge=0, le=100)] = 30.0
+    dr_sites: Path | None = None
     dr_release_stages: Annotated[int, Field(ge=1, le=10)] = 3
     dr_release_gap_s: Annotated[float, Field(ge=0, le=3600)] = 300.0
     dr_report_timeout_s: Annotated[float, Field(ge=0, le=86_400)] = 600.0
