@@ -80,13 +80,18 @@ async def admit(request: web.Request, endpoint: Endpoint) -> None:
             raise ApiError(403, "facility_forbidden",
                            f"this caller may not see facility {facility_id!r}",
                            {"facility_id": facility_id})
-    wait_s = deps.rate_limiter.take(principal.rate_key, time.monotonic())
+    limit_rate(deps, principal.rate_key, principal.via)
+    request[PRINCIPAL] = principal
+
+
+def limit_rate(deps: ApiDeps, key: str, credential: str) -> None:
+    """One request off ``key``'s bucket, or 429 with when to come back."""
+    wait_s = deps.rate_limiter.take(key, time.monotonic())
     if wait_s > 0:
-        deps.metrics.api_rate_limited.labels(principal.via).inc()
+        deps.metrics.api_rate_limited.labels(credential).inc()
         raise ApiError(429, "rate_limited", "too many requests; slow down",
                        {"retry_after_s": math.ceil(wait_s)},
                        headers={"Retry-After": str(math.ceil(wait_s))})
-    request[PRINCIPAL] = principal
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}

@@ -23,7 +23,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agents.dr_baseline import NoBaseline
-from api.app import DEPS, PRINCIPAL, ApiDeps, json_response
+from api.app import DEPS, PRINCIPAL, ApiDeps, json_response, limit_rate
 from api.dr_deps import DrApi
 from api.endpoints import EVERY_ROLE, FACILITY_ID, Endpoint, Param
 from api.errors import ApiError, not_found
@@ -151,6 +151,8 @@ async def dr_notification(request: web.Request) -> web.Response:
                tolerance_s=dr.signature_tolerance_s)
     except SignatureError as exc:
         raise ApiError(401, "invalid_signature", str(exc)) from None
+    # Counted once the signature holds: forged calls cannot spend a utility's budget.
+    limit_rate(deps, f"webhook:{utility.utility_id}", "webhook")
     note = _parse(request, body, DrNotification)
     refused = [f for f in note.facility_ids if f not in utility.facility_ids]
     if refused:

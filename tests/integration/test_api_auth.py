@@ -301,6 +301,23 @@ async def test_rate_limit_per_caller(store: SqliteStore) -> None:
         assert limited == 1
 
 
+async def test_rate_limit_per_utility_on_the_webhook(store: SqliteStore) -> None:
+    """The webhook is limited per utility once its signature holds: a flood of forged calls
+    in a utility's name does not spend that utility's budget."""
+    limiter = RateLimiter(rate_per_s=0.5, burst=2)
+    path = "/webhooks/utility/dr-notification"
+    async with TestClient(TestServer(app_for(store, limiter=limiter))) as c:
+        forged = request_kwargs("POST", path)
+        forged["headers"] = {**forged["headers"], "X-SEMS-Signature": "v1=" + "0" * 64}
+        assert [(await c.post(path, **forged)).status for _ in range(5)] == [401] * 5
+        statuses = [(await c.post(path, **request_kwargs("POST", path))).status
+                    for _ in range(3)]
+        assert statuses == [200, 200, 429]  # the second is a replay, still a call
+        limited = store.metrics.registry.get_sample_value(
+            "sems_api_rate_limited_total", {"credential": "webhook"})
+        assert limited == 1
+
+
 async def test_the_local_issuers_keys_are_published(client: Client) -> None:
     resp = await client.get("/.well-known/jwks.json")
     keys = (await resp.json())["keys"]
