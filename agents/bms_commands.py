@@ -55,7 +55,10 @@ class BmsCommandExecutor:
             return stored
         sent = (stored or command).model_copy(update={"sent_at": self.clock()})
         if stored is None:
-            await self.store.record_bms_command(sent)
+            if not await self.store.record_bms_command(sent):
+                # Recorded in between by another executor, which sends it.
+                log.info("BMS command %s is being sent already", command.command_id)
+                return await self.store.bms_command(command.command_id) or sent
         else:
             log.info("BMS command %s was in flight when SEMS stopped: asking the BMS again "
                      "with the same command id", command.command_id)

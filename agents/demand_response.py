@@ -104,12 +104,12 @@ class DrService:
 
     async def run_forever(self) -> None:
         while True:
+            self._wake.clear()  # before the pass: an event arriving during it wakes the next
             try:
                 wait_s = await self.tick()
             except Exception:  # the store is down: try again on the next pass
                 log.exception("DR pass failed")
                 wait_s = self.poll_s
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, wait_s))
 

@@ -318,6 +318,30 @@ async def test_a_store_outage_repeats_the_step_without_sending_twice(rig: Rig) -
     assert stored is not None and stored.result == "ok"
 
 
+class RacedStore(FlakyStore):
+    """Another executor records the command between this one's look-up and its insert."""
+
+    async def bms_command(self, command_id: str) -> BmsCommandRecord | None:
+        if self.failures:
+            self.failures -= 1
+            return None
+        return await self.store.bms_command(command_id)
+
+
+async def test_a_command_recorded_by_another_executor_meanwhile_is_not_sent(rig: Rig) -> None:
+    dr, _ = rig.agent()
+    await rig.event()
+    await dr.tick()
+    plan = Plan.model_validate((await rig.load()).plan)
+    command = command_for(await rig.load(), plan.actions[0], "apply", START)
+    assert command is not None
+    await rig.store.record_bms_command(command)  # the other executor, sending it now
+    executor = BmsCommandExecutor(cast(DrStore, RacedStore(rig.store)), rig.metrics, rig.clock,
+                                  bms=LocalBms(rig.service, observers=[rig.observe]))
+    await executor.execute(command)
+    assert rig.sent == []
+
+
 async def test_an_unreachable_bms_does_not_stop_sems(rig: Rig, tmp_path: Path,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()  # nothing listens there
