@@ -299,15 +299,21 @@ class FlakyStore:
         return await self.store.record_bms_command(record)
 
 
-async def test_a_store_outage_repeats_the_step_without_sending_twice(rig: Rig) -> None:
+async def planned_command(rig: Rig, store: type[FlakyStore]) -> tuple[
+        BmsCommandRecord, BmsCommandExecutor]:
+    """The event's first apply command, and a command executor on ``store``."""
     dr, _ = rig.agent()
     await rig.event()
     await dr.tick()
     plan = Plan.model_validate((await rig.load()).plan)
     command = command_for(await rig.load(), plan.actions[0], "apply", START)
     assert command is not None
-    executor = BmsCommandExecutor(cast(DrStore, FlakyStore(rig.store)), rig.metrics, rig.clock,
-                                  bms=LocalBms(rig.service, observers=[rig.observe]))
+    return command, BmsCommandExecutor(cast(DrStore, store(rig.store)), rig.metrics, rig.clock,
+                                       bms=LocalBms(rig.service, observers=[rig.observe]))
+
+
+async def test_a_store_outage_repeats_the_step_without_sending_twice(rig: Rig) -> None:
+    command, executor = await planned_command(rig, FlakyStore)
 
     async def one_batch() -> AsyncIterator[list[BmsCommandRecord]]:
         yield [command]
@@ -329,15 +335,8 @@ class RacedStore(FlakyStore):
 
 
 async def test_a_command_recorded_by_another_executor_meanwhile_is_not_sent(rig: Rig) -> None:
-    dr, _ = rig.agent()
-    await rig.event()
-    await dr.tick()
-    plan = Plan.model_validate((await rig.load()).plan)
-    command = command_for(await rig.load(), plan.actions[0], "apply", START)
-    assert command is not None
+    command, executor = await planned_command(rig, RacedStore)
     await rig.store.record_bms_command(command)  # the other executor, sending it now
-    executor = BmsCommandExecutor(cast(DrStore, RacedStore(rig.store)), rig.metrics, rig.clock,
-                                  bms=LocalBms(rig.service, observers=[rig.observe]))
     await executor.execute(command)
     assert rig.sent == []
 
