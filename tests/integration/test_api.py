@@ -144,6 +144,7 @@ async def test_facilities_lists_each_facility_with_its_meters(client: Client) ->
         {
             "facility_id": "plant-1", "name": "Plant 1", "timezone": "Europe/Paris",
             "contract_demand_kw": 300.0, "latitude": None, "longitude": None, "country": None,
+            "dr_baseline": None,
             "meters": [  # ordered by meter id
                 {"meter_id": "p1-hvac", "meter_type": "hvac", "sample_interval_s": 30.0},
                 {"meter_id": "p1-main-a", "meter_type": "main", "sample_interval_s": 15.0},
@@ -153,6 +154,7 @@ async def test_facilities_lists_each_facility_with_its_meters(client: Client) ->
         {
             "facility_id": "plant-2", "name": "Plant 2", "timezone": "UTC",
             "contract_demand_kw": 100.0, "latitude": None, "longitude": None, "country": None,
+            "dr_baseline": None,
             "meters": [
                 {"meter_id": "p2-main", "meter_type": "main", "sample_interval_s": 15.0},
             ],
