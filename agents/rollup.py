@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from prometheus_client import Gauge
+
 from schemas.deadletter import DeadLetter, RejectReason
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, WindowName
@@ -97,6 +99,7 @@ class RollupService:
         self._pending: asyncio.Queue[_Folded] = asyncio.Queue(maxsize=max_pending)
         self._committer: asyncio.Task[None] | None = None
         self._last_reading_s: dict[tuple[str, str], float] = {}
+        self._last_reading_gauges: dict[tuple[str, str], Gauge] = {}
 
     async def recover(self) -> int:
         """Rebuild open windows from the store after a restart. Returns readings replayed."""
@@ -262,10 +265,13 @@ class RollupService:
             ts = r.timestamp.timestamp()
             if ts > newer.get(key, 0.0) and ts > seen.get(key, 0.0):
                 newer[key] = ts
-        gauge = self.metrics.meter_last_reading
-        for (facility_id, meter_id), ts in newer.items():
-            seen[(facility_id, meter_id)] = ts
-            gauge.labels(facility_id, meter_id).set(ts)
+        gauges = self._last_reading_gauges
+        for key, ts in newer.items():
+            seen[key] = ts
+            child = gauges.get(key)
+            if child is None:  # labels() takes a lock and builds a key: once per meter
+                child = gauges[key] = self.metrics.meter_last_reading.labels(*key)
+            child.set(ts)
 
     async def flush(self) -> None:
         """Wait until every folded batch is stored, its state saved and its rollups sent (a
