@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from agents.dr.baseline_types import BaselineResult
+from agents.dr.inventory import Inventory
 from agents.dr.performance import InsufficientMeterDataError, achieved_reduction
 from agents.dr.plan import Plan, PlannedAction
 from agents.dr.planner import plan_reduction
@@ -146,11 +147,8 @@ class DrService:
             apply_at = e.event_start - timedelta(seconds=self.apply_lead_s)
             if now < apply_at:
                 return apply_at
-            if e.baseline is not None and baseline_of(e.baseline).provisional and facility:
-                # Planned before its baseline's data was in: plan again with it, now.
-                e = await self._prepare(e, facility, now, replan=True)
-                if e.final:
-                    return None
+            if facility is not None:
+                e = await self._replan(e, facility, now)
             e = await self._apply(e, now)
         plan = Plan.model_validate(e.plan)
         await self._resend_missing(e, plan)
@@ -161,24 +159,28 @@ class DrService:
             e = await self._release(e, plan, stage.stage, now)
         if now < e.event_end:
             return e.event_end
+        unreleased = [c for c in await self._unrecorded(e, plan) if c.phase == "release"]
+        if unreleased:
+            last_s = (now - (stages[-1].release_at if stages else e.event_end)).total_seconds()
+            if last_s < self.report_timeout_s:  # a load left shed must not go unnoticed
+                return now + timedelta(seconds=self.poll_s)
+            await self.store.add_dr_event_failure(
+                e.id, f"{len(unreleased)} release commands were never executed: "
+                + ", ".join(f"{c.kind} {c.target_id}={c.value:g}" for c in unreleased))
         return await self._report(e, facility, now)
 
-    async def _prepare(self, e: DrEvent, facility: Facility, now: datetime, *,
-                       replan: bool = False) -> DrEvent:
-        """Baseline and plan; ``replan``: again, with the baseline's data complete now."""
+    async def _prepare(self, e: DrEvent, facility: Facility, now: datetime) -> DrEvent:
+        """Baseline and plan, as soon as the event is known."""
         if now >= e.event_end:
             await self._finish(e, "failed", reason="the event ended before it was planned")
             return e.model_copy(update={"status": "failed"})
         try:
-            baseline = (baseline_of(e.baseline) if e.baseline is not None and not replan else
+            baseline = (baseline_of(e.baseline) if e.baseline is not None else
                         await self.baselines.baseline(facility, event_start=e.event_start,
                                                       event_end=e.event_end, now=now))
         except NoBaseline as exc:
             await self._finish(e, "failed", reason=f"no baseline: {exc}")
             return e.model_copy(update={"status": "failed"})
-        target_kw = e.target_reduction_kw
-        if target_kw is None or (replan and e.target_reduction_percentage is not None):
-            target_kw = (e.target_reduction_percentage or 0.0) / 100.0 * baseline.mean_kw
         if self.inventory is None:
             await self._finish(e, "failed", reason="no BMS is configured (SEMS_BMS_URL)")
             return e.model_copy(update={"status": "failed"})
@@ -187,6 +189,33 @@ class DrService:
         except Exception as exc:  # the BMS cannot be read: nothing to plan with
             await self._finish(e, "failed", reason=f"the BMS inventory failed: {exc}")
             return e.model_copy(update={"status": "failed"})
+        return await self._plan(e, baseline, inventory)
+
+    async def _replan(self, e: DrEvent, facility: Facility, now: datetime) -> DrEvent:
+        """Plan again when the commands are due: from the loads' state now (what the commands
+        start from and the release restores: a manager may have changed a level since the
+        notification) and, if it was provisional, with the baseline's data in, by the same
+        method. If that fails, the first plan stands."""
+        planned = baseline_of(e.baseline) if e.baseline is not None else None
+        try:
+            baseline = (planned if planned is not None and not planned.provisional else
+                        await self.baselines.baseline(
+                            facility, event_start=e.event_start, event_end=e.event_end,
+                            now=now, method=None if planned is None else planned.method))
+            if self.inventory is None:
+                raise LookupError("no BMS is configured")
+            inventory = await self.inventory.inventory(e.facility_id, at=e.event_start)
+        except Exception as exc:  # NoBaseline, the BMS cannot be read
+            log.warning("DR event %s: planning again at the start failed (%s): the first plan "
+                        "stands", e.id, exc)
+            return e
+        return await self._plan(e, baseline, inventory)
+
+    async def _plan(self, e: DrEvent, baseline: BaselineResult,
+                    inventory: Inventory) -> DrEvent:
+        target_kw = (e.target_reduction_percentage / 100.0 * baseline.mean_kw
+                     if e.target_reduction_percentage is not None
+                     else e.target_reduction_kw or 0.0)
         upper = await self.baselines.upper_band(e.facility_id, baseline)
         plan = plan_reduction(inventory, target_reduction_kw=target_kw, forecast_upper_kw=upper,
                               baseline_kw=baseline.baseline_kw, event_start=e.event_start,
@@ -202,25 +231,30 @@ class DrService:
         return await self._save(e, target_reduction_kw=target_kw, baseline=baseline.to_dict(),
                                 plan=plan.model_dump(mode="json"))
 
+    # Progress is saved before its commands go out: a crash in between leaves commands that
+    # the audit trail lacks, which the next pass publishes again (_resend_missing), never an
+    # event planned a second time from the state its own commands made.
+
     async def _apply(self, e: DrEvent, now: datetime) -> DrEvent:
         plan = Plan.model_validate(e.plan)
+        saved = await self._save(e, status="active")
         for action in plan.actions:
             command = command_for(e, action, "apply", now)
             if command is not None:
                 await self._publish(command)
         log.info("DR event %s started: %d commands sent to the BMS", e.id, len(plan.actions))
-        saved = await self._save(e, status="active")
         self.metrics.dr_events.labels("active").inc()
         return saved
 
     async def _release(self, e: DrEvent, plan: Plan, stage: int, now: datetime) -> DrEvent:
+        saved = await self._save(e, release_stages_sent=stage + 1)
         for action in plan.actions:
             if action.release_stage == stage:
                 command = command_for(e, action, "release", now)
                 if command is not None:
                     await self._publish(command)
         log.info("DR event %s: release stage %d sent", e.id, stage)
-        return await self._save(e, release_stages_sent=stage + 1)
+        return saved
 
     def _commands(self, e: DrEvent, plan: Plan) -> list[BmsCommandRecord]:
         """The commands the event's progress says were published: the apply commands whose
@@ -235,21 +269,25 @@ class DrService:
                 out.append(command_for(e, action, "release", now))
         return [c for c in out if c is not None]
 
+    async def _unrecorded(self, e: DrEvent, plan: Plan) -> list[BmsCommandRecord]:
+        """Published commands (``_commands``) without a result in the audit trail. One
+        recorded without a result was in flight when a process died: asked again, the agent
+        sends it with the same id, which the BMS absorbs (bms_commands.py)."""
+        expected = self._commands(e, plan)
+        if not expected:
+            return []
+        recorded = {c.command_id for c in await self.store.bms_commands(e.id)
+                    if c.result != "pending"}
+        return [c for c in expected if c.command_id not in recorded]
+
     async def _resend_missing(self, e: DrEvent, plan: Plan) -> None:
         """Publishes again the commands the BMS-command agent never recorded: lost with a
         crashed process's in-memory stream, or a Kafka delivery that failed. Same ids, so the
         agent never sends one twice; an apply whose action was released is not sent again."""
-        expected = self._commands(e, plan)
-        if not expected:
-            return
-        # One recorded without a result was in flight when a process died: asked again, the
-        # agent sends it with the same id, which the BMS absorbs (bms_commands.py).
-        recorded = {c.command_id for c in await self.store.bms_commands(e.id)
-                    if c.result != "pending"}
         now = self.clock()
         resend_at = now - timedelta(seconds=self.resend_after_s)
-        missing = [c for c in expected if c.command_id not in recorded
-                   and self._published.get(c.command_id, resend_at) <= resend_at]
+        missing = [c for c in await self._unrecorded(e, plan)
+                   if self._published.get(c.command_id, resend_at) <= resend_at]
         for command in missing:
             await self._publish(command)
         if missing:
@@ -268,7 +306,7 @@ class DrService:
         waited_s = (now - e.event_end).total_seconds()
         if len(metered) < minutes and waited_s < self.report_timeout_s:
             return now + timedelta(seconds=self.poll_s)  # the last rollups are not final yet
-        baseline = await self._settlement_baseline(e, facility)
+        baseline = await self._settlement_baseline(e, facility, now)
         try:
             report = achieved_reduction(baseline, metered,
                                         target_reduction_kw=e.target_reduction_kw,
@@ -286,7 +324,8 @@ class DrService:
                            achieved_reduction_kw=report.average_achieved_reduction_kw)
         return None
 
-    async def _settlement_baseline(self, e: DrEvent, facility: Facility | None) -> BaselineResult:
+    async def _settlement_baseline(self, e: DrEvent, facility: Facility | None,
+                                   now: datetime) -> BaselineResult:
         """The baseline the event settles with: the planning one, unless that was provisional
         (computed before its windows were metered); then the same method computed again as of
         the event start. A forecast baseline stays as planned: forecasts made during the event
@@ -296,7 +335,7 @@ class DrService:
             return planned
         try:
             return await self.baselines.baseline(facility, event_start=e.event_start,
-                                                 event_end=e.event_end, now=e.event_end,
+                                                 event_end=e.event_end, now=now,
                                                  method=planned.method)
         except NoBaseline as exc:
             log.warning("DR event %s: settling with the planning baseline (%s)", e.id, exc)

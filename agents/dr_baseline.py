@@ -115,8 +115,10 @@ class BaselineSource:
         tz = ZoneInfo(facility.timezone)
         day = local_date(start, tz)
         events = await self.events.dr_events(facility_id=facility.facility_id, limit=10_000)
+        last = timedelta(microseconds=1)  # event_end is exclusive: midnight is not the next day
         return {d for e in events
-                for d in (local_date(e.event_start, tz), local_date(e.event_end, tz)) if d < day}
+                for d in (local_date(e.event_start, tz), local_date(e.event_end - last, tz))
+                if d < day}
 
     async def forecast_points(self, facility_id: str, start: datetime,
                               end: datetime) -> list[LoadForecastPoint]:

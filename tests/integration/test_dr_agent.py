@@ -5,6 +5,7 @@ in the middle of an event resuming from the store."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -80,6 +81,14 @@ class Rig:
         e = DrEvent(id="6a8e1c55-0d3e-4b8e-9d1e-3f0f4a1b2c3d", event_id="E-1",
                     utility_id="gridco", facility_id=FAC, source="webhook", event_start=START,
                     event_end=END, target_reduction_percentage=pct, trace_id="trace-1",
+                    created_at=self.now, updated_at=self.now)
+        await self.store.insert_dr_event(e)
+        return e
+
+    async def event_at(self, start: datetime, event_id: str) -> DrEvent:
+        e = DrEvent(id=str(uuid.uuid4()), event_id=event_id, utility_id="gridco",
+                    facility_id=FAC, source="webhook", event_start=start,
+                    event_end=start + (END - START), target_reduction_percentage=20.0,
                     created_at=self.now, updated_at=self.now)
         await self.store.insert_dr_event(e)
         return e
@@ -271,6 +280,75 @@ async def test_commands_lost_with_a_crashed_process_are_published_again(rig: Rig
     await again.tick()
     assert set(c.command_id for c in releases) <= set(rig.sent)
     assert len(rig.sent) == len(set(rig.sent))  # no apply sent again after its release
+
+
+async def test_an_event_is_not_completed_while_its_last_release_is_unexecuted(
+    rig: Rig,
+) -> None:
+    """The last release stage goes out in the pass that would report: if it is lost, the
+    event waits for it (published again), so no load is left shed behind a completed event;
+    if it never executes, the event fails saying which loads are still shed."""
+    lost: list[BmsCommandRecord] = []
+
+    async def vanish(command: BmsCommandRecord) -> None:
+        lost.append(command)
+
+    dr, _ = rig.agent()
+    await rig.event()
+    await dr.tick()
+    rig.now = START
+    await dr.tick()
+    await rig.store.commit(CommitBatch(rollups=rollups(START, 10, METERED_KW)))
+    rig.now = END
+    await dr.tick()  # the first release stage
+    dr.publish_command = vanish
+    rig.now = END + timedelta(seconds=60)
+    await dr.tick()  # the last stage, lost
+    e = await rig.load()
+    assert lost and e.status == "active" and e.release_stages_sent == 2
+    restarted, _ = rig.agent()
+    rig.now = END + timedelta(seconds=61)
+    await restarted.tick()  # published again at once
+    await restarted.tick()
+    e = await rig.load()
+    assert e.status == "completed" and rig.offsets() == [0.0] * 4
+
+    # Never executed: after the report timeout the event fails and names the loads.
+    tomorrow = START + timedelta(days=1)
+    await rig.store.commit(CommitBatch(rollups=rollups(tomorrow - timedelta(minutes=20), 20,
+                                                       BASE_KW)))
+    await rig.event_at(tomorrow, "E-2")
+    for rig.now in (START + timedelta(days=1, minutes=-5), START + timedelta(days=1)):
+        await restarted.tick()
+    restarted.publish_command = vanish
+    await rig.store.commit(CommitBatch(rollups=rollups(START + timedelta(days=1), 10,
+                                                       METERED_KW)))
+    for minutes in (10, 11, 12, 30):
+        rig.now = START + timedelta(days=1, minutes=minutes)
+        await restarted.tick()
+    second = next(e for e in await rig.store.dr_events(facility_id=FAC) if e.event_id == "E-2")
+    assert second.status == "failed"
+    assert any("release commands were never executed" in f for f in second.failures)
+
+
+async def test_the_plan_starts_from_the_loads_state_when_the_commands_go_out(rig: Rig) -> None:
+    """Planned at the notification with a group at 100 %; the manager dims it to 70 % before
+    the start: the event sheds from 70 % and gives 70 % back, not 100 %."""
+    dr, _ = rig.agent()
+    await rig.event(pct=25.0)
+    await dr.tick()
+    group = rig.fleet.models[FAC].lighting_groups[0]
+    group.level_pct = 70.0
+    rig.now = START
+    await dr.tick()
+    plan = Plan.model_validate((await rig.load()).plan)
+    restore = {a.target_id: a.restore_level_pct for a in plan.actions
+               if a.kind == "lighting_dim"}
+    assert restore.get(group.group_id, 70.0) == 70.0
+    await rig.store.commit(CommitBatch(rollups=rollups(START, 10, METERED_KW)))
+    for rig.now in (END, END + timedelta(seconds=60)):
+        await dr.tick()
+    assert (await rig.load()).status == "completed" and group.level_pct == 70.0
 
 
 async def test_an_event_missed_while_sems_was_down_fails_with_a_reason(rig: Rig) -> None:
