@@ -296,7 +296,11 @@ class DrService:
 
     async def _publish(self, command: BmsCommandRecord) -> None:
         await self.publish_command(command)
-        self._published[command.command_id] = self.clock()
+        now = self.clock()
+        self._published[command.command_id] = now
+        if len(self._published) > 10_000:  # only the last minute's matter (resend_after_s)
+            old = now - timedelta(seconds=self.resend_after_s)
+            self._published = {k: t for k, t in self._published.items() if t > old}
 
     async def _report(self, e: DrEvent, facility: Facility | None,
                       now: datetime) -> datetime | None:
