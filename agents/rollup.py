@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import Gauge
 
@@ -84,6 +84,7 @@ class RollupService:
         metrics: Metrics,
         clock: Callable[[], datetime],
         outputs: Mapping[WindowName, Sink[Rollup]] | None = None,
+        dead_letters: Sink[DeadLetter] | None = None,
         state_store: WindowStateStore | None = None,
         retry_delay_s: float = 1.0,
         max_pending: int = 2,
@@ -93,6 +94,9 @@ class RollupService:
         self.metrics = metrics
         self.clock = clock
         self.outputs = outputs or {}
+        self.dead_letters = dead_letters
+        """Where the dead letters of a batch go once stored (the kafka runtime's dead-letter
+        topic, for data engineers who read it); the store has them either way."""
         self.state_store = state_store
         self.retry_delay_s = retry_delay_s
         self._lock = asyncio.Lock()
@@ -139,8 +143,10 @@ class RollupService:
                  len(readings))
         return len(readings)
 
-    async def process(self, readings: list[SensorReading], *, ack: Ack | None = None) -> None:
-        """Fold a batch and hand it to the committer; ``ack`` is called once it is stored."""
+    async def process(self, readings: list[SensorReading], *, ack: Ack | None = None,
+                      rejected: Iterable[DeadLetter] = ()) -> None:
+        """Fold a batch and hand it to the committer; ``ack`` is called once it is stored.
+        ``rejected`` are the batch's records that were not readings, stored with it."""
         started = time.perf_counter()
         async with self._lock:
             agg = self.aggregator
@@ -166,7 +172,7 @@ class RollupService:
             rollups: list[Rollup] = []
             for fid in sorted(touched):
                 rollups.extend(agg.advance(fid))
-            dead: list[DeadLetter] = []
+            dead = list(rejected)
             if late:
                 # A late reading may repeat one that a batch still on its way stores, or one
                 # accepted earlier in this very batch (an MQTT redelivery after a crash lands
@@ -246,10 +252,10 @@ class RollupService:
                 m.readings_accepted.inc(folded.accepted)
                 self._record_last_readings(folded.batch.readings)
                 m.readings_duplicate.inc(folded.duplicates)
-                if folded.batch.dead_letters:
-                    m.readings_rejected.labels(RejectReason.LATE.value).inc(
-                        len(folded.batch.dead_letters))
-                await self._publish(folded.batch.rollups, then=folded.ack)
+                for d in folded.batch.dead_letters:
+                    m.readings_rejected.labels(d.reason.value).inc()
+                await self._publish(folded.batch.rollups, then=folded.ack,
+                                    dead=folded.batch.dead_letters)
                 if folded.started is not None:
                     m.batch_duration.observe(time.perf_counter() - folded.started)
             finally:
@@ -318,17 +324,21 @@ class RollupService:
                 log.error("store write failed, retrying in %.1f s: %s", self.retry_delay_s, exc)
                 await asyncio.sleep(self.retry_delay_s)
 
-    async def _publish(self, rollups: list[Rollup], *, then: Ack | None = None) -> None:
-        """Send the rollups downstream; ``then`` fires once every one of them is handed on
-        (stored by Kafka, or handled by the local subscribers), so a batch is acknowledged
-        upstream only when its rollups cannot be lost."""
+    async def _publish(self, rollups: list[Rollup], *, then: Ack | None = None,
+                       dead: list[DeadLetter] | None = None) -> None:
+        """Send the rollups (and ``dead``) downstream; ``then`` fires once every one of them is
+        handed on (stored by Kafka, or handled by the local subscribers), so a batch is
+        acknowledged upstream only when its rollups cannot be lost."""
         emitted = self.metrics.rollups_emitted
-        sends = [(r, self.outputs[r.window]) for r in rollups if r.window in self.outputs]
+        sends: list[tuple[Rollup | DeadLetter, Sink[Any]]] = [
+            (r, self.outputs[r.window]) for r in rollups if r.window in self.outputs]
+        if dead and self.dead_letters is not None:
+            sends += [(d, self.dead_letters) for d in dead]
         for r in rollups:
             emitted.labels(r.window.value, r.scope.value).inc()
         ack = _after(len(sends), then) if then is not None else None
-        for r, out in sends:
-            await out.send(r, ack=ack)
+        for value, out in sends:
+            await out.send(value, ack=ack)
         for fid, st in self.aggregator.facilities.items():
             if st.closed_until_ms is not None:
                 self.metrics.watermark.labels(fid).set(st.closed_until_ms / 1000)

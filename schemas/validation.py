@@ -91,6 +91,21 @@ def _clean_errors(errors: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
+def decode_reading(payload: bytes, *, source: str, now: datetime) -> SensorReading | DeadLetter:
+    """Parse and type-check one reading (the ``sensor-readings`` contract) without the registry
+    and clock checks; a dead letter with the reason if it does not hold. Never raises."""
+    try:
+        return SensorReading.model_validate_json(payload)
+    except ValidationError as exc:
+        details = _clean_errors(exc.errors())
+        reason, first = reason_for(details)
+        where = f" at {first['field']}" if first["field"] else ""
+        return dead_letter(
+            reason, f"{reason.value}{where}: {first['msg']}",
+            payload=payload, source=source, received_at=now, details=details,
+        )
+
+
 def validate_reading(
     payload: bytes,
     *,
@@ -100,16 +115,9 @@ def validate_reading(
     settings: ValidationSettings,
 ) -> SensorReading | DeadLetter:
     """Validate one payload published on ``topic``. Never raises on bad input."""
-    try:
-        reading = SensorReading.model_validate_json(payload)
-    except ValidationError as exc:
-        details = _clean_errors(exc.errors())
-        reason, first = reason_for(details)
-        where = f" at {first['field']}" if first["field"] else ""
-        return dead_letter(
-            reason, f"{reason.value}{where}: {first['msg']}",
-            payload=payload, source=topic, received_at=now, details=details,
-        )
+    reading = decode_reading(payload, source=topic, now=now)
+    if isinstance(reading, DeadLetter):
+        return reading
 
     def reject(reason: RejectReason, message: str) -> DeadLetter:
         return dead_letter(reason, message, payload=payload, source=topic, received_at=now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from connectors import kafka as topics
 from connectors.kafka import ensure_topics, partition_for, topic_specs
 from connectors.mqtt import RawMessage
+from schemas.deadletter import DeadLetter
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup
 from simulators.fleet import Fleet, build_fleet
@@ -36,6 +38,7 @@ from tests.integration.kafka_helpers import (
     Recorded,
     Worker,
     committed_offsets,
+    dead_letter_reasons,
     ingested,
     local_baseline,
     produce,
@@ -337,6 +340,19 @@ async def test_kcat_reads_the_topics_as_a_data_engineer_would(
                         for r in ingested(replay.fleet, replay.recorded))
     assert all(len(parts) == 1 for parts in partition_of.values())
     assert len(partition_of) == FACILITIES
+
+    # Dead letters: each one the store holds, keyed by its source, the worker's late readings
+    # included, once.
+    out = await run_kcat("-C", "-b", bootstrap, "-t", topics.DEAD_LETTERS, "-o", "beginning",
+                         "-e", "-q", "-f", "%k\t%s\n")
+    reasons: Counter[str] = Counter()
+    for line in out.splitlines():
+        key, value = line.split("\t", 1)
+        letter = DeadLetter.model_validate_json(value)
+        assert key == letter.source
+        reasons[letter.reason.value] += 1
+    assert reasons == dead_letter_reasons(db)
+    assert reasons["late"] > 0
 
     # Metadata: the partition counts and configs declared in connectors/kafka.py.
     specs = topic_specs(partitions=PARTITIONS)

@@ -10,13 +10,22 @@ from pathlib import Path
 
 import pytest
 
+from connectors import kafka as topics
 from connectors.mqtt import RawMessage
 from simulators.fleet import Fleet, build_fleet
 from simulators.publish import Faults, Simulation
 from streams.channels import Channel
 from streams.kafka import KafkaRuntime
 from tests.integration.helpers import count_is, eventually, provision, settings, start_runtime
-from tests.integration.kafka_helpers import rollups
+from tests.integration.kafka_helpers import (
+    Record,
+    committed_offsets,
+    ingested,
+    produce,
+    register,
+    rollups,
+    scalar,
+)
 from tests.servers import Kafka
 
 pytestmark = pytest.mark.integration
@@ -90,3 +99,56 @@ async def test_kafka_and_local_runtimes_give_identical_rollups(
         assert sum(reasons.values()) == 11
     finally:
         await remote.stop()
+
+
+async def test_records_breaking_the_readings_contract_are_dead_letters_and_the_rest_flows(
+    own_kafka: Kafka, tmp_path: Path
+) -> None:
+    """A data engineer's producer writes to ``sensor-readings`` too: a record that is not a
+    reading becomes a dead letter naming the topic and the reason, the readings around it
+    are stored, and the group commits past it (a bad record must not stall its partition)."""
+    fleet = build_fleet(facilities=2, meters_per_facility=3, seed=3)
+    clean: list[tuple[str, bytes]] = []
+
+    async def keep(topic: str, payload: bytes) -> None:
+        clean.append((topic, payload))
+
+    await Simulation(fleet, keep, seed=5).run_range(START, START + timedelta(minutes=6))
+    good = ingested(fleet, clean)
+    assert {r.topic for r in good} == {topics.READINGS}
+    key = good[0].key
+    bad = [Record(topics.READINGS, key, b'{"meter_id": "M-1"}'),
+           Record(topics.READINGS, key, b"\xff\xfe not json")]
+    half = len(good) // 2
+    cfg = settings(tmp_path, runtime="kafka", kafka_bootstrap=own_kafka.bootstrap,
+                   kafka_partitions=4, kafka_app_id=f"sems-{uuid.uuid4().hex[:6]}",
+                   idle_timeout_s=3600.0)
+    worker = KafkaRuntime(cfg)
+    await worker.open()
+    await register(worker.store, fleet)
+    await worker.reload_registry()
+    await worker.start(ingest=False)
+    try:
+        await produce(own_kafka.bootstrap, [*good[:half], *bad, *good[half:]])
+        db = cfg.database_path
+
+        async def stored() -> bool:
+            return (scalar(db, "SELECT COUNT(*) FROM readings") == len(good)
+                    and scalar(db, "SELECT COUNT(*) FROM dead_letters") == 2)
+
+        await eventually(stored, timeout_s=60, what=f"{len(good)} readings and 2 dead letters")
+        with sqlite3.connect(db) as conn:
+            dead = sorted(conn.execute("SELECT source, reason FROM dead_letters"))
+        assert dead == [("sensor-readings", "malformed_json"),
+                        ("sensor-readings", "missing_field")]
+        assert worker.metrics.registry.get_sample_value(
+            "sems_readings_rejected_total", {"reason": "malformed_json"}) == 1.0
+
+        async def committed_past_them() -> bool:
+            offsets = await committed_offsets(own_kafka.bootstrap, cfg.kafka_app_id)
+            return sum(offsets.values()) == len(good) + len(bad)
+
+        await eventually(committed_past_them, timeout_s=30,
+                         what="offsets committed past the bad records")
+    finally:
+        await worker.stop()
