@@ -22,7 +22,9 @@ drains every packet that has arrived. See docs/performance.md for the effect.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -177,6 +179,40 @@ class _NoTopicCallbacks:
 
 _NO_TOPIC_CALLBACKS = _NoTopicCallbacks()
 
+_PUBACK = struct.Struct("!BBH")
+PUBACK_TYPE = 0x40
+
+
+class _Pubacks:
+    """The PUBACKs of one connection, written together: acks fire record by record as Kafka
+    (or the store) confirms a batch, and paho queues each as a packet of its own, written with
+    a ``send`` call of its own. Here the acks of one event-loop turn become one write of their
+    concatenated 4-byte packets (MQTT 3.1.1 section 3.4), queued through paho so they never
+    interleave with its other packets."""
+
+    __slots__ = ("_live", "_mids", "_paho", "_scheduled")
+
+    def __init__(self, paho: Any, live: Callable[[], bool]) -> None:
+        self._paho = paho
+        self._live = live
+        self._mids: list[int] = []
+        self._scheduled = False
+
+    def add(self, mid: int) -> None:
+        self._mids.append(mid)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        mids, self._mids = self._mids, []
+        # After a reconnect the broker redelivers what was not acknowledged; acks for the old
+        # connection must not reach the new one.
+        if mids and self._live():
+            packet = b"".join([_PUBACK.pack(PUBACK_TYPE, 2, mid) for mid in mids])
+            self._paho._packet_queue(PUBACK_TYPE, packet, 0, 0)
+
 
 class MqttSource:
     def __init__(
@@ -262,42 +298,48 @@ class MqttSource:
             self.metrics.mqtt_connects.inc()
             log.info("subscribed to %s on %s:%s", self.topic, self.broker.host, self.broker.port)
 
+            pubacks = _Pubacks(paho, lambda: generation == self._generation)
+
             def acker(mid: int, qos: int) -> Ack | None:
                 if qos == 0:
                     return None
+                if qos == 1:
+                    return functools.partial(pubacks.add, mid)
 
-                def ack() -> None:
-                    # After a reconnect the broker redelivers what we had not acknowledged;
-                    # an ack for the old connection must not reach the new one.
+                def ack() -> None:  # QoS 2 is never granted (subscribed at 1): paho's way
                     if generation == self._generation:
                         paho.ack(mid, qos)
 
                 return ack
 
-            received = self.metrics.readings_received
-            intake = intakes[-1]
-            # Wait for one message through aiomqtt's iterator (it raises on disconnect), then
-            # take whatever else has arrived straight from the queue: one wake-up per burst
-            # instead of a task and a wait per message.
-            async for first in client.messages:
-                batch = [first]
-                while not intake.empty() and len(batch) < 1000:
-                    batch.append(intake.get_nowait())
-                gate.check(intake.qsize())
-                received.inc(len(batch))
-                now = self.clock()
-                for message in batch:
-                    payload = message.payload
-                    if not isinstance(payload, bytes | bytearray):
-                        payload = str(payload).encode()
-                    await self.out.send(
-                        RawMessage(
-                            topic=message.topic.value,
-                            payload=bytes(payload),
-                            received_at=now,
-                            ack=acker(message.mid, message.qos),
+            try:
+                received = self.metrics.readings_received
+                intake = intakes[-1]
+                # Wait for one message through aiomqtt's iterator (it raises on disconnect), then
+                # take whatever else has arrived straight from the queue: one wake-up per burst
+                # instead of a task and a wait per message.
+                async for first in client.messages:
+                    batch = [first]
+                    while not intake.empty() and len(batch) < 1000:
+                        batch.append(intake.get_nowait())
+                    gate.check(intake.qsize())
+                    received.inc(len(batch))
+                    now = self.clock()
+                    for message in batch:
+                        payload = message.payload
+                        if not isinstance(payload, bytes | bytearray):
+                            payload = str(payload).encode()
+                        await self.out.send(
+                            RawMessage(
+                                topic=message.topic.value,
+                                payload=bytes(payload),
+                                received_at=now,
+                                ack=acker(message.mid, message.qos),
+                            )
                         )
-                    )
+            finally:
+                # Acks of this last turn go out before aiomqtt's DISCONNECT, not after it.
+                pubacks.flush()
 
 
 class MqttPublisher:

@@ -4,7 +4,9 @@ bursts and shared subscriptions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -171,3 +173,55 @@ async def test_shared_subscription_splits_readings_between_processes(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_acknowledgements_flow_and_unacknowledged_messages_come_back(
+    own_mosquitto: Mosquitto,
+) -> None:
+    """PUBACKs go out a batch at a time: three times the broker's in-flight window (1,000)
+    arrives only if they flow, and what was never acknowledged comes back when the persistent
+    session reconnects (MQTT's at-least-once: a few acknowledged just before the disconnect may
+    come back too; the store absorbs them)."""
+    client_id = unique("sems")
+    address = BrokerAddress.parse(own_mosquitto.url)
+
+    async def session(*, until: set[bytes], ack: Callable[[bytes], bool],
+                      subscribed: asyncio.Event | None = None) -> list[bytes]:
+        """Receive until every payload of ``until`` has arrived, acknowledging those ``ack``
+        picks."""
+        raw: Channel[RawMessage] = Channel("raw", capacity=5000)
+        stream = raw.stream()
+        source = MqttSource(address, client_id=client_id, share_group=None, out=raw,
+                            metrics=Metrics())
+        task = asyncio.create_task(source.run())
+        got: list[bytes] = []
+        try:
+            await asyncio.wait_for(source.connected.wait(), 10)
+            if subscribed is not None:
+                subscribed.set()
+            async for batch in stream.batches(500, within=0.0):
+                for message in batch.values:
+                    got.append(message.payload)
+                    if ack(message.payload) and message.ack is not None:
+                        message.ack()
+                if until <= set(got):
+                    break
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return got
+
+    sent = [b"%d" % i for i in range(3000)]
+    kept = set(sent[-5:])
+    subscribed = asyncio.Event()
+    receiving = asyncio.create_task(session(until=set(sent), ack=lambda p: p not in kept,
+                                            subscribed=subscribed))
+    await asyncio.wait_for(subscribed.wait(), 10)
+    async with MqttPublisher(address, client_id=unique("pub")) as pub:
+        for payload in sent:
+            await pub.publish("meters/f/m", payload)
+    first = await asyncio.wait_for(receiving, 60)
+    assert first == sent
+    again = await asyncio.wait_for(session(until=kept, ack=lambda p: True), 30)
+    assert kept <= set(again)
