@@ -147,6 +147,7 @@ def decode_fetched(fetched: Fetched, *, now: datetime) -> tuple[list[SensorReadi
 
 
 FETCHED_TOPICS = frozenset({topics.READINGS})
+FETCHED_QUEUE_DEPTH = 2
 """Topics whose records reach their (single) agent a fetch at a time, as one ``Fetched``
 event: Faust's per-record path (the conductor's callback, an ``Event``, the stream iterator)
 was about a fifth of a worker's CPU at 10,000 readings/s."""
@@ -354,8 +355,12 @@ class KafkaRuntime:
         app.transport = _Transport(app.conf.broker_consumer, app)
         app.on_rebalance_complete.connect(_hold_flow_until_seek)
         raw_topic: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-        # Its events are whole fetches (``Fetched``): a queue of two of them at most.
-        readings = app.topic(topics.READINGS, maxsize=2, **raw_topic)
+        readings = app.topic(topics.READINGS, **raw_topic)
+        # Its events are whole fetches (``Fetched``): a queue of two of them at most, not
+        # Faust's 4,096 events (which bounded records, not fetches). Set on the topic, as
+        # app.topic() drops its ``maxsize`` argument (faust-streaming 0.15.3); the agent's
+        # channel is a clone and keeps it.
+        readings.maxsize = FETCHED_QUEUE_DEPTH
         dead = app.topic(topics.DEAD_LETTERS, **raw_topic)
         # Raw UTF-8 keys, as on the facility-keyed topics: the partitioner must hash a
         # facility's state to the partition of its readings (Faust would JSON-encode keys).

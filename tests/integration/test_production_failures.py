@@ -205,7 +205,10 @@ async def test_influxdb_away_for_a_minute_loses_nothing_and_memory_stays_bounded
 
         # The readings of the outage waited in Kafka, not in the worker's memory.
         assert committed_during - committed_before < 10_000, "the worker kept consuming"
-        assert peak - rss_before < 80, f"worker RSS grew {peak - rss_before:.0f} MB"
+        # What the worker holds is bounded by batches (a fetch being delivered, two queued, one
+        # folded, two waiting for the store, one being retried: 20-24 MB measured), not by the
+        # outage: taking in all 96,000 readings grew it by 76-81 MB.
+        assert peak - rss_before < 50, f"worker RSS grew {peak - rss_before:.0f} MB"
 
         async def all_stored() -> bool:
             return await influx_readings(store) == len(records)
