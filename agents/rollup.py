@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import Gauge
 
@@ -330,18 +330,30 @@ class RollupService:
         handed on (stored by Kafka, or handled by the local subscribers), so a batch is
         acknowledged upstream only when its rollups cannot be lost."""
         emitted = self.metrics.rollups_emitted
-        sends: list[tuple[Rollup | DeadLetter, Sink[Any]]] = [
-            (r, self.outputs[r.window]) for r in rollups if r.window in self.outputs]
-        if dead and self.dead_letters is not None:
-            sends += [(d, self.dead_letters) for d in dead]
+        sends = [(r, self.outputs[r.window]) for r in rollups if r.window in self.outputs]
         for r in rollups:
             emitted.labels(r.window.value, r.scope.value).inc()
         ack = _after(len(sends), then) if then is not None else None
-        for value, out in sends:
-            await out.send(value, ack=ack)
+        for r, out in sends:
+            await out.send(r, ack=ack)
+        if dead and self.dead_letters is not None:
+            await self._copy_dead_letters(self.dead_letters, dead)
         for fid, st in self.aggregator.facilities.items():
             if st.closed_until_ms is not None:
                 self.metrics.watermark.labels(fid).set(st.closed_until_ms / 1000)
+
+
+    @staticmethod
+    async def _copy_dead_letters(out: Sink[DeadLetter], dead: list[DeadLetter]) -> None:
+        """The store holds the dead letters; the copy for the topic's readers is not waited
+        for, and one that cannot be sent (a foreign record too large for a Kafka record, say)
+        is logged rather than allowed to stop the batch."""
+        for d in dead:
+            try:
+                await out.send(d)
+            except Exception:
+                log.exception("dead letter (%s from %s) stored but not published", d.reason,
+                              d.source)
 
 
 def _after(count: int, then: Ack) -> Ack | None:

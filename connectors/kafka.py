@@ -214,10 +214,11 @@ class KafkaSink(Generic[T]):
                 key=key, value=payload, timestamp=None, headers=headers) is None:
             if open_batch is not None:
                 self._ship(partition)  # full
-            open_batch = self._open[partition] = _OpenBatch(self.kafka.create_batch())
+            open_batch = _OpenBatch(self.kafka.create_batch())
             if open_batch.batch.append(key=key, value=payload, timestamp=None,
                                        headers=headers) is None:
                 raise ValueError(f"a record of {len(payload)} bytes exceeds the batch size")
+            self._open[partition] = open_batch
         open_batch.acks.append(ack)
         self.in_flight += 1
         if self._ship_soon is None:

@@ -436,3 +436,49 @@ async def test_a_worker_leaves_the_windows_of_partitions_it_handed_over_alone(
     finally:
         await first.stop()
 
+
+
+async def test_a_rebalance_while_fetches_wait_for_a_stalled_store_loses_nothing(
+    own_kafka: Kafka, replay: Replay, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """The first worker's store stalls, so fetches pile up in front of its rollup agent (the
+    queue is full and the fetch loop waits on it) when a second worker joins. The rebalance
+    clears that queue; the worker must go on fetching the partitions it keeps once its store
+    is back, and the outcome is the uninterrupted run's."""
+    cfg = settings(tmp_path, runtime="kafka", kafka_bootstrap=own_kafka.bootstrap,
+                   kafka_partitions=PARTITIONS, kafka_app_id=app_id(),
+                   idle_timeout_s=IDLE_TIMEOUT_S, batch_max=200)
+    first = KafkaRuntime(cfg)
+    db = cfg.database_path
+    await first.open()
+    await register(first.store, replay.fleet)
+    await first.reload_registry()
+    store_back = asyncio.Event()
+    commit = first.store.commit
+
+    async def stalled(batch: Any) -> None:
+        await store_back.wait()
+        await commit(batch)
+
+    first.store.commit = stalled  # type: ignore[method-assign]
+    await first.start(ingest=False)
+    try:
+        await produce(own_kafka.bootstrap, ingested(replay.fleet, replay.recorded))
+
+        async def queue_full() -> bool:
+            index: Any = first.app.topics
+            return any(c.queue.full() for c in index._topic_name_index.get(topics.READINGS, ()))
+
+        await eventually(queue_full, timeout_s=60, what="fetches waiting for the stalled store")
+        start_worker(workers, own_kafka, cfg.data_dir, cfg.kafka_app_id)
+
+        async def rebalancing() -> bool:
+            return bool(first.app.rebalancing)
+
+        await eventually(rebalancing, timeout_s=60, what="the first worker giving partitions up")
+        store_back.set()
+        await settled(lambda: Outcome.of(db), replay.baseline, timeout_s=120,
+                      what="the single-process run's outcome")
+    finally:
+        store_back.set()
+        await first.stop()

@@ -3,6 +3,7 @@ local runtime."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -102,7 +103,7 @@ async def test_kafka_and_local_runtimes_give_identical_rollups(
 
 
 async def test_records_breaking_the_readings_contract_are_dead_letters_and_the_rest_flows(
-    own_kafka: Kafka, tmp_path: Path
+    own_kafka: Kafka, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A data engineer's producer writes to ``sensor-readings`` too: a record that is not a
     reading becomes a dead letter naming the topic and the reason, the readings around it
@@ -117,8 +118,12 @@ async def test_records_breaking_the_readings_contract_are_dead_letters_and_the_r
     good = ingested(fleet, clean)
     assert {r.topic for r in good} == {topics.READINGS}
     key = good[0].key
+    # The third, random bytes, becomes a dead letter of 1.2 MB (base64, incompressible), more
+    # than Kafka takes in one record: it is stored, and its copy for the dead-letter topic is
+    # logged as not sent.
     bad = [Record(topics.READINGS, key, b'{"meter_id": "M-1"}'),
-           Record(topics.READINGS, key, b"\xff\xfe not json")]
+           Record(topics.READINGS, key, b"\xff\xfe not json"),
+           Record(topics.READINGS, key, b"\xff" + random.Random(1).randbytes(900_000))]
     half = len(good) // 2
     cfg = settings(tmp_path, runtime="kafka", kafka_bootstrap=own_kafka.bootstrap,
                    kafka_partitions=4, kafka_app_id=f"sems-{uuid.uuid4().hex[:6]}",
@@ -134,15 +139,21 @@ async def test_records_breaking_the_readings_contract_are_dead_letters_and_the_r
 
         async def stored() -> bool:
             return (scalar(db, "SELECT COUNT(*) FROM readings") == len(good)
-                    and scalar(db, "SELECT COUNT(*) FROM dead_letters") == 2)
+                    and scalar(db, "SELECT COUNT(*) FROM dead_letters") == 3)
 
-        await eventually(stored, timeout_s=60, what=f"{len(good)} readings and 2 dead letters")
+        await eventually(stored, timeout_s=60, what=f"{len(good)} readings and 3 dead letters")
         with sqlite3.connect(db) as conn:
             dead = sorted(conn.execute("SELECT source, reason FROM dead_letters"))
         assert dead == [("sensor-readings", "malformed_json"),
+                        ("sensor-readings", "malformed_json"),
                         ("sensor-readings", "missing_field")]
         assert worker.metrics.registry.get_sample_value(
-            "sems_readings_rejected_total", {"reason": "malformed_json"}) == 1.0
+            "sems_readings_rejected_total", {"reason": "malformed_json"}) == 2.0
+
+        async def copy_refused() -> bool:
+            return f"to {topics.DEAD_LETTERS} failed" in caplog.text
+
+        await eventually(copy_refused, timeout_s=30, what="the oversized copy logged as refused")
 
         async def committed_past_them() -> bool:
             offsets = await committed_offsets(own_kafka.bootstrap, cfg.kafka_app_id)
