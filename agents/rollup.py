@@ -326,9 +326,10 @@ class RollupService:
 
     async def _publish(self, rollups: list[Rollup], *, then: Ack | None = None,
                        dead: list[DeadLetter] | None = None) -> None:
-        """Send the rollups (and ``dead``) downstream; ``then`` fires once every one of them is
-        handed on (stored by Kafka, or handled by the local subscribers), so a batch is
-        acknowledged upstream only when its rollups cannot be lost."""
+        """Send the rollups downstream; ``then`` fires once every one of them is handed on
+        (stored by Kafka, or handled by the local subscribers), so a batch is acknowledged
+        upstream only when its rollups cannot be lost. ``dead`` are copied to
+        ``dead_letters`` without holding the batch."""
         emitted = self.metrics.rollups_emitted
         sends = [(r, self.outputs[r.window]) for r in rollups if r.window in self.outputs]
         for r in rollups:
@@ -341,7 +342,6 @@ class RollupService:
         for fid, st in self.aggregator.facilities.items():
             if st.closed_until_ms is not None:
                 self.metrics.watermark.labels(fid).set(st.closed_until_ms / 1000)
-
 
     @staticmethod
     async def _copy_dead_letters(out: Sink[DeadLetter], dead: list[DeadLetter]) -> None:

@@ -104,6 +104,13 @@ def _json(rollup: Rollup) -> bytes:
     return rollup.model_dump_json().encode()
 
 
+def _dead_letter_sink(kafka: AIOKafkaProducer, *, fail_stop: bool = True
+                      ) -> KafkaSink[DeadLetter]:
+    """``sensor-readings.dlq``, keyed by each dead letter's source."""
+    return KafkaSink(kafka, topics.DEAD_LETTERS, key=lambda d: d.source,
+                     encode=lambda d: d.model_dump_json().encode(), fail_stop=fail_stop)
+
+
 @dataclass(slots=True)
 class Fetched:
     """The records of one fetch from a topic in ``FETCHED_TOPICS``, delivered to its agent's
@@ -401,10 +408,7 @@ class KafkaRuntime:
                      for w in WindowName},
             # Late readings and records that are not readings, for whoever reads the topic
             # (the dead-letter agent stores them again: one row per source and payload).
-            dead_letters=KafkaSink(self._rollup_producer, topics.DEAD_LETTERS,
-                                   key=lambda d: d.source,
-                                   encode=lambda d: d.model_dump_json().encode(),
-                                   fail_stop=False),
+            dead_letters=_dead_letter_sink(self._rollup_producer, fail_stop=False),
             state_store=FaustTableState(table),
         )
         batch, within = s.batch_max, s.batch_within_s
@@ -505,9 +509,7 @@ class KafkaRuntime:
         readings: KafkaSink[SensorReading] = KafkaSink(
             self._producer, topics.READINGS, key=lambda r: r.facility_id,
             encode=lambda r: r.model_dump_json().encode())
-        dead: KafkaSink[DeadLetter] = KafkaSink(
-            self._producer, topics.DEAD_LETTERS, key=lambda d: d.source,
-            encode=lambda d: d.model_dump_json().encode())
+        dead = _dead_letter_sink(self._producer)
         self._sinks = [readings, dead]
         self._tasks.append(asyncio.create_task(ingest_agent(
             self.raw.stream().take(s.batch_max, within=s.batch_within_s),
