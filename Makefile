@@ -32,7 +32,7 @@ run-production: $(STAMP) services  ## production profile on local servers: Kafka
 services:  ## install the servers the tests start (Mosquitto, Kafka jars, InfluxDB, PostgreSQL, Redis)
 	infra/local/install-services.sh
 
-test: $(STAMP) services  ## the whole suite: unit, contract, integration on real servers, end to end
+test: $(STAMP) services lint  ## lint, then the whole suite: unit, contract, integration on real servers, end to end
 	$(PY) -m pytest
 
 test-unit: $(STAMP)

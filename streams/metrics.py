@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+ITEM_LOOPS = ("dr_event", "bms_command", "forecast", "forecast_choice", "rollup_idle")
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -133,6 +135,29 @@ class Metrics:
         self.bms_commands = Counter(
             "sems_bms_commands_total", "BMS commands sent, by kind and result (ok, failed)",
             ["kind", "result"], registry=r,
+        )
+        # Isolation (docs/operations.md, "When one item fails"): a DR event, a BMS command, a
+        # facility's forecast or model choice, a facility's idle tick that failed alone.
+        self.item_failures = Counter(
+            "sems_item_failures_total", "Items that failed on their own while their loop went "
+            "on, by loop (dr_event, bms_command, forecast, forecast_choice, rollup_idle)",
+            ["loop"], registry=r,
+        )
+        for loop in ITEM_LOOPS:
+            self.item_failures.labels(loop)
+        self.dr_watchdog_restores = Counter(
+            "sems_dr_watchdog_restores_total", "Loads the DR watchdog restored from the audit "
+            "trail because their release was not executed by its deadline", ["facility_id"],
+            registry=r,
+        )
+        self.event_loop_lag = Gauge(
+            "sems_event_loop_lag_seconds", "Longest delay of the event loop's periodic probe "
+            "over the last sampling window (a stalled loop delays every API answer)",
+            registry=r,
+        )
+        self.shutdown_abandoned = Counter(
+            "sems_shutdown_abandoned_total", "Tasks still running when the shutdown grace "
+            "(SEMS_SHUTDOWN_GRACE_S) ran out and were abandoned", registry=r,
         )
         for kind in ("zone_setpoint_offset", "lighting_level"):  # at 0, so the first failure
             for result in ("ok", "failed"):  # is an increase that alerts can see

@@ -15,7 +15,6 @@ def build_store(settings: Settings, metrics: Metrics) -> Store:
         return SqliteStore(settings.database_path, metrics=metrics)
     from connectors.influx import InfluxBuckets, InfluxTimeSeries
     from connectors.postgres import PostgresStore
-
     from connectors.production import ProductionStore
 
     prefix = settings.influx_bucket_prefix
