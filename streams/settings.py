@@ -82,6 +82,10 @@ class Settings(BaseModel):
     api_max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     api_rate_per_s: Annotated[float, Field(gt=0)] = 50.0
     api_rate_burst: Annotated[int, Field(ge=1)] = 200
+    # Before authentication, per client address: garbage tokens and forged webhooks are
+    # limited too, and one address cannot spend the budgets of the credentials it holds.
+    api_client_rate_per_s: Annotated[float, Field(gt=0)] = 200.0
+    api_client_rate_burst: Annotated[int, Field(ge=1)] = 400
 
     # Authentication: bearer JWTs (RS256). Without a JWKS URL, SEMS is its own issuer with a
     # key in <data_dir>/auth/ (`sems token create`); with one, tokens come from that OIDC
@@ -124,6 +128,15 @@ class Settings(BaseModel):
     dr_release_stages: Annotated[int, Field(ge=1, le=10)] = 3
     dr_release_gap_s: Annotated[float, Field(ge=0, le=3600)] = 300.0
     dr_report_timeout_s: Annotated[float, Field(ge=0, le=86_400)] = 600.0
+    # Bounds of what a utility may ask: an event starts at most dr_max_lead_s ahead.
+    dr_max_lead_s: Annotated[float, Field(ge=3600, le=366 * 86_400)] = 7 * 86_400.0
+    # The watchdog: a load still shed this long after its last release stage was due is
+    # restored from the audit trail, whatever the planner and the release path do.
+    dr_release_grace_s: Annotated[float, Field(ge=0, le=86_400)] = 900.0
+
+    # A process asked to stop (SIGTERM, SIGINT) stops within this grace, whatever its servers
+    # do, saying what it abandoned.
+    shutdown_grace_s: Annotated[float, Field(gt=0, le=600)] = 30.0
 
     # Retention (days): raw readings, 1-minute rollups, 15-minute and hourly rollups. The
     # embedded store prunes itself; InfluxDB buckets are created with these retentions.
