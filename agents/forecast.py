@@ -7,9 +7,13 @@ and publishes it on the ``load-forecasts`` stream.
 Model choice (a rolling-origin backtest: 5-10 s per facility) is kept apart from the 15-minute
 cycle (a refit of the chosen model: about 25 ms). A facility without a choice yet, or with one
 older than ``reselect_s``, is forecast with the default model meanwhile and queued for a
-choice, which a background task makes one facility at a time between cycles. CPU work runs
-on one worker
-thread, so the event loop (rollups, the API) keeps running while models fit.
+choice, which a background task makes one facility at a time between cycles.
+
+CPU work (choices and fits) runs in a worker process (``agents/forecast_pool.py``): on a
+thread it would hold the GIL of the API's process for seconds. Each facility fails alone: an
+exception or a timeout skips that facility's forecast or choice with a reason, counted in
+``sems_item_failures_total{loop="forecast"|"forecast_choice"}`` and logged once
+(``agents/item_failures.py``); a store outage ends the cycle, which is tried again later.
 """
 
 from __future__ import annotations
@@ -18,14 +22,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import pandas as pd
 
+from agents.forecast_pool import ProcessRunner
 from agents.forecasting import (
     Choice,
     Forecast,
@@ -34,6 +37,7 @@ from agents.forecasting import (
     choose_model,
     forecast,
 )
+from agents.item_failures import ItemFailures
 from schemas.forecast import LoadForecast, LoadForecastPoint
 from schemas.metadata import Facility
 from schemas.rollup import Scope, WindowName
@@ -50,7 +54,6 @@ from tables.ports import (
 )
 
 log = logging.getLogger(__name__)
-R = TypeVar("R")
 
 STEP = timedelta(minutes=15)
 HORIZON = timedelta(hours=24)
@@ -78,18 +81,35 @@ class ForecastService:
     clock: Callable[[], datetime]
     history_days: int = 56
     reselect_s: float = 86_400.0
+    fit_timeout_s: float = 60.0
+    """A facility's refit (tens of ms) running longer than this fails that facility."""
+    choice_timeout_s: float = 300.0
+    """A facility's backtest (seconds) running longer than this fails its choice."""
+    choice_retry_s: float = 3_600.0
+    """A failed choice is tried again after this; the default model forecasts meanwhile."""
+    workers: int = 1
     _choices: dict[str, tuple[float, Choice]] = field(default_factory=dict)
+    _choice_failed_s: dict[str, float] = field(default_factory=dict)
     _to_choose: asyncio.Queue[Facility] = field(default_factory=asyncio.Queue)
     _queued: set[str] = field(default_factory=set)
     _no_cycle: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while no cycle runs: choices (seconds each) wait for it, so that they never delay
     a cycle by more than the one choice under way."""
-    _executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="forecast"))
+    _no_history: set[str] = field(default_factory=set)
+    """Facilities whose lack of history was logged (once, not every retry)."""
+    _runner: ProcessRunner = field(init=False)
+    _forecast_failures: ItemFailures = field(init=False)
+    _choice_failures: ItemFailures = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._runner = ProcessRunner(workers=self.workers, timeout_s=self.fit_timeout_s)
+        self._forecast_failures = ItemFailures("forecast", self.metrics, log)
+        self._choice_failures = ItemFailures("forecast_choice", self.metrics, log)
 
     async def run_cycle(self, facilities: Iterable[Facility] | None = None) -> list[LoadForecast]:
         """Forecast each facility (all registered ones by default); one facility's failure is
-        logged and counted and does not stop the others."""
+        logged and counted and does not stop the others. A store outage ends the cycle: the
+        facilities not forecast are tried again by the agent."""
         self._no_cycle.clear()
         try:
             return await self._cycle(facilities)
@@ -103,21 +123,31 @@ class ForecastService:
             facilities = await self.store.facilities()
         made: list[LoadForecast] = []
         for facility in facilities:
+            fid = facility.facility_id
             trace_id_var.set(new_trace_id())  # one per facility forecast, on its log records
             try:
                 made.append(await self.forecast_facility(facility, now))
             except InsufficientHistory:
                 self.metrics.forecasts.labels("no_history").inc()
-                log.info("forecast %s: no load history yet", facility.facility_id)
-            except ForecastInputError as exc:
-                self.metrics.forecasts.labels("bad_input").inc()
-                log.warning("forecast %s: %s", facility.facility_id, exc)
+                if fid not in self._no_history:
+                    self._no_history.add(fid)
+                    log.info("forecast %s: no load history yet", fid)
+                continue
             except StoreUnavailable as exc:
                 self.metrics.forecasts.labels("store_unavailable").inc()
-                log.warning("forecast %s: store unavailable: %s", facility.facility_id, exc)
-            except Exception:  # a model that fails on one facility's data must not stop others
+                log.warning("forecast cycle stopped at %s: store unavailable (%s); the "
+                            "facilities not forecast are tried again later", fid, exc)
+                break
+            except ForecastInputError as exc:
+                self.metrics.forecasts.labels("bad_input").inc()
+                self._forecast_failures.failed(fid, exc, what="forecast skipped for")
+                continue
+            except Exception as exc:  # a model that fails on one facility must not stop others
                 self.metrics.forecasts.labels("error").inc()
-                log.exception("forecast %s failed", facility.facility_id)
+                self._forecast_failures.failed(fid, exc, what="forecast skipped for")
+                continue
+            self._no_history.discard(fid)
+            self._forecast_failures.succeeded(fid)
         self.metrics.forecast_cycle_duration.observe(time.perf_counter() - started)
         return made
 
@@ -126,10 +156,10 @@ class ForecastService:
         history = await self.history(facility.facility_id, now)
         temperature = await self.temperature(facility, now)
         choice = self._fresh_choice(facility)
-        result: Forecast = await self._in_worker(
+        result: Forecast = await self._runner.run(
             forecast, history, now=now, timezone=facility.timezone, temperature_c=temperature,
             country=facility.country, model=None if choice else DEFAULT_MODEL, choice=choice,
-            horizon=HORIZON, step=STEP)
+            horizon=HORIZON, step=STEP, timeout_s=self.fit_timeout_s)
         record = to_record(facility.facility_id, result)
         await self.store.upsert_forecast(record)
         await self.publish(record)
@@ -166,46 +196,56 @@ class ForecastService:
             return None
 
     def _fresh_choice(self, facility: Facility) -> Choice | None:
-        held = self._choices.get(facility.facility_id)
-        if held is None or time.monotonic() - held[0] > self.reselect_s:
-            if facility.facility_id not in self._queued:
-                self._queued.add(facility.facility_id)
+        fid = facility.facility_id
+        held = self._choices.get(fid)
+        mono_s = time.monotonic()
+        failed_s = self._choice_failed_s.get(fid)
+        retry = failed_s is None or mono_s - failed_s >= self.choice_retry_s
+        if (held is None or mono_s - held[0] > self.reselect_s) and retry:
+            if fid not in self._queued:
+                self._queued.add(fid)
                 self._to_choose.put_nowait(facility)
         return held[1] if held is not None else None
 
     async def choose_forever(self) -> None:
-        """Make the queued model choices, one facility at a time."""
+        """Make the queued model choices, one facility at a time; a facility whose choice
+        fails keeps its previous model (or the default) and is tried again later."""
         self._no_cycle.set()
         while True:
             facility = await self._to_choose.get()
+            fid = facility.facility_id
             await self._no_cycle.wait()
+            trace_id_var.set(new_trace_id())
             try:
                 await self.choose(facility)
-            except (ForecastInputError, StoreUnavailable) as exc:
-                log.info("model choice for %s postponed: %s", facility.facility_id, exc)
+            except (InsufficientHistory, StoreUnavailable) as exc:
+                log.info("model choice for %s postponed: %s", fid, exc)
+            except Exception as exc:  # one facility's backtest must not stop the others'
+                self._choice_failed_s[fid] = time.monotonic()
+                self._choice_failures.failed(fid, exc, what="model choice skipped for")
+            else:
+                self._choice_failed_s.pop(fid, None)
+                self._choice_failures.succeeded(fid)
             finally:
-                self._queued.discard(facility.facility_id)
+                self._queued.discard(fid)
 
     async def choose(self, facility: Facility) -> Choice:
         now = self.clock()
         history = await self.history(facility.facility_id, now)
         temperature = await self.temperature(facility, now)
         started = time.perf_counter()
-        choice: Choice = await self._in_worker(
+        choice: Choice = await self._runner.run(
             choose_model, history, temperature_c=temperature, timezone=facility.timezone,
-            country=facility.country, now=now, step=STEP, horizon=HORIZON)
+            country=facility.country, now=now, step=STEP, horizon=HORIZON,
+            timeout_s=self.choice_timeout_s)
         self.metrics.forecast_choice_duration.observe(time.perf_counter() - started)
         self._choices[facility.facility_id] = (time.monotonic(), choice)
         log.info("forecast model for %s: %s", facility.facility_id, choice.model)
         return choice
 
-    async def _in_worker(self, fn: Callable[..., R], /, *args: object,
-                         **kwargs: object) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
-
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Never waits for a fit: queued work is cancelled, the workers are killed."""
+        self._runner.close()
 
 
 def to_record(facility_id: str, result: Forecast) -> LoadForecast:
@@ -237,22 +277,34 @@ async def forecast_agent(service: ForecastService, *, interval_s: float, delay_s
     done: set[str] = set()
     retry_at: dict[str, float] = {}  # monotonic s
     due = service.clock()
+    outage: str | None = None
     while True:
-        now = service.clock()
-        if now >= due:
-            done.clear()
-            retry_at.clear()
-            due = next_run(now, interval_s=interval_s, delay_s=delay_s)
-        facilities = await service.store.facilities()
-        if owned is not None:
-            facilities = owned(facilities)
-        mono_s = time.monotonic()
-        todo = [f for f in facilities if f.facility_id not in done
-                and retry_at.get(f.facility_id, mono_s) <= mono_s]
-        if todo:
-            made = {r.facility_id for r in await service.run_cycle(todo)}
-            done.update(made)
-            later = time.monotonic() + retry_s
-            retry_at.update({f.facility_id: later for f in todo if f.facility_id not in made})
+        try:
+            now = service.clock()
+            if now >= due:
+                done.clear()
+                retry_at.clear()
+                due = next_run(now, interval_s=interval_s, delay_s=delay_s)
+            facilities = await service.store.facilities()
+            if outage is not None:
+                log.info("forecast agent: the store is back")
+                outage = None
+            if owned is not None:
+                facilities = owned(facilities)
+            mono_s = time.monotonic()
+            todo = [f for f in facilities if f.facility_id not in done
+                    and retry_at.get(f.facility_id, mono_s) <= mono_s]
+            if todo:
+                made = {r.facility_id for r in await service.run_cycle(todo)}
+                done.update(made)
+                later = time.monotonic() + retry_s
+                retry_at.update({f.facility_id: later for f in todo
+                                 if f.facility_id not in made})
+        except Exception as exc:  # the store is down, or a bug: the loop goes on
+            reason = f"{type(exc).__name__}: {exc}"
+            if reason != outage:
+                log.warning("forecast agent: %s; trying again in %g s", reason, poll_s,
+                            exc_info=not isinstance(exc, StoreUnavailable))
+                outage = reason
         wait_s = (due - service.clock()).total_seconds()
         await asyncio.sleep(min(poll_s, max(0.0, wait_s)))
