@@ -14,6 +14,7 @@ from typing import Protocol
 
 from prometheus_client import Gauge
 
+from agents.item_failures import ItemFailures
 from schemas.deadletter import DeadLetter, RejectReason
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, WindowName
@@ -104,6 +105,7 @@ class RollupService:
         self._committer: asyncio.Task[None] | None = None
         self._last_reading_s: dict[tuple[str, str], float] = {}
         self._last_reading_gauges: dict[tuple[str, str], Gauge] = {}
+        self._idle_failures = ItemFailures("rollup_idle", metrics, log)
 
     async def recover(self) -> int:
         """Rebuild open windows from the store after a restart. Returns readings replayed."""
@@ -191,17 +193,36 @@ class RollupService:
                 ack=ack, started=started))
 
     async def tick(self) -> None:
-        """Close the windows of facilities that went quiet."""
+        """Close the windows of facilities that went quiet. Each facility alone: one whose
+        state cannot be loaded or closed (a watermark past what a datetime holds, a bug) is
+        skipped, counted (``item_failures{loop="rollup_idle"}``) and logged once; the
+        others' windows close."""
         async with self._lock:
             agg = self.aggregator
             if self.state_store is not None:
                 # Facilities of this worker that sent nothing since it took them over.
                 for fid in list(self.state_store.facility_ids()):
                     if fid not in agg.facilities:
-                        restored = self.state_store.load(fid)
+                        try:
+                            restored = self.state_store.load(fid)
+                        except Exception as exc:
+                            self._idle_failures.failed(fid, exc, what="idle tick skipped for")
+                            continue
                         if restored is not None:
                             agg.facilities[fid] = restored
-            rollups = agg.advance_idle(to_ms(self.clock()))
+            now_ms = to_ms(self.clock())
+            rollups: list[Rollup] = []
+            for fid, st in list(agg.facilities.items()):
+                # One facility's view of the aggregator (its state object is shared), so
+                # that an exception stops this facility's idle close and no other's.
+                one = RollupAggregator(agg.registry, agg.settings)
+                one.facilities[fid] = st
+                try:
+                    rollups.extend(one.advance_idle(now_ms))
+                except Exception as exc:
+                    self._idle_failures.failed(fid, exc, what="idle tick skipped for")
+                    continue
+                self._idle_failures.succeeded(fid)
             if not rollups:
                 return
             touched = {r.facility_id for r in rollups}
@@ -382,6 +403,18 @@ async def rollup_agent(batches: AsyncIterator[Batch[SensorReading]], *,
 
 
 async def idle_timer(service: RollupService, *, interval_s: float) -> None:
+    """Tick every ``interval_s``; a tick that fails as a whole (a bug) is logged when its
+    reason changes and the timer goes on."""
+    last: str | None = None
     while True:
         await asyncio.sleep(interval_s)
-        await service.tick()
+        trace_id_var.set(new_trace_id())
+        try:
+            await service.tick()
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if reason != last:
+                log.exception("idle tick failed; trying again in %g s", interval_s)
+            last = reason
+        else:
+            last = None
