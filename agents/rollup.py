@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -212,14 +213,20 @@ class RollupService:
                             agg.facilities[fid] = restored
             now_ms = to_ms(self.clock())
             rollups: list[Rollup] = []
+            idle_ms = agg.settings.idle_timeout_ms
             for fid, st in list(agg.facilities.items()):
+                if st.last_arrival_ms is None or now_ms - st.last_arrival_ms < idle_ms:
+                    continue
                 # One facility's view of the aggregator (its state object is shared), so
-                # that an exception stops this facility's idle close and no other's.
+                # that an exception stops this facility's idle close and no other's; the
+                # state as it was is put back, so a failed close loses no samples.
                 one = RollupAggregator(agg.registry, agg.settings)
                 one.facilities[fid] = st
+                before = copy.deepcopy(st)  # a quiet facility's state: a few open windows
                 try:
                     rollups.extend(one.advance_idle(now_ms))
                 except Exception as exc:
+                    agg.facilities[fid] = before
                     self._idle_failures.failed(fid, exc, what="idle tick skipped for")
                     continue
                 self._idle_failures.succeeded(fid)

@@ -1,0 +1,268 @@
+"""Per-item loops handle each facility alone (issue 13, property 1): a facility whose forecast,
+model choice or idle tick fails is skipped with a reason, counted in
+``sems_item_failures_total{loop}``, logged once, and the other facilities and the loop go on.
+Model choices and fits run in a worker process that a timeout or ``close`` kills (property 9).
+Real SQLite stores; the failures come from the data (a zone that does not exist, a weather
+provider's garbage, a watermark past year 9999), not from patched code."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from agents.forecast import ForecastService, forecast_agent
+from agents.forecast_pool import WorkerLost, WorkTimeout
+from agents.rollup import RollupService, idle_timer
+from connectors.sqlite import SqliteStore
+from connectors.weather import ClimatologyWeather
+from schemas.forecast import LoadForecast
+from schemas.metadata import Facility, Meter, MeterType, Registry
+from schemas.reading import SensorReading
+from schemas.rollup import Scope, WindowName
+from streams.logs import TraceIdFilter
+from streams.metrics import Metrics
+from tables.ports import CommitBatch, Location
+from tables.rollups import RollupAggregator, WindowSettings
+from tests.integration.helpers import eventually
+from tests.integration.test_forecast_agent import NOW, SITE, quarters
+
+pytestmark = pytest.mark.integration
+
+BAD_ZONE = Facility(facility_id="plant-zone", name="Zone", contract_demand_kw=100,
+                    timezone="Mars/Olympus_Mons")  # bad metadata: no such IANA zone
+HOT = Facility(facility_id="plant-hot", name="Hot", contract_demand_kw=100, latitude=10.0,
+               longitude=20.0)  # its weather comes back as text
+YOUNG = Facility(facility_id="plant-young", name="Young", contract_demand_kw=100)
+
+
+class GarbageWeatherAt(ClimatologyWeather):
+    """A provider that answers for one location with text instead of °C (a broken upstream
+    API), and with climatology elsewhere."""
+
+    async def hourly_temperature_c(self, location: Location, *, start: datetime,
+                                   end: datetime) -> pd.Series:
+        if location == Location(HOT.latitude or 0, HOT.longitude or 0):
+            index = pd.date_range(start, end, freq="1h", tz="UTC")
+            return pd.Series(["hot"] * len(index), index=index)
+        return await super().hourly_temperature_c(location, start=start, end=end)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "sems.db", metrics=Metrics())
+    await s.open()
+    await s.upsert_facilities([SITE, BAD_ZONE, HOT, YOUNG])
+    await s.commit(CommitBatch(rollups=[*quarters(SITE.facility_id, 21),
+                                        *quarters(BAD_ZONE.facility_id, 3),
+                                        *quarters(HOT.facility_id, 3),
+                                        *quarters(YOUNG.facility_id, 2)]))
+    yield s
+    await s.close()
+
+
+def service(store: SqliteStore, published: list[LoadForecast] | None = None,
+            **options: float) -> ForecastService:
+    out = published if published is not None else []
+
+    async def publish(f: LoadForecast) -> None:
+        out.append(f)
+
+    return ForecastService(store, GarbageWeatherAt(), publish=publish, metrics=store.metrics,
+                           clock=lambda: NOW, **options)  # type: ignore[arg-type]
+
+
+def failures(metrics: Metrics, loop: str) -> float:
+    return metrics.registry.get_sample_value("sems_item_failures_total", {"loop": loop}) or 0.0
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def logged(caplog: pytest.LogCaptureFixture, facility_id: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records
+            if r.levelno >= logging.WARNING and facility_id in r.getMessage()]
+
+
+async def test_a_failing_facility_is_skipped_counted_and_logged_once_per_reason(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture,
+) -> None:
+    svc = service(store)
+    caplog.handler.addFilter(TraceIdFilter())
+    try:
+        with caplog.at_level(logging.INFO, logger="agents"):
+            cycles = [await svc.run_cycle([BAD_ZONE, SITE, HOT, YOUNG]) for _ in range(3)]
+    finally:
+        svc.close()
+    for made in cycles:  # the facilities after the failing ones are forecast every cycle
+        assert [f.facility_id for f in made] == ["plant-a", "plant-young"]
+    m = store.metrics
+    assert failures(m, "forecast") == 6  # 2 facilities x 3 cycles
+    assert sample(m, "sems_forecasts_total", result="bad_input") == 3  # the zone
+    assert sample(m, "sems_forecasts_total", result="error") == 3  # the text weather
+    assert sample(m, "sems_forecasts_total", result="ok") == 6
+    for fid, reason in (("plant-zone", "unknown time zone"), ("plant-hot", "ValueError")):
+        records = logged(caplog, fid)
+        assert len(records) == 1, [r.getMessage() for r in records]  # once, not every cycle
+        assert reason in records[0].getMessage()
+        assert getattr(records[0], "trace_id", None)  # the attempt's trace id
+
+
+async def test_a_failing_model_choice_does_not_stop_the_other_facilities_choices(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture,
+) -> None:
+    svc = service(store)
+    chooser = asyncio.create_task(svc.choose_forever())
+    m = store.metrics
+    try:
+        with caplog.at_level(logging.INFO, logger="agents"):
+            await svc.run_cycle([HOT, YOUNG])  # queues both choices, the failing one first
+
+            async def young_chosen() -> bool:
+                return "plant-young" in caplog.text and "forecast model for" in caplog.text
+
+            await eventually(young_chosen, timeout_s=60, what="plant-young's model choice")
+        assert failures(m, "forecast_choice") == 1
+        assert not chooser.done()  # the loop goes on
+        assert len(logged(caplog, "plant-hot")) == 2  # its forecast, its model choice
+        # The failed choice is not queued again at every cycle (seconds of CPU each).
+        await svc.run_cycle([HOT])
+        await asyncio.sleep(0)
+        assert failures(m, "forecast_choice") == 1
+    finally:
+        chooser.cancel()
+        svc.close()
+
+
+async def test_a_choice_past_its_timeout_kills_its_worker_and_the_forecasts_go_on(
+    store: SqliteStore,
+) -> None:
+    svc = service(store, choice_timeout_s=0.2)  # a 21-day backtest takes seconds
+    try:
+        await svc.run_cycle([YOUNG])  # the worker is up
+        pids = svc._runner.worker_pids()
+        assert len(pids) == 1
+        with pytest.raises(WorkTimeout):
+            await svc.choose(SITE)
+
+        async def killed() -> bool:
+            return not pids & {p.pid for p in multiprocessing.active_children()}
+
+        await eventually(killed, timeout_s=10, what="the hung worker's end")
+        made = await svc.run_cycle([SITE])  # a fresh worker forecasts
+        assert [f.facility_id for f in made] == ["plant-a"]
+    finally:
+        svc.close()
+
+
+async def test_close_does_not_wait_for_a_running_choice(store: SqliteStore) -> None:
+    svc = service(store)
+    await svc.run_cycle([YOUNG])
+    pids = svc._runner.worker_pids()
+    choosing = asyncio.create_task(svc.choose(SITE))  # seconds of backtest
+    await asyncio.sleep(0.3)  # let it reach the worker: close must not wait for it
+    started = time.perf_counter()
+    svc.close()
+    closed_s = time.perf_counter() - started
+    with pytest.raises((WorkerLost, asyncio.CancelledError)):
+        await choosing
+
+    async def killed() -> bool:
+        return not pids & {p.pid for p in multiprocessing.active_children()}
+
+    await eventually(killed, timeout_s=5, what="the worker's end")
+    assert closed_s < 1.0
+
+
+async def test_the_forecast_agent_rides_out_a_store_outage(
+    store: SqliteStore, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    published: list[LoadForecast] = []
+    svc = service(store, published)
+    await store.close()  # the store is down when the agent starts
+    agent = asyncio.create_task(forecast_agent(svc, interval_s=900, delay_s=60, poll_s=0.01,
+                                               retry_s=0.05))
+    back = SqliteStore(tmp_path / "sems.db", metrics=store.metrics)
+    try:
+        with caplog.at_level(logging.WARNING, logger="agents"):
+            async def outage_seen() -> bool:
+                return "store is" in caplog.text
+            await eventually(outage_seen, timeout_s=10, what="the outage in the log")
+            await asyncio.sleep(0.1)  # several polls against the down store
+            assert not agent.done()
+            await back.open()
+            svc.store = back  # the store is back (a fresh connection)
+
+            async def forecast_made() -> bool:
+                return any(f.facility_id == "plant-a" for f in published)
+            await eventually(forecast_made, timeout_s=60, what="plant-a's forecast")
+        outage_lines = [r for r in caplog.records if "store is" in r.getMessage()]
+        assert len(outage_lines) == 1  # once per outage, not once per poll
+    finally:
+        agent.cancel()
+        svc.close()
+        await back.close()
+
+
+# -- the rollup idle tick ---------------------------------------------------------------
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+END_OF_TIME = datetime(9999, 12, 31, 23, 59, 45, tzinfo=UTC)
+
+
+def reading(facility_id: str, at: datetime) -> SensorReading:
+    return SensorReading(facility_id=facility_id, meter_id=f"{facility_id}-main",
+                         meter_type=MeterType.MAIN, timestamp=at, active_power_kw=10,
+                         reactive_power_kvar=1, voltage_v=400, frequency_hz=50)
+
+
+async def test_an_idle_tick_closes_the_other_facilities_windows_when_one_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A facility whose watermark runs past year 9999 cannot close its windows (no datetime
+    holds their end); the quiet facility beside it still gets its minutes closed."""
+    ids = ("plant-z", "plant-a")  # the failing one first: it must not stop the other
+    registry = Registry.build(
+        [Facility(facility_id=f, name=f, contract_demand_kw=100) for f in ids],
+        [Meter(meter_id=f"{f}-main", facility_id=f, meter_type=MeterType.MAIN) for f in ids])
+    store = SqliteStore(tmp_path / "sems.db", metrics=Metrics())
+    await store.open()
+    now = [T0]
+    svc = RollupService(RollupAggregator(registry, WindowSettings(30_000, 60_000)),
+                        store=store, metrics=store.metrics, clock=lambda: now[0],
+                        retry_delay_s=0.01)
+    await svc.process([reading("plant-z", END_OF_TIME),
+                       *(reading("plant-a", T0 + timedelta(seconds=s)) for s in (0, 15, 30))])
+    await svc.flush()
+    now[0] = T0 + timedelta(minutes=3)  # both went quiet
+    timer = asyncio.create_task(idle_timer(svc, interval_s=0.01))
+    try:
+        with caplog.at_level(logging.WARNING, logger="agents"):
+            async def closed() -> bool:
+                rows = await store.rollups(scope=Scope.FACILITY, scope_id="plant-a",
+                                           window=WindowName.MIN_1, start=T0,
+                                           end=T0 + timedelta(minutes=5), limit=10)
+                return len(rows) >= 1
+
+            await eventually(closed, timeout_s=10, what="plant-a's idle-closed minute")
+            await eventually(lambda: _at_least(store.metrics, 3), timeout_s=10,
+                             what="three failed ticks of plant-z")
+        assert not timer.done()
+        assert len(logged(caplog, "plant-z")) == 1  # once, not every 10 ms
+        assert "year 10000 is out of range" in logged(caplog, "plant-z")[0].getMessage()
+    finally:
+        timer.cancel()
+        await svc.close()
+        await store.close()
+
+
+async def _at_least(metrics: Metrics, count: float) -> bool:
+    return failures(metrics, "rollup_idle") >= count
