@@ -6,16 +6,25 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams import admin_cli, forecast_cli
 from streams.logs import configure_logging
+from streams.looplag import probe_loop_lag
+from streams.metrics import Metrics
 from streams.settings import DEFAULT_DATA_DIR, Settings, SettingsError, load_settings
+from streams.shutdown import Shutdown, exit_abandoned
+
+if TYPE_CHECKING:
+    from streams.kafka import KafkaRuntime
+    from streams.local import LocalRuntime
+
+API_SHUTDOWN_S = 2.0
+"""How long in-flight API requests may finish at the stop."""
 
 
 def _iso(value: str) -> datetime:
@@ -149,12 +158,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(_simulate(args))
 
 
-async def _wait_for_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+async def _stopping(settings: Settings, work: Callable[[Shutdown], Coroutine[Any, Any, bool]]
+                    ) -> int:
+    """Run a long-running command: ``work`` starts it, registering its stop steps as it goes,
+    and returns whether it is up; then it runs until SIGTERM/SIGINT and stops within
+    ``shutdown_grace_s`` (``streams.shutdown``). A start-up that fails still runs the stop
+    steps registered so far, then raises."""
+    shutdown = Shutdown(grace_s=settings.shutdown_grace_s)
+    shutdown.install()
+    try:
+        if await shutdown.until_requested(work(shutdown)):
+            await shutdown.requested.wait()
+    finally:
+        print("stopping...", flush=True)
+        abandoned = await shutdown.stop()
+        if abandoned:
+            exit_abandoned()
+    return 0
+
+
+def _lag_probe(shutdown: Shutdown, metrics: Metrics) -> None:
+    """The event-loop lag probe, from the start-up on (it is what start-up stalls show in)."""
+    probe = asyncio.create_task(probe_loop_lag(metrics.event_loop_lag), name="loop-lag probe")
+
+    async def cancel() -> None:
+        probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe
+
+    shutdown.on_stop("loop-lag probe", cancel)
 
 
 async def _worker(settings: Settings, *, ingest: bool = False) -> int:
@@ -162,21 +194,28 @@ async def _worker(settings: Settings, *, ingest: bool = False) -> int:
     service alone (MQTT -> Kafka); no API."""
     from streams.kafka import KafkaRuntime
 
-    runtime = KafkaRuntime(settings)
-    await runtime.open()
-    await runtime.start(ingest=ingest, worker=not ingest)
-    what = (f"ingest from {settings.mqtt_url}" if ingest
-            else f"worker (group {settings.kafka_app_id})")
-    print(f"SEMS {what} running on Kafka {settings.kafka_bootstrap}. Press Ctrl+C to stop.",
-          flush=True)
-    try:
-        await _wait_for_signal()
-    finally:
-        await runtime.stop()
-    return 0
+    async def start(shutdown: Shutdown) -> bool:
+        runtime = KafkaRuntime(settings)
+        shutdown.metrics = runtime.metrics
+        _lag_probe(shutdown, runtime.metrics)
+        shutdown.on_stop_steps(runtime.stop_steps)
+        await runtime.open()
+        await runtime.start(ingest=ingest, worker=not ingest)
+        what = (f"ingest from {settings.mqtt_url}" if ingest
+                else f"worker (group {settings.kafka_app_id})")
+        print(f"SEMS {what} running on Kafka {settings.kafka_bootstrap}. Press Ctrl+C to "
+              "stop.", flush=True)
+        return True
+
+    return await _stopping(settings, start)
 
 
 async def _run(settings: Settings) -> int:
+    return await _stopping(settings, lambda shutdown: _start_run(settings, shutdown))
+
+
+async def _start_run(settings: Settings, shutdown: Shutdown) -> bool:
+    """``sems run``: the runtime, the API, and the demo fleet's simulator."""
     from aiohttp import web
 
     from api import ApiDeps, create_app
@@ -192,6 +231,9 @@ async def _run(settings: Settings) -> int:
         runtime = KafkaRuntime(settings)
     else:
         runtime = LocalRuntime(settings)
+    shutdown.metrics = runtime.metrics
+    _lag_probe(shutdown, runtime.metrics)
+    shutdown.on_stop_steps(runtime.stop_steps)
     await runtime.open()
     fleet = build_fleet(facilities=settings.simulate_facilities,
                         meters_per_facility=settings.simulate_meters, seed=settings.simulate_seed)
@@ -211,6 +253,7 @@ async def _run(settings: Settings) -> int:
 
     guarding = security(settings, runtime.store, lambda: datetime.now(UTC))
     guard = await guarding.__aenter__()
+    shutdown.on_stop("security close", lambda: guarding.__aexit__(None, None, None))
     app = create_app(ApiDeps(timeseries=runtime.store, metadata=runtime.store,
                              metrics=runtime.metrics, clock=runtime.clock,
                              health_checks={"mqtt": health_mqtt}, cache=runtime.cache,
@@ -218,14 +261,51 @@ async def _run(settings: Settings) -> int:
                              rate_limiter=guard.rate_limiter, jwks=guard.jwks,
                              max_body_bytes=settings.api_max_body_bytes,
                              forecasts=runtime.store, dr=runtime.dr.wiring.api))
-    web_runner = web.AppRunner(app, access_log=None)
+    # In-flight requests get a moment at the stop, not aiohttp's default minute.
+    web_runner = web.AppRunner(app, access_log=None,
+                               shutdown_timeout=min(API_SHUTDOWN_S, settings.shutdown_grace_s / 4))
     await web_runner.setup()
+    shutdown.on_stop("API server stop", web_runner.cleanup)
     site = web.TCPSite(web_runner, settings.api_host, settings.api_port)
     await site.start()
+    _banner(settings, runtime, first=fleet.facilities[0].facility_id if fleet.facilities
+            else "FACILITY")
+
+    if settings.simulate:
+        if settings.mqtt_url:
+            publisher = await MqttPublisher(BrokerAddress.parse(settings.mqtt_url),
+                                            client_id="sems-simulator").__aenter__()
+            shutdown.on_stop("simulator's MQTT publisher flush",
+                             lambda: publisher.__aexit__(None, None, None),
+                             within_s=min(API_SHUTDOWN_S, settings.shutdown_grace_s / 4))
+            publish = publisher.publish
+        else:
+            async def publish(topic: str, payload: bytes) -> None:
+                await runtime.raw.send(RawMessage(topic, payload, runtime.clock()))
+
+        sim = Simulation(fleet, publish, seed=settings.simulate_seed)
+
+        async def simulate() -> None:
+            now = runtime.clock()
+            next_step = await sim.run_range(
+                now - timedelta(seconds=settings.simulate_backfill_s), now)
+            await sim.run_live(runtime.clock, next_step=next_step)
+
+        sim_task = asyncio.create_task(simulate(), name="simulator")
+
+        async def stop_simulator() -> None:
+            sim_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sim_task
+
+        shutdown.on_stop("simulator stop", stop_simulator)
+    return True
+
+
+def _banner(settings: Settings, runtime: LocalRuntime | KafkaRuntime, *, first: str) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
     bms_server = runtime.dr.wiring.bms_server
     bms_url = settings.bms_url or (bms_server.wsdl_url if bms_server else "none (SEMS_BMS_URL)")
-    first = fleet.facilities[0].facility_id if fleet.facilities else "FACILITY"
     stores = (f"store {settings.database_path}" if settings.profile == "embedded" else
               f"InfluxDB {settings.influx_url}, PostgreSQL, Redis "
               f"{settings.redis_url or '(no cache)'}")
@@ -244,42 +324,6 @@ async def _run(settings: Settings) -> int:
           f"  DR webhook:  {base}/webhooks/utility/dr-notification (docs/demand-response.md)\n"
           f"  BMS:         {bms_url}\n"
           "Press Ctrl+C to stop.", flush=True)
-
-    sim_task: asyncio.Task[None] | None = None
-    publisher: MqttPublisher | None = None
-    if settings.simulate:
-        if settings.mqtt_url:
-            publisher = await MqttPublisher(BrokerAddress.parse(settings.mqtt_url),
-                                            client_id="sems-simulator").__aenter__()
-            publish = publisher.publish
-        else:
-            async def publish(topic: str, payload: bytes) -> None:
-                await runtime.raw.send(RawMessage(topic, payload, runtime.clock()))
-
-        sim = Simulation(fleet, publish, seed=settings.simulate_seed)
-
-        async def simulate() -> None:
-            now = runtime.clock()
-            next_step = await sim.run_range(
-                now - timedelta(seconds=settings.simulate_backfill_s), now)
-            await sim.run_live(runtime.clock, next_step=next_step)
-
-        sim_task = asyncio.create_task(simulate(), name="simulator")
-
-    try:
-        await _wait_for_signal()
-    finally:
-        print("stopping...", flush=True)
-        if sim_task is not None:
-            sim_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sim_task
-        if publisher is not None:
-            await publisher.__aexit__(None, None, None)
-        await web_runner.cleanup()
-        await guarding.__aexit__(None, None, None)
-        await runtime.stop()
-    return 0
 
 
 def _db(settings: Settings, action: str) -> int:

@@ -47,6 +47,7 @@ from streams.logs import TRACE_HEADER, trace_id_of_header, trace_id_var
 from streams.metrics import Metrics
 from streams.registry import RegistryHolder
 from streams.settings import Settings
+from streams.shutdown import Step
 from streams.stores import build_cache, build_store
 from tables.codec import dump_state, load_state
 from tables.ports import Cache, Store
@@ -533,33 +534,62 @@ class KafkaRuntime:
         return [f for f in facilities
                 if partition_for(f.facility_id.encode(), n) in assigned]
 
+    def stop_steps(self) -> list[Step]:
+        """The orderly stop, as named steps (``streams.shutdown`` runs them under the grace
+        and names the one it abandons when a broker or store does not answer)."""
+        steps: list[Step] = [("tasks stop", self._stop_tasks),
+                             ("ingest drain", self._drain_ingest)]
+        if self._sinks or self._producer is not None:
+            steps.append(("kafka producer flush (ingest)", self._flush_ingest))
+        if self._worker_started:
+            steps += [
+                ("rollup commit", self.service.flush),
+                ("faust worker stop", self.app.stop),
+                ("rollup committer close", self.service.close),
+                ("kafka producer flush (rollups, forecasts)", self._flush_worker_sinks),
+                ("demand response close", self.dr.close),
+                ("kafka producer stop (worker)", self._rollup_producer.stop),
+            ]
+        steps += [("forecast workers close", self._close_forecasts),
+                  ("weather close", self.weather.close),
+                  ("store close", self.store.close)]
+        return steps
+
     async def stop(self) -> None:
-        ingest_task = next((t for t in self._tasks if t.get_name() == "ingest"), None)
+        """The stop steps, one after another, without a deadline (tests, benchmarks)."""
+        for _, call in self.stop_steps():
+            await call()
+
+    def _ingest_task(self) -> asyncio.Task[None] | None:
+        return next((t for t in self._tasks if t.get_name() == "ingest"), None)
+
+    async def _stop_tasks(self) -> None:
+        ingest_task = self._ingest_task()
         for task in self._tasks:
             if task is not ingest_task:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _drain_ingest(self) -> None:
+        await self.raw.close()
+        ingest_task = self._ingest_task()
         if ingest_task is not None:
-            await self.raw.close()
             await ingest_task
+
+    async def _flush_ingest(self) -> None:
         for sink in self._sinks:
             with contextlib.suppress(Exception):  # a failed delivery was logged already
                 await sink.close()
         if self._producer is not None:
             await self._producer.stop()
-        if self._worker_started:
-            await self.service.flush()
-            await self.app.stop()
-            await self.service.close()
-            sinks: list[Any] = [*self.service.outputs.values(), self.service.dead_letters]
-            for out in sinks:
-                with contextlib.suppress(Exception):  # a failed delivery was logged already
-                    await cast(KafkaSink[Any], out).close()
+
+    async def _flush_worker_sinks(self) -> None:
+        sinks: list[Any] = [*self.service.outputs.values(), self.service.dead_letters,
+                            self._forecast_sink]
+        for out in sinks:
             with contextlib.suppress(Exception):  # a failed delivery was logged already
-                await self._forecast_sink.close()
-            await self.dr.close()
-            await self._rollup_producer.stop()
+                await cast(KafkaSink[Any], out).close()
+
+    async def _close_forecasts(self) -> None:
         self.forecast_service.close()
-        await self.weather.close()
-        await self.store.close()

@@ -32,6 +32,7 @@ from streams.dr_wiring import LocalDr
 from streams.metrics import Metrics
 from streams.registry import RegistryHolder
 from streams.settings import Settings
+from streams.shutdown import Step
 from streams.stores import build_cache, build_store
 from tables.ports import Cache, Store
 from tables.rollups import RollupAggregator
@@ -161,24 +162,46 @@ class LocalRuntime:
         if not task.cancelled() and task.exception() is not None:
             log.error("%s stopped", task.get_name(), exc_info=task.exception())
 
+    def stop_steps(self) -> list[Step]:
+        """The orderly stop, as named steps (``streams.shutdown`` runs them under the grace
+        and names the one it abandons): stop the sources, let the agents drain what is already
+        in the channels, commit, close."""
+        return [
+            ("sources stop", self._stop_services),
+            ("ingest drain", self._drain_ingest),
+            ("rollup and dead-letter drain", self._drain_agents),
+            ("rollup commit", self.rollup_service.close),
+            ("demand response close", self.dr.close),
+            ("forecast workers close", self._close_forecasts),
+            ("weather close", self.weather.close),
+            ("store close", self.store.close),
+        ]
+
     async def stop(self) -> None:
-        """Stop the sources, let the agents drain what is already in the channels, close."""
+        """The stop steps, one after another, without a deadline (tests, benchmarks)."""
+        for _, call in self.stop_steps():
+            await call()
+
+    async def _stop_services(self) -> None:
         for task in self._services:
             task.cancel()
         for task in self._services:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def _drain_ingest(self) -> None:
+        await self.topics.raw.close()
+        if self._agents:
+            await self._agents[0]
+
+    async def _drain_agents(self) -> None:
         t = self.topics
-        await t.raw.close()
-        await self._agents[0]
         await t.readings.close()
         await t.dead_letters.close()
         await asyncio.gather(*self._agents[1:], return_exceptions=True)
-        await self.rollup_service.close()
-        await self.dr.close()
+
+    async def _close_forecasts(self) -> None:
         self.forecast_service.close()
-        await self.weather.close()
-        await self.store.close()
 
     async def _prune_forever(self) -> None:
         s = self.settings

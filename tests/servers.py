@@ -8,8 +8,10 @@ sleep.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
+import os
 import shutil
 import signal
 import socket
@@ -19,20 +21,62 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/bin/mosquitto")
 
 
-def stop_process(process: subprocess.Popen[bytes], *, timeout_s: float) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
+def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``Popen`` in a process group of its own, so that :func:`stop_process` (and a test's
+    teardown, whatever failed) reaches everything it started."""
+    process: subprocess.Popen[bytes] = subprocess.Popen(argv, start_new_session=True,
+                                                        **kwargs)
+    _GROUP_LEADERS.add(process.pid)
+    return process
+
+
+_GROUP_LEADERS: set[int] = set()
+"""Pids of the processes :func:`spawn` started, each the leader of its process group."""
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process and, if :func:`spawn` started it, whatever is left of its group
+    (anything it started), even once it has exited itself."""
+    if process.pid in _GROUP_LEADERS:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        _GROUP_LEADERS.discard(process.pid)
+    elif process.poll() is None:
+        process.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=15)
+
+
+def stop_process(process: subprocess.Popen[bytes], *, timeout_s: float,
+                 sig: signal.Signals = signal.SIGTERM) -> None:
+    """``sig`` (SIGTERM), then SIGKILL if it has not exited within ``timeout_s``; then SIGKILL
+    to what is left of its process group, if it has one of its own (:func:`spawn`)."""
     if process.poll() is None:
-        process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)  # a paused server cannot handle ``sig``
+        process.send_signal(sig)
         try:
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
+    kill_group(process)
+
+
+def pause(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGSTOP: a server that hangs (accepts nothing, answers nothing, closes nothing)."""
+    if process is not None and process.poll() is None:
+        os.kill(process.pid, signal.SIGSTOP)
+
+
+def resume(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        os.kill(process.pid, signal.SIGCONT)
 
 
 def free_port() -> int:
@@ -114,7 +158,7 @@ class Mosquitto:
 
     def start(self) -> Mosquitto:
         conf = self.write_config()
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [mosquitto_binary(), "-c", str(conf)],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
@@ -129,14 +173,20 @@ class Mosquitto:
         return True
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=15)
+        if self.process is not None:
+            stop_process(self.process, timeout_s=15)
         self.process = None
 
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def pause(self) -> None:
+        """Hang the broker (SIGSTOP) until :meth:`resume` (or a stop)."""
+        pause(self.process)
+
+    def resume(self) -> None:
+        resume(self.process)
 
     def dropped_messages_logged(self) -> bool:
         return "Outgoing messages are being dropped" in self.log_path.read_text()
@@ -223,7 +273,7 @@ class Kafka:
         # `kafka.sh run` configures, formats the storage once, then execs java: the Popen's
         # pid is the broker's own, so kill() reaches the JVM and not a wrapping shell.
         with (self.workdir / "kafka.out").open("ab") as out:
-            self.process = subprocess.Popen(
+            self.process = spawn(
                 ["bash", str(KAFKA_SCRIPT), "run", str(self.workdir), str(self.port),
                  str(self.controller_port)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -251,10 +301,16 @@ class Kafka:
 
     def kill(self) -> None:
         """A crash (SIGKILL): no flush, no controlled shutdown."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=15)
+        if self.process is not None:
+            kill_group(self.process)
         self.process = None
+
+    def pause(self) -> None:
+        """Hang the broker (SIGSTOP) until :meth:`resume` (or a stop)."""
+        pause(self.process)
+
+    def resume(self) -> None:
+        resume(self.process)
 
     def restart(self, *, timeout_s: float = 90) -> Kafka:
         self.stop()
@@ -324,7 +380,7 @@ class _ScriptServer:
         _install(self.script)
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(
+            self.process = spawn(
                 ["bash", str(LOCAL_SCRIPTS / self.script), "run", str(self.workdir),
                  str(self.port)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -347,19 +403,13 @@ class _ScriptServer:
 
     def stop(self, *, timeout_s: float = 60) -> None:
         """A clean shutdown with the signal the server treats as one."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(self.stop_signal)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
+        if self.process is not None:
+            stop_process(self.process, timeout_s=timeout_s, sig=self.stop_signal)
         self.process = None
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=15)
+        if self.process is not None:
+            kill_group(self.process)
         self.process = None
 
 
