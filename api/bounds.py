@@ -1,0 +1,66 @@
+"""The times the API accepts from outside: an exact grammar and an explicit supported range.
+
+Every time a caller gives (a query parameter, a body field) is checked here before any
+arithmetic is done with it: a year-1 or year-9999 time would otherwise overflow ``datetime``
+as soon as a span, an offset or a grid step is added, and answer 500. The range is wide enough
+for any meter history or DR event and narrow enough that adding a few years to either end
+stays representable (``datetime.max`` is 9999-12-31).
+
+Supported: ``MIN_TIME`` (1970-01-01T00:00:00Z) <= t < ``MAX_TIME`` (2200-01-01T00:00:00Z).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from api.errors import ApiError, bad_parameter
+
+MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+"""Exclusive upper bound."""
+
+_ISO_8601 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
+    r"(?:Z|z|[+-][0-9]{2}:[0-9]{2})")
+"""RFC 3339 with an offset (seconds and fractions optional), and nothing else: no trailing
+bytes (a NUL, a second time), no week dates, no naive times, ASCII digits only."""
+
+
+def in_range(ts: datetime) -> bool:
+    """Whether an aware ``ts`` is in the supported range (comparisons of aware datetimes do
+    not overflow, even at year 1 with an offset)."""
+    return MIN_TIME <= ts < MAX_TIME
+
+
+def check_time(name: str, ts: datetime) -> datetime:
+    """``ts`` when it is aware and in the supported range, else 400 ``invalid_parameter``
+    naming ``name``."""
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise bad_parameter(name, f"{name} needs a UTC offset, e.g. 2026-01-01T00:00:00Z")
+    if not in_range(ts):
+        raise bad_parameter(name, f"{name} must be from {MIN_TIME.isoformat()} and before "
+                            f"{MAX_TIME.isoformat()}", minimum=MIN_TIME.isoformat(),
+                            maximum_exclusive=MAX_TIME.isoformat())
+    return ts
+
+
+def parse_time(name: str, raw: str) -> datetime:
+    """An outside time string (a query parameter) parsed by an exact grammar and checked
+    against the range; 400 ``invalid_parameter`` naming ``name`` otherwise. The value is not
+    echoed back: it may be anything, of any length."""
+    # A '+' typed into a URL arrives as a space: "2026-01-01T00:00:00 00:00" means +00:00.
+    if len(raw) > 6 and raw[-6] == " " and raw[-3] == ":":
+        raw = raw[:-6] + "+" + raw[-5:]
+    if _ISO_8601.fullmatch(raw) is None:
+        raise _not_a_time(name)
+    try:
+        ts = datetime.fromisoformat(raw.replace("z", "Z"))
+    except ValueError:  # month 13, hour 25, offset +24:00...
+        raise _not_a_time(name) from None
+    return check_time(name, ts)
+
+
+def _not_a_time(name: str) -> ApiError:
+    return bad_parameter(name, f"{name} must be an ISO 8601 timestamp with an offset, e.g. "
+                         "2026-01-01T00:00:00Z")
