@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from schemas.deadletter import DeadLetter, RejectReason
 from schemas.metadata import Registry
-from schemas.reading import SensorReading
+from schemas.reading import TIMESTAMP_OUT_OF_RANGE, SensorReading
 
 TOPIC_PREFIX = "meters"
 """Readings are published on ``meters/{facility_id}/{meter_id}``."""
@@ -31,7 +31,8 @@ _ERROR_TYPE_REASONS: list[tuple[RejectReason, tuple[str, ...]]] = [
     (RejectReason.INVALID_ID, ("string_pattern_mismatch",)),
     (
         RejectReason.OUT_OF_RANGE,
-        ("greater_than_equal", "less_than_equal", "greater_than", "less_than"),
+        ("greater_than_equal", "less_than_equal", "greater_than", "less_than",
+         TIMESTAMP_OUT_OF_RANGE),
     ),
 ]
 

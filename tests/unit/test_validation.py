@@ -149,6 +149,19 @@ ID_64 = "a" * 64
         # max_age_s is 90 days: 2025-10-03T12:00:00Z is exactly that, one second more is out.
         pytest.param(payload(timestamp='"2025-10-03T11:59:59Z"'), TOPIC,
                      RejectReason.EXPIRED_TIMESTAMP, "90 days", id="older-than-retention"),
+        # No UTC datetime exists for these two (00:07+05:00 on 1 January of year 1 is 19:07 on
+        # 31 December of year 0): they raised OverflowError and stopped the ingest agent.
+        pytest.param(payload(timestamp='"0001-01-01T00:07:00+05:00"'), TOPIC,
+                     RejectReason.OUT_OF_RANGE, "1970-01-01", id="year-1-east-of-utc"),
+        pytest.param(payload(timestamp='"9999-12-31T23:00:00-05:00"'), TOPIC,
+                     RejectReason.OUT_OF_RANGE, "2100-01-01", id="year-9999-west-of-utc"),
+        # The supported range, [1970-01-01, 2100-01-01) UTC, checked before the clock.
+        pytest.param(payload(timestamp='"1969-12-31T23:59:59.999Z"'), TOPIC,
+                     RejectReason.OUT_OF_RANGE, "timestamp", id="before-1970"),
+        pytest.param(payload(timestamp='"2100-01-01T00:00:00Z"'), TOPIC,
+                     RejectReason.OUT_OF_RANGE, "timestamp", id="from-2100"),
+        pytest.param(payload(timestamp='"2100-01-01T00:59:59+01:00"'), TOPIC,
+                     RejectReason.FUTURE_TIMESTAMP, "2099-12-31T23:59:59", id="2099-in-range"),
         # -- registry ----------------------------------------------------------------------
         pytest.param(payload(facility_id='"f9"'), "meters/f9/m1", RejectReason.UNKNOWN_FACILITY,
                      "f9", id="unknown-facility"),
