@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from agents.item_failures import ItemFailures, reason_of
 from connectors.bms import BmsController, CommandResult
 from schemas.dr import BmsCommandRecord, command_uuid
 from streams.logs import trace_id_var
 from streams.metrics import Metrics
-from tables.ports import DrStore
+from tables.ports import DrStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +98,54 @@ class BmsCommandExecutor:
 
 async def bms_command_agent(batches: AsyncIterator[list[BmsCommandRecord]], *,
                             executor: BmsCommandExecutor, store_retry_s: float = 1.0,
-                            store_attempts: int = 60) -> None:
+                            store_attempts: int = 60, other_attempts: int = 3) -> None:
     """One command at a time, in stream order (a facility's commands stay in order). When the
     store fails, the whole step is done again a second later (for a minute): that is safe, not
     a BMS retry, since the audit row and the BMS's idempotency on ``command_id`` make a
-    repeated step send nothing twice."""
+    repeated step send nothing twice. Any other error is tried ``other_attempts`` times. A
+    command that still fails is given up alone: counted in
+    ``sems_item_failures_total{loop="bms_command"}``, logged once with its trace id, noted on
+    its event if the store takes it, and the agent goes on with the next (the DR agent
+    publishes again what the audit trail lacks; the watchdog restores a load left shed)."""
+    failures = ItemFailures("bms_command", executor.metrics, log)
     async for batch in batches:
         for command in batch:
-            for attempt in range(1, store_attempts + 1):
-                try:
-                    await executor.execute(command)
-                    break
-                except Exception:
-                    log.exception("BMS command %s: the store failed (attempt %d of %d)",
-                                  command.command_id, attempt, store_attempts)
-                    await asyncio.sleep(store_retry_s)
+            token = trace_id_var.set(command.trace_id)
+            try:
+                await _execute_alone(command, executor, failures, store_retry_s,
+                                     store_attempts, other_attempts)
+            finally:
+                trace_id_var.reset(token)
+
+
+async def _execute_alone(command: BmsCommandRecord, executor: BmsCommandExecutor,
+                         failures: ItemFailures, retry_s: float, store_attempts: int,
+                         other_attempts: int) -> None:
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await executor.execute(command)
+            failures.succeeded(command.command_id)
+            return
+        except Exception as exc:
+            limit = store_attempts if isinstance(exc, StoreUnavailable) else other_attempts
+            if attempt >= limit:
+                await _give_up(command, executor, failures, exc, attempt)
+                return
+            log.warning("BMS command %s: %s (attempt %d of %d)", command.command_id,
+                        reason_of(exc), attempt, limit)
+            await asyncio.sleep(retry_s)
+
+
+async def _give_up(command: BmsCommandRecord, executor: BmsCommandExecutor,
+                   failures: ItemFailures, exc: Exception, attempts: int) -> None:
+    failures.failed(command.command_id, exc, what=f"BMS command given up after {attempts} "
+                                                  f"attempts:")
+    reason = (f"{command.phase} {command.kind} {command.target_id}={command.value:g} was not "
+              f"executed: {reason_of(exc)} ({attempts} attempts)")
+    try:
+        await executor.store.add_dr_event_failure(command.dr_event_id, reason)
+    except Exception as again:  # the store is still down: the log and the metric have it
+        log.warning("BMS command %s: its failure could not be noted on DR event %s (%s)",
+                    command.command_id, command.dr_event_id, reason_of(again))

@@ -26,11 +26,13 @@ from agents.dr.plan import Plan, PlannedAction
 from agents.dr.planner import plan_reduction
 from agents.dr_baseline import BaselineSource, NoBaseline
 from agents.dr_inventory import InventorySource
+from agents.dr_watchdog import release_of, shed_loads
+from agents.item_failures import ItemFailures, reason_of
 from schemas.dr import BmsCommandRecord, CommandKind, CommandPhase, DrEvent, command_uuid
 from schemas.metadata import Facility
 from streams.logs import trace_id_var
 from streams.metrics import Metrics
-from tables.ports import Store
+from tables.ports import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,8 @@ def command_for(event: DrEvent, action: PlannedAction, phase: CommandPhase,
         facility_id=event.facility_id, kind=kind, target_id=action.target_id,
         value=value if phase == "apply" else restore, phase=phase,
         release_stage=None if phase == "apply" else action.release_stage, why=why,
-        trace_id=event.trace_id, requested_at=now)
+        trace_id=event.trace_id, requested_at=now,
+        restore_value=restore if phase == "apply" else None)
 
 
 @dataclass
@@ -98,6 +101,16 @@ class DrService:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _published: dict[str, datetime] = field(default_factory=dict)
     """When this process last published each command (not kept across restarts)."""
+    _failures: ItemFailures | None = None
+    _pass_failure: str | None = None
+
+    @property
+    def failures(self) -> ItemFailures:
+        """Events whose step raised: counted in ``sems_item_failures_total{loop="dr_event"}``
+        and logged once each."""
+        if self._failures is None:
+            self._failures = ItemFailures("dr_event", self.metrics, log)
+        return self._failures
 
     def wake(self) -> None:
         """A new event arrived (the ``dr-events`` stream): look at it now."""
@@ -108,8 +121,13 @@ class DrService:
             self._wake.clear()  # before the pass: an event arriving during it wakes the next
             try:
                 wait_s = await self.tick()
-            except Exception:  # the store is down: try again on the next pass
-                log.exception("DR pass failed")
+                if self._pass_failure is not None:
+                    log.info("DR passes work again")
+                    self._pass_failure = None
+            except Exception as exc:  # the store is down: try again on the next pass
+                if reason_of(exc) != self._pass_failure:  # once, not once a second
+                    log.exception("DR pass failed (tried again every %.0f s)", self.poll_s)
+                    self._pass_failure = reason_of(exc)
                 wait_s = self.poll_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, wait_s))
@@ -124,11 +142,43 @@ class DrService:
             token = trace_id_var.set(event.trace_id)
             try:
                 due = await self.step(event, facilities.get(event.facility_id))
+                self.failures.succeeded(event.id)
+            except StoreUnavailable:
+                raise  # the whole pass's problem: every event is tried again next pass
+            except Exception as exc:  # this event's alone: it fails, the others go on
+                await self._fail_alone(event, exc)
+                due = None
             finally:
                 trace_id_var.reset(token)
             if due is not None:
                 wait_s = min(wait_s, (due - self.clock()).total_seconds())
         return wait_s
+
+    async def _fail_alone(self, e: DrEvent, exc: Exception) -> None:
+        """An event whose step raised fails with the reason (counted, logged once); the loads
+        it shed are released at once from the audit trail, not from its plan (which may be
+        what failed). If even that fails, the watchdog restores them after the deadline."""
+        self.failures.failed(e.id, exc, what="DR event failed:")
+        try:
+            for release in [release_of(a, e, self.clock())
+                            for a in shed_loads(await self.store.bms_commands(e.id))]:
+                await self._publish(release)
+        except StoreUnavailable:
+            raise
+        except Exception as again:
+            log.warning("DR event %s: releasing its loads failed too (%s): the watchdog "
+                        "restores them", e.id, reason_of(again))
+        try:
+            fresh = await self.store.dr_event(e.id) or e
+            await self.store.add_dr_event_failure(e.id, f"the DR agent failed on this event: "
+                                                        f"{reason_of(exc)}")
+            if not fresh.final:
+                await self._save(fresh, status="failed")
+                self.metrics.dr_events.labels("failed").inc()
+        except StoreUnavailable:
+            raise
+        except Exception as again:  # tried again next pass; logged with the event's failure
+            log.debug("DR event %s: marking it failed failed: %s", e.id, reason_of(again))
 
     async def step(self, e: DrEvent, facility: Facility | None) -> datetime | None:
         """Does what is due for one event; when it next needs a look (None: final)."""

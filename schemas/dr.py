@@ -159,3 +159,6 @@ class BmsCommandRecord(BaseModel):
     replayed: bool = False
     released_at: UtcDatetime | None = Field(
         default=None, description="apply commands: when their release command was applied")
+    restore_value: float | None = Field(
+        default=None, description="apply commands: the load's setting before the event (what "
+                                  "its release, or the DR watchdog, puts back)")

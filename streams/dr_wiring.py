@@ -30,6 +30,7 @@ from agents.dr_inventory import (
     SimulatorInventory,
     load_site_rules,
 )
+from agents.dr_watchdog import DrWatchdog
 from api.dr_deps import DrApi
 from connectors.bms import BmsError
 from connectors.bms.soap import BmsClient
@@ -59,8 +60,14 @@ class DrWiring:
                                  release_stages=s.dr_release_stages,
                                  release_gap_s=s.dr_release_gap_s,
                                  report_timeout_s=s.dr_report_timeout_s, owned=owned)
+        # Restores from the audit trail what the release path leaves shed past its deadline;
+        # through the executor's BMS client, not the planner or the bms-commands stream.
+        self.watchdog = DrWatchdog(store, self.executor, metrics, clock,
+                                   release_stages=s.dr_release_stages,
+                                   release_gap_s=s.dr_release_gap_s,
+                                   grace_s=s.dr_release_grace_s, owned=owned)
         self.api = DrApi(store=store, access=store, baselines=self.baselines,
-                         submit=publish_event)
+                         submit=publish_event, max_lead_s=s.dr_max_lead_s)
         self.limits = ComfortLimits(max_setpoint_offset_c=s.dr_max_setpoint_offset_c,
                                     min_lighting_pct=s.dr_min_lighting_pct)
         # Read at start: a mistake in the file stops SEMS with where and why.
@@ -135,6 +142,7 @@ class LocalDr:
             (bms_command_agent(self.commands.stream().take(n, within=within),
                                executor=self.wiring.executor), "bms-commands"),
             (self.wiring.service.run_forever(), "dr-scheduler"),
+            (self.wiring.watchdog.run_forever(), "dr-watchdog"),
         ]
 
     async def close(self) -> None:
@@ -186,7 +194,8 @@ class KafkaDr:
 
     async def start(self) -> list[tuple[Coroutine[Any, Any, None], str]]:
         await self.wiring.open()
-        return [(self.wiring.service.run_forever(), "dr-scheduler")]
+        return [(self.wiring.service.run_forever(), "dr-scheduler"),
+                (self.wiring.watchdog.run_forever(), "dr-watchdog")]
 
     async def close(self) -> None:
         for sink in (self.event_sink, self.command_sink):
@@ -198,4 +207,11 @@ class KafkaDr:
 async def _decoded(batches: AsyncIterator[list[bytes]]) -> AsyncIterator[
         list[BmsCommandRecord]]:
     async for batch in batches:
-        yield [BmsCommandRecord.model_validate_json(v) for v in batch]
+        commands = []
+        for value in batch:
+            try:
+                commands.append(BmsCommandRecord.model_validate_json(value))
+            except ValueError as exc:  # not ours to execute: the others go on
+                log.error("bms-commands: a message that is not a command is skipped (%s)",
+                          str(exc).splitlines()[0])
+        yield commands
