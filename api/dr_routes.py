@@ -1,7 +1,12 @@
 """Demand-response routes: the utility webhook, events by API key, events and their reports.
 
 The webhook is public at the token layer: a utility's systems authenticate it with an HMAC
-signature over the body (``api/signatures.py``), checked here before the body is parsed.
+signature over the body (``api/signatures.py``), checked here before the body is parsed. An
+unknown ``X-SEMS-Utility`` is answered as a known one with a wrong signature (utility ids
+cannot be enumerated).
+
+The rules below are the intake's (``api/dr_intake.py``), enforced atomically by the store;
+these handlers parse, authenticate and map its refusals to the API's errors.
 
 A facility takes one event at a time: a new event whose ``[event_start, event_end)`` overlaps
 one of the same facility that is scheduled, active or completed is refused (409
@@ -9,22 +14,34 @@ one of the same facility that is scheduled, active or completed is refused (409
 notification is refused whole when any of its facilities overlaps, so nothing is half-made
 and the utility can correct and resend it. A replay of a notification already received answers
 as a replay (200, ``replayed: true``) before any of these checks, even once the event is over.
+Concurrent requests get the same answers as one at a time: one event is created, the others
+are refused or replays.
+
+An event starts at most ``DrApi.max_lead_s`` ahead (``SEMS_DR_MAX_LEAD_S``, default 7 days)
+and ends in the future; otherwise 400 ``invalid_body`` naming the field in ``details``.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Collection
-from datetime import datetime
+import secrets
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agents.dr_baseline import NoBaseline
 from api.app import DEPS, PRINCIPAL, ApiDeps, json_response, limit_rate
 from api.dr_deps import DrApi
+from api.dr_intake import (
+    BaselineUnavailable,
+    EventOverlaps,
+    FacilitiesForbidden,
+    FacilitiesNotFound,
+    IntakeError,
+    TimeOutOfBounds,
+    create_event,
+    receive_notification,
+)
 from api.endpoints import EVERY_ROLE, FACILITY_ID, Endpoint, Param
 from api.errors import ApiError, not_found
 from api.principal import Role
@@ -36,23 +53,14 @@ from api.signatures import (
     SignatureError,
     verify,
 )
-from schemas.dr import (
-    BmsCommandRecord,
-    DrEvent,
-    DrEventRequest,
-    DrNotification,
-    DrStatus,
-    webhook_event_uuid,
-)
+from schemas.access import Utility
+from schemas.dr import BmsCommandRecord, DrEvent, DrEventRequest, DrNotification
 from streams.logs import trace_id_var
-from tables.ports import DrStore
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 UTILITY_OR_ADMIN = frozenset({Role.UTILITY, Role.ADMIN})
-OVERLAPPING_STATUSES: tuple[DrStatus, ...] = ("scheduled", "active", "completed")
-"""A failed event is not among them: it sheds nothing any more, and the utility may ask again."""
 
 
 class WebhookEvent(BaseModel):
@@ -106,94 +114,70 @@ def _event_json(event: DrEvent) -> dict[str, Any]:
     return event.model_dump(mode="json")
 
 
-def _not_over(event_end: datetime, now: datetime) -> None:
-    if event_end <= now:
-        raise ApiError(400, "invalid_body", "the event is over already",
-                       [{"loc": ["event_end"], "msg": "must be in the future"}])
+def _refused(exc: IntakeError) -> ApiError:
+    """The intake's refusal as the API answers it."""
+    match exc:
+        case FacilitiesForbidden():
+            return ApiError(403, "facility_forbidden", str(exc),
+                            {"facility_ids": exc.facility_ids})
+        case FacilitiesNotFound():
+            return ApiError(404, "facility_not_found", str(exc),
+                            {"facility_ids": exc.facility_ids})
+        case TimeOutOfBounds():
+            return ApiError(400, "invalid_body", str(exc),
+                            [{"loc": [exc.field], "msg": exc.rule}])
+        case EventOverlaps():
+            return ApiError(409, "event_overlaps", str(exc), {"conflicts": [
+                {"facility_id": e.facility_id, "dr_event_id": e.id,
+                 **e.model_dump(mode="json",
+                                include={"event_id", "status", "event_start", "event_end"})}
+                for e in exc.conflicts]})
+        case BaselineUnavailable():
+            return ApiError(422, "baseline_unavailable", str(exc),
+                            {"facility_id": exc.facility_id})
+    return ApiError(400, "invalid_body", str(exc))
 
 
-async def _refuse_overlaps(store: DrStore, facility_ids: Collection[str], *,
-                           event_start: datetime, event_end: datetime,
-                           own_ids: Collection[str] = ()) -> None:
-    """409 when an event of one of the facilities overlaps ``[event_start, event_end)``.
+_UNKNOWN_UTILITY_SECRET = secrets.token_hex(32)
+"""What an unknown ``X-SEMS-Utility`` is verified against: its answer is a known utility's
+with a wrong signature, byte for byte, after the same work (utility ids cannot be told)."""
 
-    ``own_ids`` are the new events' own ids (a concurrent delivery of the same notification
-    may have stored them already). The store has no query by time: its listing (newest start
-    first, at most 1000) is filtered here, so a facility with 1000 events starting after this
-    one's end could hide an overlap.
-    """
-    conflicts = [
-        {"facility_id": facility_id, "dr_event_id": e.id,
-         **e.model_dump(mode="json", include={"event_id", "status", "event_start", "event_end"})}
-        for facility_id in facility_ids
-        for e in await store.dr_events(facility_id=facility_id, statuses=OVERLAPPING_STATUSES)
-        if e.id not in own_ids and e.event_start < event_end and event_start < e.event_end]
-    if conflicts:
-        raise ApiError(409, "event_overlaps", "a facility takes one DR event at a time; this one "
-                       "overlaps " + ", ".join(f"{c['dr_event_id']} of {c['facility_id']}"
-                                               for c in conflicts),
-                       {"conflicts": conflicts})
+
+async def _verified_utility(request: web.Request, body: bytes) -> Utility:
+    deps = request.app[DEPS]
+    dr = _dr(deps)
+    utility_id = request.headers.get(UTILITY_HEADER, "")
+    utility = await dr.access.utility(utility_id) if utility_id else None
+    secret = (_UNKNOWN_UTILITY_SECRET if utility is None
+              else utility.webhook_secret.get_secret_value())
+    try:
+        verify(secret, timestamp=request.headers.get(TIMESTAMP_HEADER),
+               signature=request.headers.get(SIGNATURE_HEADER), body=body, now=deps.clock(),
+               tolerance_s=dr.signature_tolerance_s)
+        if utility is None:  # a signature made with our random dummy secret: not possible
+            raise SignatureError("the signature does not match the body")
+    except SignatureError as exc:
+        raise ApiError(401, "invalid_signature", str(exc)) from None
+    return utility
 
 
 async def dr_notification(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     dr = _dr(deps)
     body = await request.read()
-    utility_id = request.headers.get(UTILITY_HEADER, "")
-    utility = await dr.access.utility(utility_id) if utility_id else None
-    if utility is None:
-        raise ApiError(401, "invalid_signature", f"{UTILITY_HEADER} must name a registered "
-                       "utility", {"header": UTILITY_HEADER})
-    try:
-        verify(utility.webhook_secret.get_secret_value(),
-               timestamp=request.headers.get(TIMESTAMP_HEADER),
-               signature=request.headers.get(SIGNATURE_HEADER), body=body, now=deps.clock(),
-               tolerance_s=dr.signature_tolerance_s)
-    except SignatureError as exc:
-        raise ApiError(401, "invalid_signature", str(exc)) from None
+    utility = await _verified_utility(request, body)
     # Counted once the signature holds: forged calls cannot spend a utility's budget.
     limit_rate(deps, f"webhook:{utility.utility_id}", "webhook")
     note = _parse(request, body, DrNotification)
-    refused = [f for f in note.facility_ids if f not in utility.facility_ids]
-    if refused:
-        raise ApiError(403, "facility_forbidden", f"utility {utility.utility_id!r} has no "
-                       "enrolled facility among " + ", ".join(refused), {"facility_ids": refused})
-    known = {f.facility_id for f in await deps.metadata.facilities()}
-    missing = [f for f in note.facility_ids if f not in known]
-    if missing:
-        raise ApiError(404, "facility_not_found", "unknown facilities: " + ", ".join(missing),
-                       {"facility_ids": missing})
-    ids = {f: webhook_event_uuid(utility.utility_id, note.event_id, f)
-           for f in note.facility_ids}
-    received = {f: e for f, dr_event_id in ids.items()
-                if (e := await dr.store.dr_event(dr_event_id)) is not None}
-    new = [f for f in note.facility_ids if f not in received]
-    now = deps.clock()
-    if new:
-        _not_over(note.event_end, now)
-        await _refuse_overlaps(dr.store, new, event_start=note.event_start,
-                               event_end=note.event_end, own_ids=ids.values())
-    out = []
-    for facility_id in note.facility_ids:
-        event = received.get(facility_id)
-        inserted = False
-        if event is None:
-            event = DrEvent(
-                id=ids[facility_id], event_id=note.event_id, utility_id=utility.utility_id,
-                facility_id=facility_id, source="webhook", event_start=note.event_start,
-                event_end=note.event_end,
-                target_reduction_percentage=note.target_reduction_percentage,
-                trace_id=trace_id_var.get(), created_at=now, updated_at=now)
-            inserted = await dr.store.insert_dr_event(event)
-            if inserted:
-                deps.metrics.dr_events.labels("scheduled").inc()
-                await dr.submit(event)
-            else:  # a concurrent delivery of the same notification stored it first
-                event = await dr.store.dr_event(event.id) or event
-        out.append({"id": event.id, "facility_id": facility_id, "status": event.status,
-                    "replayed": not inserted})
+    try:
+        created = await receive_notification(dr, deps.metadata, deps.metrics, utility, note,
+                                             now=deps.clock(), trace_id=trace_id_var.get())
+    except IntakeError as exc:
+        raise _refused(exc) from None
+    out = [{"id": e.id, "facility_id": e.facility_id, "status": e.status,
+            "replayed": e.id in created.replayed} for e in created.events]
     log.info("DR notification %s from %s: %d facilities (%d new)", note.event_id,
-             utility.utility_id, len(out), sum(not e["replayed"] for e in out))
+             utility.utility_id, len(out), len(created.inserted))
     return json_response({"accepted": True, "event_id": note.event_id, "events": out})
 
 
@@ -210,24 +194,12 @@ async def create_dr_event(request: web.Request) -> web.Response:
                      if f.facility_id == req.facility_id), None)
     if facility is None:
         raise not_found("facility", req.facility_id)
-    now = deps.clock()
-    _not_over(req.event_end, now)
-    await _refuse_overlaps(dr.store, [req.facility_id], event_start=req.event_start,
-                           event_end=req.event_end)
     try:
-        baseline = await dr.baselines.baseline(facility, event_start=req.event_start,
-                                               event_end=req.event_end, now=now)
-    except NoBaseline as exc:
-        raise ApiError(422, "baseline_unavailable", f"no baseline for this event: {exc}",
-                       {"facility_id": req.facility_id}) from None
-    event = DrEvent(id=str(uuid.uuid4()), utility_id=principal.utility_id,
-                    facility_id=req.facility_id, source="api", event_start=req.event_start,
-                    event_end=req.event_end, target_reduction_kw=req.target_reduction_kw,
-                    baseline=baseline.to_dict(), trace_id=trace_id_var.get(), created_at=now,
-                    updated_at=now)
-    await dr.store.insert_dr_event(event)
-    deps.metrics.dr_events.labels("scheduled").inc()
-    await dr.submit(event)
+        event = await create_event(dr, deps.metrics, facility, req,
+                                   utility_id=principal.utility_id, now=deps.clock(),
+                                   trace_id=trace_id_var.get())
+    except IntakeError as exc:
+        raise _refused(exc) from None
     return json_response(_event_json(event), status=201)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -124,11 +125,57 @@ class ForecastStore(Protocol):
         ...
 
 
+OVERLAPPING_STATUSES: tuple[DrStatus, ...] = ("scheduled", "active", "completed")
+"""The events a new one of the same facility must not overlap. A failed event is not among
+them: it sheds nothing any more, and the utility may ask again."""
+
+
+@dataclass(frozen=True, slots=True)
+class DrCreation:
+    """What ``DrStore.create_dr_events`` did: either every new event was stored, or (when
+    ``conflicts`` is not empty) nothing was.
+
+    ``events``: the events asked for, in order, as stored (a replayed one as it was first
+    stored, with its current status); ``replayed``: the ids that existed already;
+    ``conflicts``: the stored events that the new ones overlap, newest start first."""
+
+    events: tuple[DrEvent, ...] = ()
+    replayed: frozenset[str] = frozenset()
+    conflicts: tuple[DrEvent, ...] = ()
+
+    @property
+    def inserted(self) -> tuple[DrEvent, ...]:
+        return () if self.conflicts else tuple(e for e in self.events
+                                                if e.id not in self.replayed)
+
+
+class DrEventOverlaps(RuntimeError):
+    """``insert_dr_event`` of an event that overlaps one of the same facility."""
+
+    def __init__(self, conflicts: tuple[DrEvent, ...]) -> None:
+        super().__init__("overlaps " + ", ".join(e.id for e in conflicts))
+        self.conflicts = conflicts
+
+
 class DrStore(Protocol):
-    """``dr_events`` and the ``bms_commands`` audit trail (``schemas/dr.py``)."""
+    """``dr_events`` and the ``bms_commands`` audit trail (``schemas/dr.py``).
+
+    The store enforces the two intake rules atomically (not the callers, by a read and then a
+    write, which concurrent requests interleave): an event id is created once, and a facility
+    has at most one event in ``OVERLAPPING_STATUSES`` over any instant (``[event_start,
+    event_end)`` windows; back to back do not overlap). An event that fails later leaves the
+    rule's scope."""
+
+    async def create_dr_events(self, events: Sequence[DrEvent]) -> DrCreation:
+        """In one transaction: the events whose id exists are replays (nothing changes for
+        them); the others are all stored, unless one overlaps an event of its facility in
+        ``OVERLAPPING_STATUSES`` (or another new one of the same facility): then none is, and
+        ``conflicts`` says with what. A new event that is ``failed`` already is not checked."""
+        ...
 
     async def insert_dr_event(self, event: DrEvent) -> bool:
-        """Stores a new event; ``False`` (and nothing changed) when its id exists already."""
+        """``create_dr_events([event])``: ``False`` (and nothing changed) when its id exists
+        already; raises ``DrEventOverlaps`` when it overlaps."""
         ...
 
     async def update_dr_event(self, event: DrEvent) -> None:

@@ -3,20 +3,83 @@
 Each row keeps the record as JSON next to the columns it is looked up by. ``failures`` is
 appended inside SQLite (``json_insert``) and kept by ``update_dr_event``, so the command agent
 and the DR agent can write one event concurrently without losing each other's changes.
+
+``create_dr_events`` checks for replays and overlaps and inserts in one ``BEGIN IMMEDIATE``
+transaction of the one writer connection: no other write, from this process or another one
+on the same file, comes between the check and the insert.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from schemas.dr import BmsCommandRecord, DrEvent, DrStatus
+from tables.ports import OVERLAPPING_STATUSES, DrCreation, DrEventOverlaps
 
 
 def _ms(ts: datetime) -> int:
     return round(ts.timestamp() * 1000)
+
+
+_OVERLAPS = (
+    "SELECT record FROM dr_events WHERE facility_id = ? AND event_end_ms > ? "
+    f"AND event_start_ms < ? AND status IN ({', '.join('?' * len(OVERLAPPING_STATUSES))}) "
+    "ORDER BY event_start_ms DESC, id")
+
+
+def _overlap(a: DrEvent, b: DrEvent) -> bool:
+    return (a.facility_id == b.facility_id and a.event_start < b.event_end
+            and b.event_start < a.event_end)
+
+
+def _create(conn: sqlite3.Connection, events: Sequence[DrEvent]) -> DrCreation:
+    """``create_dr_events`` inside the writer's transaction."""
+    stored: list[DrEvent] = []
+    fresh: list[DrEvent] = []
+    replayed: set[str] = set()
+    for event in events:
+        row = conn.execute("SELECT record FROM dr_events WHERE id = ?", (event.id,)).fetchone()
+        if row is None:
+            stored.append(event)
+            fresh.append(event)
+        else:
+            stored.append(DrEvent.model_validate_json(row[0]))
+            replayed.add(event.id)
+    conflicts: dict[str, DrEvent] = {}
+    checked = [e for e in fresh if e.status in OVERLAPPING_STATUSES]
+    for i, event in enumerate(checked):
+        for (record,) in conn.execute(_OVERLAPS, (event.facility_id, _ms(event.event_start),
+                                                  _ms(event.event_end), *OVERLAPPING_STATUSES)):
+            found = DrEvent.model_validate_json(record)
+            conflicts.setdefault(found.id, found)
+        for other in checked[:i]:
+            if _overlap(event, other):
+                conflicts.setdefault(other.id, other)
+    if conflicts:
+        ordered = sorted(conflicts.values(), key=lambda e: e.id)
+        ordered.sort(key=lambda e: e.event_start, reverse=True)
+        return DrCreation(events=tuple(stored), replayed=frozenset(replayed),
+                          conflicts=tuple(ordered))
+    conn.executemany(
+        "INSERT INTO dr_events (id, utility_id, event_id, facility_id, status, "
+        "event_start_ms, event_end_ms, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(e.id, e.utility_id, e.event_id, e.facility_id, e.status, _ms(e.event_start),
+          _ms(e.event_end), e.model_dump_json()) for e in fresh])
+    return DrCreation(events=tuple(stored), replayed=frozenset(replayed))
+
+
+def add_event_ends(conn: sqlite3.Connection) -> None:
+    """``event_end_ms`` of the rows an older SEMS stored without it (at open, after the column
+    is added), and its index: the overlap check reads it."""
+    rows = conn.execute("SELECT id, record FROM dr_events WHERE event_end_ms IS NULL").fetchall()
+    conn.executemany("UPDATE dr_events SET event_end_ms = ? WHERE id = ?",
+                     [(_ms(DrEvent.model_validate_json(record).event_end), id)
+                      for id, record in rows])
+    conn.execute("CREATE INDEX IF NOT EXISTS dr_events_by_facility_end "
+                 "ON dr_events (facility_id, event_end_ms)")
 
 
 class SqliteDr:
@@ -28,20 +91,21 @@ class SqliteDr:
 
         async def _write(self, fn: Callable[[sqlite3.Connection], None], *, op: str) -> None: ...
 
-    async def insert_dr_event(self, event: DrEvent) -> bool:
-        inserted = False
+    async def create_dr_events(self, events: Sequence[DrEvent]) -> DrCreation:
+        created = DrCreation()
 
         def write(conn: sqlite3.Connection) -> None:
-            nonlocal inserted
-            inserted = conn.execute(
-                "INSERT INTO dr_events (id, utility_id, event_id, facility_id, status, "
-                "event_start_ms, record) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (id) DO NOTHING",
-                (event.id, event.utility_id, event.event_id, event.facility_id, event.status,
-                 _ms(event.event_start), event.model_dump_json())).rowcount > 0
+            nonlocal created
+            created = _create(conn, events)
 
-        await self._write(write, op="insert_dr_event")
-        return inserted
+        await self._write(write, op="create_dr_events")
+        return created
+
+    async def insert_dr_event(self, event: DrEvent) -> bool:
+        created = await self.create_dr_events([event])
+        if created.conflicts:
+            raise DrEventOverlaps(created.conflicts)
+        return not created.replayed
 
     async def update_dr_event(self, event: DrEvent) -> None:
         def write(conn: sqlite3.Connection) -> None:

@@ -112,7 +112,9 @@ CREATE TABLE IF NOT EXISTS dr_events (
     facility_id TEXT NOT NULL,
     status TEXT NOT NULL,
     event_start_ms INTEGER NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    -- Added after dr_events first shipped (store.py ADDED_COLUMNS); always written since.
+    event_end_ms INTEGER
 );
 
 CREATE INDEX IF NOT EXISTS dr_events_by_facility ON dr_events (facility_id, event_start_ms);

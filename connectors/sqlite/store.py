@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import orjson
 
 from connectors.sqlite.access import SqliteAccess
-from connectors.sqlite.dr import SqliteDr
+from connectors.sqlite.dr import SqliteDr, add_event_ends
 from connectors.sqlite.forecasts import SqliteForecasts
 from schemas.deadletter import DeadLetter
 from schemas.metadata import Facility, Meter, MeterType
@@ -102,6 +102,7 @@ def _rollup(row: tuple[Any, ...]) -> Rollup:
 
 ADDED_COLUMNS = {
     "facilities": ("latitude REAL", "longitude REAL", "country TEXT", "dr_baseline TEXT"),
+    "dr_events": ("event_end_ms INTEGER",),
 }
 """Columns added after a table first shipped: a store made by an older SEMS gets them at open
 (``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it is)."""
@@ -140,6 +141,7 @@ class SqliteStore(SqliteAccess, SqliteForecasts, SqliteDr):
             conn.execute("PRAGMA busy_timeout = 5000")
             conn.executescript(ddl)
             _add_missing_columns(conn)
+            add_event_ends(conn)
             self._wconn = conn
 
         def open_reader() -> None:
