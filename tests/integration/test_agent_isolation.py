@@ -8,8 +8,10 @@ provider's garbage, a watermark past year 9999), not from patched code."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import multiprocessing
+import random
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -21,17 +23,19 @@ import pytest
 from agents.forecast import ForecastService, forecast_agent
 from agents.forecast_pool import WorkerLost, WorkTimeout
 from agents.rollup import RollupService, idle_timer
+from connectors.mqtt import RawMessage
 from connectors.sqlite import SqliteStore
 from connectors.weather import ClimatologyWeather
 from schemas.forecast import LoadForecast
 from schemas.metadata import Facility, Meter, MeterType, Registry
 from schemas.reading import SensorReading
 from schemas.rollup import Scope, WindowName
+from simulators.fleet import build_fleet
 from streams.logs import TraceIdFilter
 from streams.metrics import Metrics
 from tables.ports import CommitBatch, Location
 from tables.rollups import RollupAggregator, WindowSettings
-from tests.integration.helpers import eventually
+from tests.integration.helpers import count_is, eventually, settings, start_runtime
 from tests.integration.test_forecast_agent import NOW, SITE, quarters
 
 pytestmark = pytest.mark.integration
@@ -266,3 +270,59 @@ async def test_an_idle_tick_closes_the_other_facilities_windows_when_one_fails(
 
 async def _at_least(metrics: Metrics, count: float) -> bool:
     return failures(metrics, "rollup_idle") >= count
+
+
+# -- the ingest agent under hostile MQTT payloads -----------------------------------------
+
+def hostile_payloads(topic: str, valid: str) -> list[bytes]:
+    """One of each kind the property tests generate (tests/unit/test_reading_payload_
+    properties.py), plus seeded random bytes: what reaches ``raw`` from an open broker."""
+    rng = random.Random(13)
+    fields = json.loads(valid)
+    extremes: list[dict[str, object]] = [
+        {**fields, "timestamp": "0001-01-01T00:07:00+05:00"},  # raised OverflowError before
+        {**fields, "timestamp": "9999-12-31T23:00:00-05:00"},
+        {**fields, "timestamp": "9999-12-31T23:59:59Z"},
+        {**fields, "active_power_kw": 1e308},
+        {**fields, "active_power_kw": True},
+        {**fields, "active_power_kw": "50"},
+        {**fields, "meter_id": fields["meter_id"] + "\u0000junk"},
+        {**fields, "facility_id": "f" * 100_000},
+        {**fields, "meter_type": "\ud83d\udd25"},
+    ]
+    return [
+        b"", b"\x00" * 64, b"\xff\xfe garbage", b"[" * 10_000 + b"]" * 10_000,
+        b'{"a":' * 3_000 + b"1" + b"}" * 3_000, b"NaN", b"null", b"[]", b'"reading"',
+        valid.replace("}", ', "active_power_kw": NaN}').encode(),
+        valid.replace("}", ', "extra": Infinity}').encode(),
+        *(json.dumps(e).encode("utf-8", "surrogatepass") for e in extremes),
+        *(rng.randbytes(rng.randrange(1, 512)) for _ in range(20)),
+    ]
+
+
+async def test_the_ingest_agent_keeps_running_after_hostile_payloads(tmp_path: Path) -> None:
+    fleet = build_fleet(facilities=1, meters_per_facility=2, seed=3)
+    runtime = await start_runtime(settings(tmp_path, forecast_enabled=False), fleet)
+    try:
+        now = datetime.now(UTC).replace(microsecond=0)
+        first, second = fleet.readings_at(now - timedelta(seconds=now.second % 15))
+        topic = f"meters/{first.facility_id}/{first.meter_id}"
+        hostile = hostile_payloads(topic, first.model_dump_json())
+        for raw in hostile:
+            await runtime.raw.send(RawMessage(topic, raw, datetime.now(UTC)))
+        await runtime.raw.send(RawMessage(topic, first.model_dump_json().encode(),
+                                          datetime.now(UTC)))
+        await eventually(
+            lambda: count_is(runtime, "SELECT COUNT(*) FROM dead_letters", len(hostile)),
+            timeout_s=30, what="a dead letter per hostile payload")
+        await eventually(lambda: count_is(runtime, "SELECT COUNT(*) FROM readings", 1),
+                         timeout_s=30, what="the valid reading after them")
+        ingest = runtime._agents[0]
+        assert not ingest.done(), "the ingest agent stopped"
+        # and it still takes readings: the next one lands too
+        await runtime.raw.send(RawMessage(f"meters/{second.facility_id}/{second.meter_id}",
+                                          second.model_dump_json().encode(), datetime.now(UTC)))
+        await eventually(lambda: count_is(runtime, "SELECT COUNT(*) FROM readings", 2),
+                         timeout_s=30, what="the next valid reading")
+    finally:
+        await runtime.stop()
