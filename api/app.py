@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from api import params
 from api.auth import Authenticator
 from api.dr_deps import DrApi
 from api.endpoints import Endpoint
@@ -40,6 +41,9 @@ class ApiDeps:
     """Where ``/current`` keeps each facility's latest readings for ``current_ttl_s``."""
     current_ttl_s: float = 10.0
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(50.0, 200))
+    """Per credential (``Principal.rate_key``), after authentication."""
+    client_rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(200.0, 400))
+    """Per client address, before authentication (every route but ``/healthz``)."""
     jwks: dict[str, Any] | None = None
     """The local issuer's public keys, served at /.well-known/jwks.json (None: an external
     identity provider publishes its own)."""
@@ -95,6 +99,29 @@ def limit_rate(deps: ApiDeps, key: str, credential: str) -> None:
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+FAILED_AUTH_COST = 10.0
+"""What a 401 costs its address's budget, in requests: at the default 400 burst and 200/s,
+about 40 refused credentials at once, then 20 a second."""
+UNLIMITED_PATHS = frozenset({"/healthz"})
+"""Not limited per address: a load balancer's probes must never be refused (a 429 there takes
+the node out of rotation, turning a flood into an outage), and health is cheap (one store
+ping, nothing parsed)."""
+
+
+def client_address(request: web.Request) -> str:
+    """The peer's address (not ``X-Forwarded-For``: anyone can write that header)."""
+    return request.remote or "unknown"
+
+
+def limit_client(deps: ApiDeps, request: web.Request) -> None:
+    """One request off the client address's bucket, before anything else is looked at: a
+    flood of garbage tokens or forged webhooks from one address gets 429s."""
+    wait_s = deps.client_rate_limiter.take(client_address(request), time.monotonic())
+    if wait_s > 0:
+        deps.metrics.api_rate_limited.labels("address").inc()
+        raise ApiError(429, "rate_limited", "too many requests from this address; slow down",
+                       {"retry_after_s": math.ceil(wait_s)},
+                       headers={"Retry-After": str(math.ceil(wait_s))})
 
 
 @web.middleware
@@ -104,7 +131,8 @@ async def errors_and_metrics(
     """Admission (``admit``), the error body for every failure, the request metrics, and the
     request's trace id: the caller's (``traceparent``, else ``X-Request-ID``) or a new one, on
     every log record made while serving it and in the ``X-Trace-Id`` response header."""
-    metrics = request.app[DEPS].metrics
+    deps = request.app[DEPS]
+    metrics = deps.metrics
     route = route_name(request)
     trace_id = trace_id_from(request.headers.get("traceparent"),
                              request.headers.get("X-Request-ID"))
@@ -112,9 +140,13 @@ async def errors_and_metrics(
     started = time.perf_counter()
     try:
         try:
+            if request.path not in UNLIMITED_PATHS:
+                limit_client(deps, request)
             endpoint = request.app[ENDPOINTS].get((request.method, route))
             if endpoint is not None and endpoint.roles is not None:
                 await admit(request, endpoint)
+            if endpoint is not None:
+                params.check(endpoint.params, request.query, request.match_info)
             response = await handler(request)
         except ApiError as exc:
             response = error_response(exc.status, exc.error_code, exc.message, exc.details)
@@ -132,6 +164,9 @@ async def errors_and_metrics(
             log.exception("unhandled error serving %s", route)
             response = error_response(500, "internal_error", "internal error")
         response.headers["X-Trace-Id"] = trace_id
+        if response.status == 401 and request.path not in UNLIMITED_PATHS:
+            deps.client_rate_limiter.charge(client_address(request), time.monotonic(),
+                                            FAILED_AUTH_COST - 1)
     finally:
         trace_id_var.reset(token)
     metrics.api_requests.labels(route, request.method, str(response.status)).inc()
@@ -140,6 +175,20 @@ async def errors_and_metrics(
 
 
 VERSION = "0.1.0"
+SECURITY_HEADERS = {"Server": "sems", "X-Content-Type-Options": "nosniff",
+                    "Referrer-Policy": "no-referrer"}
+"""On every response the app makes (``api/protocol_errors.py`` sets them on aiohttp's own
+error answers): no server version to fingerprint, no content sniffing, no referrer leak."""
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: runs for every prepared response, whatever made it.
+    ``Cache-Control: no-store`` on all but the cacheable public documents: what an
+    authenticated route answers (data or an error) must not stay in a shared cache."""
+    response.headers.update(SECURITY_HEADERS)
+    endpoint = request.app[ENDPOINTS].get((request.method, route_name(request)))
+    if endpoint is None or not endpoint.cacheable:
+        response.headers["Cache-Control"] = "no-store"
 
 
 def create_app(deps: ApiDeps) -> web.Application:
@@ -151,6 +200,8 @@ def create_app(deps: ApiDeps) -> web.Application:
     endpoints = routes.setup(app)
     for e in endpoints:
         app.router.add_route(e.method, e.path, e.handler)
+    params.check_declared(p for e in endpoints for p in e.params)
     app[ENDPOINTS] = {(e.method, e.path): e for e in endpoints}
+    app.on_response_prepare.append(security_headers)
     app[SPEC] = orjson.dumps(openapi.build(endpoints, title="SEMS API", version=VERSION))
     return app

@@ -73,7 +73,7 @@ class Authenticator:
             raise unauthenticated("the API key has been revoked")
         return Principal(subject=f"{utility.utility_id}/{key_id}", role=Role.UTILITY,
                          facility_ids=frozenset(utility.facility_ids), via="api_key",
-                         utility_id=utility.utility_id)
+                         utility_id=utility.utility_id, key_id=key_id)
 
     async def _lookup(self, key_id: str) -> tuple[ApiKeyRecord | None, Utility | None]:
         now_s = time.monotonic()

@@ -20,9 +20,9 @@ MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_TIME = datetime(2200, 1, 1, tzinfo=UTC)
 """Exclusive upper bound."""
 
-_ISO_8601 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
-    r"(?:Z|z|[+-][0-9]{2}:[0-9]{2})")
+_LOCAL = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
+_ISO_8601 = re.compile(_LOCAL + r"(?:Z|z|[+-][0-9]{2}:[0-9]{2})")
+_NAIVE = re.compile(_LOCAL)
 """RFC 3339 with an offset (seconds and fractions optional), and nothing else: no trailing
 bytes (a NUL, a second time), no week dates, no naive times, ASCII digits only."""
 
@@ -33,34 +33,43 @@ def in_range(ts: datetime) -> bool:
     return MIN_TIME <= ts < MAX_TIME
 
 
-def check_time(name: str, ts: datetime) -> datetime:
+MAX_ECHO_CHARS = 100
+"""How much of a refused value ``details.value`` repeats: enough to recognise it, never a
+whole hostile input."""
+
+
+def check_time(name: str, ts: datetime, *, raw: str | None = None) -> datetime:
     """``ts`` when it is aware and in the supported range, else 400 ``invalid_parameter``
-    naming ``name``."""
+    naming ``name`` (``raw``, if given, is echoed truncated as ``details.value``)."""
+    value = {} if raw is None else {"value": raw[:MAX_ECHO_CHARS]}
     if ts.tzinfo is None or ts.utcoffset() is None:
-        raise bad_parameter(name, f"{name} needs a UTC offset, e.g. 2026-01-01T00:00:00Z")
+        raise bad_parameter(name, f"{name} needs a UTC offset, e.g. 2026-01-01T00:00:00Z",
+                            **value)
     if not in_range(ts):
         raise bad_parameter(name, f"{name} must be from {MIN_TIME.isoformat()} and before "
                             f"{MAX_TIME.isoformat()}", minimum=MIN_TIME.isoformat(),
-                            maximum_exclusive=MAX_TIME.isoformat())
+                            maximum_exclusive=MAX_TIME.isoformat(), **value)
     return ts
 
 
 def parse_time(name: str, raw: str) -> datetime:
     """An outside time string (a query parameter) parsed by an exact grammar and checked
-    against the range; 400 ``invalid_parameter`` naming ``name`` otherwise. The value is not
-    echoed back: it may be anything, of any length."""
+    against the range; 400 ``invalid_parameter`` naming ``name`` otherwise."""
     # A '+' typed into a URL arrives as a space: "2026-01-01T00:00:00 00:00" means +00:00.
     if len(raw) > 6 and raw[-6] == " " and raw[-3] == ":":
         raw = raw[:-6] + "+" + raw[-5:]
+    if _NAIVE.fullmatch(raw) is not None:
+        raise bad_parameter(name, f"{name} needs a UTC offset, e.g. 2026-01-01T00:00:00Z",
+                            value=raw)
     if _ISO_8601.fullmatch(raw) is None:
-        raise _not_a_time(name)
+        raise _not_a_time(name, raw)
     try:
         ts = datetime.fromisoformat(raw.replace("z", "Z"))
     except ValueError:  # month 13, hour 25, offset +24:00...
-        raise _not_a_time(name) from None
-    return check_time(name, ts)
+        raise _not_a_time(name, raw) from None
+    return check_time(name, ts, raw=raw)
 
 
-def _not_a_time(name: str) -> ApiError:
+def _not_a_time(name: str, raw: str) -> ApiError:
     return bad_parameter(name, f"{name} must be an ISO 8601 timestamp with an offset, e.g. "
-                         "2026-01-01T00:00:00Z")
+                         "2026-01-01T00:00:00Z", value=raw[:MAX_ECHO_CHARS])

@@ -30,7 +30,8 @@ class Param:
     required: bool = False
 
 
-FACILITY_ID = Param("facility_id", "path", {"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"},
+FACILITY_ID = Param("facility_id", "path", {"type": "string", "maxLength": 64,
+                                           "pattern": r"^[A-Za-z0-9_.-]+$"},
                     "a facility the caller may see", required=True)
 
 
@@ -52,6 +53,9 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     """Error statuses besides the ones every authenticated route has (401, 403, 429, 503)."""
     description: str = ""
+    cacheable: bool = False
+    """Public documents a cache may keep (the spec, the issuer's keys); every other answer is
+    ``Cache-Control: no-store``."""
 
     @property
     def scoped(self) -> bool:

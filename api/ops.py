@@ -65,10 +65,10 @@ def endpoints(*, local_issuer: bool) -> list[Endpoint]:
                  description="Prometheus text format. Scrape with an admin token "
                              "(`authorization: {credentials_file: ...}` in the scrape config)."),
         Endpoint("GET", "/api/openapi.json", openapi, "This document", "operations", roles=None,
-                 response_type="application/json"),
+                 response_type="application/json", cacheable=True),
     ]
     if local_issuer:
         out.append(Endpoint("GET", "/.well-known/jwks.json", jwks,
                             "Public keys of the local token issuer", "operations", roles=None,
-                            response=models.Jwks))
+                            response=models.Jwks, cacheable=True))
     return out

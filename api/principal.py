@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -26,11 +27,25 @@ class Principal:
     via: Literal["token", "api_key"]
     utility_id: str | None = None
     """The utility an API key belongs to."""
+    issuer: str | None = None
+    """A token's ``iss``: subjects are unique per issuer only."""
+    key_id: str | None = None
+    """An API key's id."""
 
     def may_access(self, facility_id: str) -> bool:
         return self.facility_ids is None or facility_id in self.facility_ids
 
     @property
     def rate_key(self) -> str:
-        """Whose budget a request spends: the token's subject or the API key's id."""
-        return f"{self.via}:{self.subject}"
+        """Whose budget a request spends. An API key: its id (a utility's keys are separate
+        systems). A token: issuer, subject, role and facility scope together. ``sub`` alone is
+        not a caller: every ``sems token create`` without ``--subject`` says ``sems-cli``, so
+        a viewer's dashboard and an admin's metrics scrape shared one bucket. The token id
+        (``jti``) would be too fine: an identity provider mints a new one at every refresh, so
+        a caller could refill its own bucket. Issuer, subject, role and scope are what the
+        identity provider decides and the caller cannot change."""
+        if self.via == "api_key":
+            return f"api_key:{self.key_id or self.subject}"
+        scope = "*" if self.facility_ids is None else ",".join(sorted(self.facility_ids))
+        digest = hashlib.sha256(scope.encode()).hexdigest()[:16]
+        return f"token:{self.issuer or ''}:{self.subject}:{self.role.value}:{digest}"

@@ -12,10 +12,11 @@ import orjson
 from aiohttp import web
 from pydantic import TypeAdapter
 
-from api import models
+from api import bounds, models
 from api.app import DEPS, PRINCIPAL, ApiDeps, json_response
 from api.endpoints import ADMIN, EVERY_ROLE, FACILITY_ID, Endpoint, Param
 from api.errors import bad_parameter, not_found
+from api.params import INTEGER
 from schemas.metadata import Facility, MeterType
 from schemas.reading import SensorReading
 from schemas.rollup import Scope, WindowName
@@ -42,30 +43,21 @@ def setup(app: web.Application) -> list[Endpoint]:
 
 
 def parse_time(request: web.Request, name: str) -> datetime | None:
+    """A time query parameter by the exact grammar and range of ``api/bounds.py``."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
-    # A '+' typed into a URL arrives as a space: "2026-01-01T00:00:00 00:00" means +00:00.
-    if len(raw) > 6 and raw[-6] == " " and raw[-3] == ":":
-        raw = raw[:-6] + "+" + raw[-5:]
-    try:
-        ts = datetime.fromisoformat(raw)
-    except ValueError:
-        raise bad_parameter(name, f"{name} must be an ISO 8601 timestamp", value=raw) from None
-    if ts.tzinfo is None:
-        raise bad_parameter(name, f"{name} needs a UTC offset, e.g. 2026-01-01T00:00:00Z",
-                            value=raw)
-    return ts
+    return bounds.parse_time(name, raw)
 
 
 def parse_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_parameter(name, f"{name} must be an integer", value=raw) from None
+    if INTEGER.fullmatch(raw) is None:  # int() takes " 7", "+7", "7_0" and Unicode digits
+        raise bad_parameter(name, f"{name} must be an integer",
+                            value=raw[:bounds.MAX_ECHO_CHARS])
+    value = int(raw)
     if not low <= value <= high:
         raise bad_parameter(name, f"{name} must be between {low} and {high}", value=value)
     return value
@@ -211,6 +203,7 @@ async def rollups(request: web.Request) -> web.Response:
             raise not_found("meter", meter_id)
         scope, scope_id = Scope.METER, meter_id
     end = parse_time(request, "end") or deps.clock()
+    # end >= 1970 (bounds.MIN_TIME), so subtracting a default span of days cannot overflow
     start = parse_time(request, "start") or end - DEFAULT_SPAN[window]
     if start >= end:
         raise bad_parameter("start", "start must be before end",
@@ -254,7 +247,7 @@ ROUTES = [
                  FACILITY_ID,
                  Param("window", "query", {"type": "string", "enum": ["1m", "15m", "1h"],
                                            "default": "15m"}, "rollup window"),
-                 Param("meter_id", "query", {"type": "string"},
+                 Param("meter_id", "query", {"type": "string", "maxLength": 64},
                        "a meter of the facility instead of the facility total"),
                  Param("start", "query", _TIME, "first window start (default: end - span)"),
                  Param("end", "query", _TIME, "end of the range, exclusive (default: now)"),

@@ -200,7 +200,7 @@ class TokenVerifier:
                                "facility ids")
         facilities = None if role is Role.ADMIN or "*" in raw else frozenset(raw)
         return Principal(subject=str(claims["sub"]), role=role, facility_ids=facilities,
-                         via="token")
+                         via="token", issuer=str(claims["iss"]))
 
 
 class LocalIssuer:
