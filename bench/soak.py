@@ -1,0 +1,341 @@
+"""The hostile-traffic soak (issue 13, property 10): ``make run``'s system under a mixed load for
+a set duration, with a broker restart and a SEMS restart in the middle.
+
+``sems run`` (embedded SQLite) consumes its meters over a real Mosquitto (``--mqtt``,
+``--no-simulate``) from ``sems simulate --live --log`` (with duplicates, delays, late and
+malformed messages), so every valid reading can be looked for in the store at the end. Beside
+it: raw garbage over MQTT; API queries with random valid and hostile parameters over every GET
+route of the live OpenAPI document as admin, viewer, utility (API key) and nobody; signed DR
+webhooks and API-key events on a short schedule (with forged, stale and hostile ones,
+overlapping windows and concurrent duplicates); the simulated BMS in this process, watched for
+loads shed past their event's release deadline. At 30 % of the run Mosquitto is restarted
+(SIGTERM, same port); at 60 % SEMS itself (SIGTERM, same data dir).
+
+Targets (exit status 1 when one is missed): 0 5xx, 0 stuck DR events, 0 loads shed past their
+deadline, 0 readings lost, RSS growth under 50 MB. Method and results: docs/reliability.md.
+
+    python -m bench.soak [--duration-s 600] [--json soak.json] [--workdir DIR] [--rate 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.report import machine_facts
+from bench.soak_load import Credentials, Tally, Traffic, mqtt_garbage
+from bench.soak_schedule import DrSchedule, ShedWatch, wait_final
+from bench.soak_system import (
+    SemsProcess,
+    SimulatorProcess,
+    base_env,
+    cli,
+    dead_letter_reasons,
+    expected_readings,
+    stored_readings,
+)
+from connectors.mqtt import BrokerAddress, MqttPublisher
+from simulators.bms import BmsServer, BmsService
+from simulators.fleet import build_fleet
+from simulators.publish import align
+from tests.servers import Mosquitto, free_port, wait_until
+
+RSS_GROWTH_LIMIT_MB = 50.0
+RELEASE_STAGES = 3
+RELEASE_GAP_S = 20.0
+REPORT_TIMEOUT_S = 30.0
+RELEASE_GRACE_S = 60.0
+SHUTDOWN_GRACE_S = 30.0
+SIM_FAULTS = ["--duplicate-rate", "0.02", "--delay-rate", "0.02", "--late", "6",
+              "--malformed", "16"]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    duration_s: float
+    rate: float
+    workdir: Path | None
+    json_path: Path | None
+    seed: int
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration-s", type=float, default=600.0, help="load phase (600 s)")
+    p.add_argument("--rate", type=float, default=15.0, help="API queries per second (15)")
+    p.add_argument("--workdir", type=Path, default=None, help="keep logs and data here")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--seed", type=int, default=13)
+    a = p.parse_args(argv)
+    if a.duration_s < 60:
+        p.error("--duration-s must be at least 60")
+    return Options(a.duration_s, a.rate, a.workdir, a.json, a.seed)
+
+
+@dataclass
+class Result:
+    machine: dict[str, str]
+    duration_s: float
+    requests: dict[str, dict[str, int]] = field(default_factory=dict)
+    server_errors: int = 0
+    first_5xx: dict[str, str] = field(default_factory=dict)
+    findings: dict[str, str] = field(default_factory=dict)
+    dr_events: dict[str, int] = field(default_factory=dict)
+    stuck_events: list[str] = field(default_factory=list)
+    dr_failures: dict[str, str] = field(default_factory=dict)
+    shed_past_deadline: list[str] = field(default_factory=list)
+    readings_expected: int = 0
+    readings_lost: int = 0
+    lost_reasons: dict[str, int] = field(default_factory=dict)
+    lost_examples: list[str] = field(default_factory=list)
+    rss_mb: dict[str, float | None] = field(default_factory=dict)
+    sems_stop_s: list[float] = field(default_factory=list)
+    sems_exit_codes: list[int | None] = field(default_factory=list)
+    mqtt: dict[str, int] = field(default_factory=dict)
+    disruptions: list[str] = field(default_factory=list)
+
+    def misses(self) -> list[str]:
+        start, end = self.rss_mb.get("start"), self.rss_mb.get("end")
+        growth = (end - start) if start is not None and end is not None else None
+        return [m for ok, m in [
+            (self.server_errors == 0, f"{self.server_errors} 5xx"),
+            (not self.stuck_events, f"{len(self.stuck_events)} stuck DR events"),
+            (not self.shed_past_deadline,
+             f"{len(self.shed_past_deadline)} loads shed past deadline"),
+            (self.readings_lost == 0, f"{self.readings_lost} readings lost"),
+            (growth is not None and growth < RSS_GROWTH_LIMIT_MB,
+             f"RSS growth {growth if growth is None else round(growth, 1)} MB"),
+        ] if not ok]
+
+
+async def soak(opts: Options, workdir: Path) -> Result:
+    fleet = build_fleet(facilities=3, meters_per_facility=4, seed=42)  # sems run's demo fleet
+    result = Result(machine=machine_facts(), duration_s=opts.duration_s)
+    mosquitto = Mosquitto(workdir / "mosquitto").start()
+    bms = BmsServer(BmsService(fleet.models))
+    await bms.start()
+    env = base_env({
+        "SEMS_BMS_URL": bms.wsdl_url, "SEMS_LOG_LEVEL": "WARNING",
+        "SEMS_DR_RELEASE_STAGES": str(RELEASE_STAGES),
+        "SEMS_DR_RELEASE_GAP_S": str(RELEASE_GAP_S),
+        "SEMS_DR_REPORT_TIMEOUT_S": str(REPORT_TIMEOUT_S),
+        "SEMS_DR_RELEASE_GRACE_S": str(RELEASE_GRACE_S),
+        "SEMS_SHUTDOWN_GRACE_S": str(SHUTDOWN_GRACE_S),
+    })
+    sems = SemsProcess(workdir, free_port(), mosquitto.url, env)
+    sim = SimulatorProcess(workdir, mosquitto.url, env)
+    try:
+        await asyncio.to_thread(sems.start)  # subscribes (persistent session) before any publish
+        data = ["--data-dir", str(sems.data_dir)]
+        fids = [f.facility_id for f in fleet.facilities]
+        secret = cli(["utility", "add", "soakgrid", "--name", "Soak Grid",
+                      *(a for f in fids for a in ("--facility", f)), *data], env).splitlines()[-1]
+        creds = Credentials(
+            admin=cli(["token", "create", "--role", "admin", "--subject", "soak-admin", *data],
+                      env),
+            viewer=cli(["token", "create", "--role", "viewer", "--facility", fids[0],
+                        "--subject", "soak-viewer", *data], env),
+            api_key=cli(["utility", "key", "create", "soakgrid", *data], env).splitlines()[-1],
+            utility_id="soakgrid", secret=secret)
+        now = datetime.now(UTC)
+        sim.start(start=now - timedelta(hours=1), duration_s=3600, faults=SIM_FAULTS)
+        await asyncio.to_thread(wait_until, sim.backfilled, timeout_s=120,
+                                what="the simulator's backfill")
+        await settle(sems, timeout_s=120)
+        result.rss_mb["start"] = sems.rss_mb()
+        await load(opts, result, fleet, sems, sim, mosquitto, bms, creds)
+        sim.stop()
+        await settle(sems, timeout_s=60)
+        result.rss_mb["end"] = sems.rss_mb()
+        check_readings(result, sim, sems)
+    finally:
+        sim.stop()
+        if sems.process is not None:
+            await asyncio.to_thread(sems.stop, grace_s=SHUTDOWN_GRACE_S + 15)
+        result.sems_stop_s, result.sems_exit_codes = sems.stop_s, sems.exit_codes
+        mosquitto.stop()
+        await bms.stop()
+    return result
+
+
+async def settle(sems: SemsProcess, *, timeout_s: float) -> None:
+    """Wait until the store's reading count has not moved for 5 s (the backlog is in)."""
+    deadline = time.monotonic() + timeout_s
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            n = len(stored_readings(sems.data_dir / "sems.db"))
+            if n != last:
+                last, since = n, time.monotonic()
+            elif time.monotonic() - since > 5:
+                return
+        await asyncio.sleep(1)
+
+
+async def load(opts: Options, result: Result, fleet: Any, sems: SemsProcess,
+               sim: SimulatorProcess, mosquitto: Mosquitto, bms: BmsServer,
+               creds: Credentials) -> None:
+    tally = Tally()
+    stop = asyncio.Event()
+    mqtt_sent: Counter[str] = Counter()
+    broker = BrokerAddress.parse(mosquitto.url)
+    async with Traffic(sems.base, creds, fleet, tally, seed=opts.seed) as traffic:
+        await traffic.load_spec()
+        schedule = DrSchedule(traffic, release_s=RELEASE_STAGES * RELEASE_GAP_S)
+        watch = ShedWatch(traffic, fleet.models,
+                          deadline_s=RELEASE_STAGES * RELEASE_GAP_S + RELEASE_GRACE_S)
+        tasks = [
+            asyncio.create_task(every(stop, 1 / opts.rate, traffic.query, concurrency=16)),
+            asyncio.create_task(every(stop, 0.5, traffic.hostile_webhook)),
+            asyncio.create_task(every(stop, 1.0, traffic.hostile_dr_post)),
+            asyncio.create_task(schedule.run(stop, until_s=opts.duration_s - 60)),
+            asyncio.create_task(mqtt_garbage(
+                lambda: MqttPublisher(broker, client_id="soak-garbage"), fleet,
+                seed=opts.seed, stop=stop, every_s=2.0, sent=mqtt_sent)),
+        ]
+        watcher = asyncio.create_task(watch.run())
+        started = time.monotonic()
+        await asyncio.sleep(opts.duration_s * 0.3)
+        await restart_broker(result, sim, mosquitto)
+        await asyncio.sleep(max(0.0, started + opts.duration_s * 0.6 - time.monotonic()))
+        result.rss_mb["before SEMS restart"] = sems.rss_mb()
+        took = await asyncio.to_thread(sems.stop, grace_s=SHUTDOWN_GRACE_S + 15)
+        await asyncio.to_thread(sems.start)
+        result.disruptions.append(f"SEMS restarted at {time.monotonic() - started:.0f} s "
+                                  f"(stopped in {took:.1f} s)")
+        result.rss_mb["after SEMS restart"] = sems.rss_mb()
+        await asyncio.sleep(max(0.0, started + opts.duration_s - time.monotonic()))
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        events = await wait_final(traffic, deadline_s=RELEASE_STAGES * RELEASE_GAP_S
+                                  + REPORT_TIMEOUT_S + RELEASE_GRACE_S + 60)
+        watch.stop()
+        await watcher
+    result.requests = {}
+    for (kind, status), n in sorted(tally.statuses.items()):
+        result.requests.setdefault(kind, {})[status] = n
+    result.server_errors, result.first_5xx = tally.server_errors, tally.first_5xx
+    result.findings = {**tally.findings, **schedule.findings}
+    result.dr_events = dict(Counter(e["status"] for e in events))
+    now = datetime.now(UTC)
+    deadline = timedelta(seconds=RELEASE_STAGES * RELEASE_GAP_S + REPORT_TIMEOUT_S
+                         + RELEASE_GRACE_S)
+    for e in events:
+        if e["status"] not in ("completed", "failed") and \
+                datetime.fromisoformat(e["event_end"]) + deadline < now:
+            result.stuck_events.append(f"{e['id']} {e['facility_id']} {e['status']} "
+                                       f"{e['event_start']}..{e['event_end']}")
+        if e["status"] == "failed":
+            result.dr_failures.setdefault("; ".join(e.get("failures") or ["(no reason)"])[:200],
+                                          e["id"])
+    result.shed_past_deadline = watch.violations
+    result.mqtt = {**mqtt_sent, "scheduled DR events": schedule.created}
+
+
+async def every(stop: asyncio.Event, period_s: float, action: Any, *,
+                concurrency: int = 4) -> None:
+    """Run ``action`` every ``period_s`` (open loop, at most ``concurrency`` at once)."""
+    slots = asyncio.Semaphore(concurrency)
+    running: set[asyncio.Task[None]] = set()
+
+    async def one() -> None:
+        try:
+            await action()
+        finally:
+            slots.release()
+
+    next_at = time.monotonic()
+    while not stop.is_set():
+        await slots.acquire()
+        task = asyncio.create_task(one())
+        running.add(task)
+        task.add_done_callback(running.discard)
+        next_at += period_s
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    await asyncio.gather(*running, return_exceptions=True)
+
+
+async def restart_broker(result: Result, sim: SimulatorProcess, mosquitto: Mosquitto) -> None:
+    """Stop the simulator between two steps (nothing in flight), SIGTERM Mosquitto and start it
+    on the same port; then the simulator again from the step after its last one. SEMS's
+    persistent session must bring back what the broker had queued for it."""
+    into_step_s = time.time() % 15
+    if not 5 <= into_step_s <= 9:  # mid-step: no publish in flight
+        await asyncio.sleep((7 - into_step_s) % 15)
+    sim.stop()
+    next_step = align(datetime.now(UTC)) + timedelta(seconds=15)
+    t0 = time.monotonic()
+    await asyncio.to_thread(mosquitto.stop)
+    await asyncio.to_thread(mosquitto.start)
+    gap_s = max(0.0, (datetime.now(UTC) - next_step).total_seconds())
+    sim.start(start=next_step, duration_s=gap_s, faults=[])
+    result.disruptions.append(f"Mosquitto restarted in {time.monotonic() - t0:.1f} s "
+                              f"(simulator resumed from {next_step.isoformat()})")
+
+
+def check_readings(result: Result, sim: SimulatorProcess, sems: SemsProcess) -> None:
+    expected = expected_readings(sim.log_path)
+    db = sems.data_dir / "sems.db"
+    missing = expected - stored_readings(db)
+    result.readings_expected, result.readings_lost = len(expected), len(missing)
+    result.lost_reasons = dead_letter_reasons(db, missing) if missing else {}
+    result.lost_examples = [f"{m} {datetime.fromtimestamp(t / 1000, UTC).isoformat()}"
+                            for m, t in sorted(missing, key=lambda x: x[1])[:5]]
+
+
+def print_report(r: Result) -> None:
+    print(f"\nhostile-traffic soak, {r.duration_s:.0f} s load")
+    print(f"{'requests':<34}{'status':>12}{'count':>9}")
+    for kind, statuses in r.requests.items():
+        for status, n in statuses.items():
+            print(f"  {kind:<32}{status:>12}{n:>9}")
+    print(f"5xx: {r.server_errors}")
+    for key, example in r.first_5xx.items():
+        print(f"  first {key}: {example[:240]}")
+    print(f"DR events by final state: {r.dr_events}; stuck: {len(r.stuck_events)}")
+    for line in r.stuck_events[:5]:
+        print(f"  stuck {line}")
+    for reason, eid in r.dr_failures.items():
+        print(f"  failed ({eid}): {reason}")
+    print(f"loads shed past deadline: {len(r.shed_past_deadline)}")
+    for line in r.shed_past_deadline[:5]:
+        print(f"  {line}")
+    print(f"readings: {r.readings_expected} expected, {r.readings_lost} lost "
+          f"{r.lost_reasons or ''} {r.lost_examples[:3] or ''}")
+    print(f"RSS MB: {r.rss_mb}; SEMS stops took {r.sems_stop_s} s, exit codes "
+          f"{r.sems_exit_codes}")
+    print(f"MQTT extras: {r.mqtt}; disruptions: {r.disruptions}")
+    for key, example in r.findings.items():
+        print(f"  finding: {key}: {example[:240]}")
+    misses = r.misses()
+    print("targets: " + ("all met" if not misses else "MISSED: " + ", ".join(misses)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        workdir = opts.workdir or Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="sems-soak-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        result = asyncio.run(soak(opts, workdir))
+    print_report(result)
+    if opts.json_path is not None:
+        opts.json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 1 if result.misses() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
