@@ -12,13 +12,10 @@ Supported: ``MIN_TIME`` (1970-01-01T00:00:00Z) <= t < ``MAX_TIME`` (2200-01-01T0
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 
 from api.errors import ApiError, bad_parameter
-
-MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
-MAX_TIME = datetime(2200, 1, 1, tzinfo=UTC)
-"""Exclusive upper bound."""
+from schemas.common import MAX_TIME, MIN_TIME, in_supported_range
 
 _LOCAL = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
 _ISO_8601 = re.compile(_LOCAL + r"(?:Z|z|[+-][0-9]{2}:[0-9]{2})")
@@ -27,10 +24,9 @@ _NAIVE = re.compile(_LOCAL)
 bytes (a NUL, a second time), no week dates, no naive times, ASCII digits only."""
 
 
-def in_range(ts: datetime) -> bool:
-    """Whether an aware ``ts`` is in the supported range (comparisons of aware datetimes do
-    not overflow, even at year 1 with an offset)."""
-    return MIN_TIME <= ts < MAX_TIME
+__all__ = ["MAX_ECHO_CHARS", "MAX_TIME", "MIN_TIME", "check_time", "in_range", "parse_time"]
+
+in_range = in_supported_range
 
 
 MAX_ECHO_CHARS = 100

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from datetime import datetime
 
 SCHEME = "v1"
@@ -22,6 +23,13 @@ UTILITY_HEADER = "X-SEMS-Utility"
 TIMESTAMP_HEADER = "X-SEMS-Timestamp"
 SIGNATURE_HEADER = "X-SEMS-Signature"
 DEFAULT_TOLERANCE_S = 300.0
+TIMESTAMP_GRAMMAR = re.compile(r"[0-9]{1,12}")
+"""Unix seconds, ASCII digits only: ``int()`` would also take ``+ts``, `` ts ``, ``1_796``
+and other scripts' digits."""
+SIGNATURE_GRAMMAR = re.compile(SCHEME + r"=[0-9a-f]{64}")
+"""One offered value: lowercase hex of a SHA-256 HMAC, as ``sign`` writes it."""
+MAX_OFFERED = 8
+"""Signatures compared at most (a rotation needs two)."""
 
 
 class SignatureError(Exception):
@@ -38,19 +46,21 @@ def verify(secret: str, *, timestamp: str | None, signature: str | None, body: b
            now: datetime, tolerance_s: float = DEFAULT_TOLERANCE_S) -> None:
     if not timestamp or not signature:
         raise SignatureError(f"{TIMESTAMP_HEADER} and {SIGNATURE_HEADER} are required")
-    try:
-        sent_s = int(timestamp)
-    except ValueError:
-        raise SignatureError(f"{TIMESTAMP_HEADER} must be unix seconds") from None
+    if TIMESTAMP_GRAMMAR.fullmatch(timestamp) is None:
+        raise SignatureError(f"{TIMESTAMP_HEADER} must be unix seconds (1 to 12 digits)")
+    sent_s = int(timestamp)
     skew_s = abs(now.timestamp() - sent_s)
     if skew_s > tolerance_s:
         raise SignatureError(f"{TIMESTAMP_HEADER} is {skew_s:.0f} s from our clock (at most "
                              f"{tolerance_s:.0f} s): check the sender's clock, or a replay")
     expected = sign(secret, sent_s, body)
-    offered = [v.strip() for v in signature.split(",") if v.strip().startswith(f"{SCHEME}=")]
+    offered = [v.strip() for v in signature.split(",", MAX_OFFERED)[:MAX_OFFERED]]
+    offered = [v for v in offered if SIGNATURE_GRAMMAR.fullmatch(v) is not None]
     if not offered:
-        raise SignatureError(f"{SIGNATURE_HEADER} has no {SCHEME}= value")
+        raise SignatureError(f"{SIGNATURE_HEADER} has no {SCHEME}= value (64 lowercase hex "
+                             "digits)")
     # Compare every offered value, not stopping at the first match: constant time overall.
-    matched = [hmac.compare_digest(expected, v) for v in offered]
+    # As bytes: compare_digest refuses str with non-ASCII characters (TypeError).
+    matched = [hmac.compare_digest(expected.encode(), v.encode()) for v in offered]
     if not any(matched):
         raise SignatureError("the signature does not match the body")

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from schemas.common import Identifier
+from schemas.common import MAX_TIME, MIN_TIME, Identifier, in_supported_range
 
 DrStatus = Literal["scheduled", "active", "completed", "failed"]
 FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed"})
@@ -34,11 +34,24 @@ MAX_EVENT_S = 24 * 3600
 
 
 def _to_utc(ts: datetime) -> datetime:
-    return ts.astimezone(UTC)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:  # year 1 at +05:00, year 9999 at -05:00: no such UTC time
+        raise ValueError("the time is outside what can be represented in UTC") from None
+
+
+def _supported(ts: datetime) -> datetime:
+    if not in_supported_range(ts):
+        raise ValueError(f"must be from {MIN_TIME.isoformat()} and before "
+                         f"{MAX_TIME.isoformat()}")
+    return ts
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """A time with an offset, normalised to UTC (as ``SensorReading.timestamp``)."""
+RequestDatetime = Annotated[AwareDatetime, AfterValidator(_supported), AfterValidator(_to_utc)]
+"""A time a caller gives: in the supported range (``schemas/common.py``), checked before any
+arithmetic, then normalised to UTC."""
 
 
 def _whole_minutes(start: datetime, end: datetime) -> None:
@@ -52,17 +65,18 @@ def _whole_minutes(start: datetime, end: datetime) -> None:
 
 
 class DrNotification(BaseModel):
-    """A utility's DR notification (webhook body)."""
+    """A utility's DR notification (webhook body). Strict: JSON numbers are numbers, a
+    boolean is not one, strings are not coerced, times are strings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
     event_id: Annotated[str, Field(min_length=1, max_length=128,
                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
                                    description="the utility's id of the event; a replay with "
                                                "the same id creates nothing new")]
     facility_ids: Annotated[list[Identifier], Field(min_length=1, max_length=100)]
-    event_start: UtcDatetime
-    event_end: UtcDatetime
+    event_start: RequestDatetime
+    event_end: RequestDatetime
     target_reduction_percentage: Annotated[float, Field(
         gt=0, le=100, description="reduction asked, % of each facility's baseline")]
 
@@ -75,13 +89,14 @@ class DrNotification(BaseModel):
 
 
 class DrEventRequest(BaseModel):
-    """``POST /api/dr-events``: one facility, a reduction in kW."""
+    """``POST /api/dr-events``: one facility, a reduction in kW (strict, as
+    ``DrNotification``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
     facility_id: Identifier
-    event_start: UtcDatetime
-    event_end: UtcDatetime
+    event_start: RequestDatetime
+    event_end: RequestDatetime
     target_reduction_kw: Annotated[float, Field(gt=0, le=1_000_000)]
 
     @model_validator(mode="after")

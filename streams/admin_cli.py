@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import secrets
 import sys
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,21 @@ from schemas.access import Utility
 from streams.settings import Settings
 from tables.ports import Store
 
+MAX_TTL_S = 366 * 24 * 3600.0
+"""A year and a day: a local token cannot be revoked, so it must expire."""
+
+
+def ttl_s(raw: str) -> float:
+    """``--ttl-s``: a positive, finite, bounded number of seconds (a negative one would mint
+    a token that is expired already)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or not 1.0 <= value <= MAX_TTL_S:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_TTL_S:.0f} s")
+    return value
+
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token = sub.add_parser("token", help="tokens of the local issuer (embedded default)")
@@ -25,7 +41,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     create.add_argument("--facility", dest="facilities", action="append", default=[],
                         metavar="ID", help="a facility the token may see (repeat; '*' = all)")
     create.add_argument("--subject", default="sems-cli", help="who the token is for (sub)")
-    create.add_argument("--ttl-s", type=float, default=12 * 3600.0)
+    create.add_argument("--ttl-s", type=ttl_s, default=12 * 3600.0,
+                        help=f"how long the token is valid, 1 to {MAX_TTL_S:.0f} s")
     create.add_argument("--data-dir", type=Path)
 
     utility = sub.add_parser("utility", help="utilities that send DR events, and their keys")

@@ -19,6 +19,9 @@ from tables.ports import AccessStore
 class Security:
     auth: Authenticator
     rate_limiter: RateLimiter
+    """Per credential: ``ApiDeps.rate_limiter``."""
+    client_rate_limiter: RateLimiter
+    """Per client address, before authentication: ``ApiDeps.client_rate_limiter``."""
     jwks: dict[str, Any] | None
     """The local issuer's public keys, or None with an external identity provider."""
 
@@ -45,6 +48,8 @@ async def security(settings: Settings, access: AccessStore,
     try:
         yield Security(auth=Authenticator(verifier, access, clock),
                        rate_limiter=RateLimiter(settings.api_rate_per_s, settings.api_rate_burst),
+                       client_rate_limiter=RateLimiter(settings.api_client_rate_per_s,
+                                                       settings.api_client_rate_burst),
                        jwks=jwks)
     finally:
         if remote is not None:
