@@ -1,18 +1,26 @@
 """Demand-response events and the BMS command audit trail in PostgreSQL (``DrStore``); schema
-in migrations 0001 and 0004. ``failures`` is appended in SQL and never written by
-``update_dr_event``, so concurrent writers of one event do not lose each other's changes."""
+in migrations 0001, 0004 and 0006. ``failures`` is appended in SQL and never written by
+``update_dr_event``, so concurrent writers of one event do not lose each other's changes.
+
+``create_dr_events`` relies on PostgreSQL for its two rules: the primary key (an id is
+created once) and the exclusion constraint of migration 0006 (one event at a time per
+facility). An insert that meets a concurrent transaction's row waits for it to end and then
+fails (unique violation 23505, exclusion violation 23P01); the insert is undone to its
+savepoint and the outcome read again, now that the other one is committed."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, cast
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, errors
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from schemas.dr import BmsCommandRecord, DrEvent, DrStatus
+from tables.ports import OVERLAPPING_STATUSES, DrCreation, DrEventOverlaps, StoreUnavailable
 
 Conn = AsyncConnection[TupleRow]
 
@@ -28,6 +36,20 @@ _COMMAND_COLUMNS = (
 _COMMAND_NAMES = [c.strip() for c in _COMMAND_COLUMNS.split(",")]
 _MUTABLE = ("target_reduction_kw", "status", "baseline_kw", "plan", "report",
             "achieved_reduction_kw", "release_stages_sent", "updated_at")
+
+
+_INSERT_EVENT = (f"INSERT INTO dr_events ({_EVENT_COLUMNS}) VALUES "
+                 f"({', '.join('%(' + n + ')s' for n in _EVENT_NAMES)})")
+_OVERLAPS = (f"SELECT {_EVENT_COLUMNS} FROM dr_events WHERE facility_id = %s "
+             "AND status = ANY(%s) AND event_start < %s AND event_end > %s")
+_ATTEMPTS = 5
+"""Each retry follows a concurrent intake that committed meanwhile; five in a row means the
+table keeps changing under us, and the caller gets ``StoreUnavailable``."""
+
+
+def _overlap(a: DrEvent, b: DrEvent) -> bool:
+    return (a.facility_id == b.facility_id and a.event_start < b.event_end
+            and b.event_start < a.event_end)
 
 
 def _json(value: Any) -> Jsonb | None:
@@ -66,6 +88,41 @@ def _command_row(r: BmsCommandRecord) -> dict[str, Any]:
     return row
 
 
+async def _try_create(conn: Conn, events: Sequence[DrEvent]) -> DrCreation | None:
+    """One attempt of ``create_dr_events``; ``None`` when a concurrent intake got in between
+    (try again)."""
+    cursor = await conn.execute(f"SELECT {_EVENT_COLUMNS} FROM dr_events WHERE id = ANY(%s)",
+                                ([uuid.UUID(e.id) for e in events],))
+    found = {e.id: e for e in map(_event, await cursor.fetchall())}
+    stored = tuple(found.get(e.id, e) for e in events)
+    replayed = frozenset(found)
+    fresh = [e for e in events if e.id not in found]
+    checked = [e for e in fresh if e.status in OVERLAPPING_STATUSES]
+    among = [other for i, e in enumerate(checked) for other in checked[:i] if _overlap(e, other)]
+    if among:
+        return DrCreation(events=stored, replayed=replayed, conflicts=tuple(among))
+    try:
+        async with conn.transaction():  # a savepoint: a violation undoes only these inserts
+            for event in fresh:
+                await conn.execute(_INSERT_EVENT, _event_row(event))
+    except errors.UniqueViolation as exc:
+        if exc.diag.constraint_name != "dr_events_pkey":
+            raise
+        return None  # a concurrent delivery stored one of these ids: read it as a replay
+    except errors.ExclusionViolation:
+        conflicts: dict[str, DrEvent] = {}
+        for event in checked:
+            cursor = await conn.execute(_OVERLAPS, (event.facility_id, list(OVERLAPPING_STATUSES),
+                                                    event.event_end, event.event_start))
+            conflicts.update((e.id, e) for e in map(_event, await cursor.fetchall()))
+        if not conflicts:
+            return None  # the one it met failed meanwhile: the window may be free now
+        ordered = sorted(conflicts.values(), key=lambda e: e.id)
+        ordered.sort(key=lambda e: e.event_start, reverse=True)
+        return DrCreation(events=stored, replayed=replayed, conflicts=tuple(ordered))
+    return DrCreation(events=stored, replayed=replayed)
+
+
 class PostgresDr:
     """Mixed into ``PostgresStore``: the same pool, error handling and metrics."""
 
@@ -77,16 +134,23 @@ class PostgresDr:
 
         def _written(self, table: str, rows: int) -> None: ...
 
+        where: str
+
+    async def create_dr_events(self, events: Sequence[DrEvent]) -> DrCreation:
+        for _ in range(_ATTEMPTS):
+            async with self._transaction("create_dr_events") as conn:
+                created = await _try_create(conn, events)
+            if created is not None:
+                self._written("dr_events", len(created.inserted))
+                return created
+        raise StoreUnavailable(f"{self.where}: dr_events kept changing during "
+                               f"{_ATTEMPTS} attempts to create an event")
+
     async def insert_dr_event(self, event: DrEvent) -> bool:
-        row = _event_row(event)
-        async with self._transaction("insert_dr_event") as conn:
-            cursor = await conn.execute(
-                f"INSERT INTO dr_events ({_EVENT_COLUMNS}) VALUES "
-                f"({', '.join('%(' + n + ')s' for n in _EVENT_NAMES)}) "
-                "ON CONFLICT DO NOTHING", row)
-            inserted = cursor.rowcount > 0
-        self._written("dr_events", int(inserted))
-        return inserted
+        created = await self.create_dr_events([event])
+        if created.conflicts:
+            raise DrEventOverlaps(created.conflicts)
+        return not created.replayed
 
     async def update_dr_event(self, event: DrEvent) -> None:
         row = _event_row(event)
@@ -171,6 +235,9 @@ class DelegatedDr:
     @property
     def _events(self) -> PostgresDr:
         return cast(PostgresDr, vars(self)["postgres"])
+
+    async def create_dr_events(self, events: Sequence[DrEvent]) -> DrCreation:
+        return await self._events.create_dr_events(events)
 
     async def insert_dr_event(self, event: DrEvent) -> bool:
         return await self._events.insert_dr_event(event)

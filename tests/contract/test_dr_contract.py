@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from schemas.dr import BmsCommandRecord, DrEvent, command_uuid, webhook_event_uuid
+from schemas.dr import BmsCommandRecord, DrEvent, DrStatus, command_uuid, webhook_event_uuid
 from schemas.metadata import Facility
-from tables.ports import Store
+from tables.ports import DrEventOverlaps, Store
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
 
 
 def _event(facility_id: str, start: datetime, **changes: object) -> DrEvent:
@@ -87,3 +89,70 @@ async def test_bms_commands_recorded_once_and_updated(store: Store) -> None:
     assert await store.bms_command(str(uuid.uuid4())) is None
     assert await store.bms_commands(event.id) == [done, second]  # in request order
     assert await store.bms_commands(str(uuid.uuid4())) == []
+
+
+def _api_event(facility_id: str, start: datetime, minutes: int = 60,
+               **changes: object) -> DrEvent:
+    return _event(facility_id, start, **{
+        "id": str(uuid.uuid4()), "event_id": None, "utility_id": None, "source": "api",
+        "event_end": start + timedelta(minutes=minutes), "target_reduction_kw": 10.0,
+        "target_reduction_percentage": None, **changes})
+
+
+async def test_create_refuses_overlaps_atomically_and_replays_by_id(store: Store) -> None:
+    await _facilities(store)
+    kept = _api_event("fac-a", T0)  # 15:00-16:00
+    assert (await store.create_dr_events([kept])).inserted == (kept,)
+    # 15:30-16:30 at fac-a, with a new event at fac-b: refused whole, fac-b gets nothing
+    late = [_api_event("fac-a", T0 + timedelta(minutes=30)),
+            _api_event("fac-b", T0 + timedelta(minutes=30))]
+    refused = await store.create_dr_events(late)
+    assert refused.conflicts == (kept,) and refused.inserted == ()
+    assert await store.dr_events(facility_id="fac-b") == []
+    # [start, end): 16:00-17:00 and 14:00-15:00 touch it and are accepted
+    after, before = _api_event("fac-a", T0 + HOUR), _api_event("fac-a", T0 - HOUR)
+    assert (await store.create_dr_events([after, before])).inserted == (after, before)
+    # a replay: the stored event (its status now), nothing changed, not checked for overlaps
+    active = kept.model_copy(update={"status": "active"})
+    await store.update_dr_event(active)
+    again = await store.create_dr_events([kept.model_copy(update={"target_reduction_kw": 99})])
+    assert again.replayed == {kept.id} and again.conflicts == () and again.inserted == ()
+    assert again.events == (active,)
+    assert await store.insert_dr_event(kept) is False
+    with pytest.raises(DrEventOverlaps) as overlaps:
+        await store.insert_dr_event(_api_event("fac-a", T0 + timedelta(minutes=59), 1))
+    assert overlaps.value.conflicts == (active,)
+    # two new ones of one facility that overlap each other: neither is stored
+    pair = [_api_event("fac-b", T0), _api_event("fac-b", T0 + timedelta(minutes=10))]
+    assert (await store.create_dr_events(pair)).conflicts == (pair[0],)
+    assert await store.dr_events(facility_id="fac-b") == []
+
+
+@pytest.mark.parametrize("status", ["scheduled", "active", "completed"])
+async def test_every_status_but_failed_holds_its_window(store: Store, status: DrStatus) -> None:
+    await _facilities(store)
+    held = _api_event("fac-a", T0, status=status)
+    await store.insert_dr_event(held)
+    assert (await store.create_dr_events([_api_event("fac-a", T0)])).conflicts == (held,)
+    # once it fails it sheds nothing: its window is free again
+    await store.update_dr_event(held.model_copy(update={"status": "failed"}))
+    retry = _api_event("fac-a", T0)
+    assert (await store.create_dr_events([retry])).inserted == (retry,)
+    # a new event that is failed already is stored without a check
+    dead = _api_event("fac-a", T0, status="failed")
+    assert (await store.create_dr_events([dead])).inserted == (dead,)
+
+
+async def test_concurrent_creations_make_one_event(store: Store) -> None:
+    """20 different ids for one window at once, and 10 deliveries of one id: one event each."""
+    await _facilities(store)
+    rivals = [_api_event("fac-a", T0) for _ in range(20)]
+    outcomes = await asyncio.gather(*(store.create_dr_events([e]) for e in rivals))
+    assert sum(len(o.inserted) for o in outcomes) == 1
+    [winner] = [e for o in outcomes for e in o.inserted]
+    assert all(o.conflicts == (winner,) for o in outcomes if not o.inserted)
+    same = [_event("fac-b", T0) for _ in range(10)]  # one webhook event id, ten deliveries
+    outcomes = await asyncio.gather(*(store.create_dr_events([e]) for e in same))
+    assert [len(o.inserted) for o in outcomes].count(1) == 1
+    assert all(o.replayed == {same[0].id} for o in outcomes if not o.inserted)
+    assert sorted(e.id for e in await store.dr_events()) == sorted([same[0].id, winner.id])
