@@ -12,6 +12,7 @@ from schemas.reading import SensorReading
 from schemas.validation import ValidationSettings, validate_reading
 from streams.channels import Sink
 from streams.logs import new_trace_id, trace_id_var
+from streams.looplag import Yielder
 from streams.metrics import Metrics
 
 
@@ -26,6 +27,9 @@ async def ingest_agent(
     clock: Callable[[], datetime],
 ) -> None:
     rejected = metrics.readings_rejected
+    # A batch (up to batch_max messages) takes tens of ms to validate: it gives way to the
+    # API's requests every few ms rather than holding the event loop that long.
+    give_way = Yielder()
     async for batch in batches:
         # One trace id per batch: its log records, and the Kafka records it produces (header
         # sems-trace-id), carry it to the worker that folds them.
@@ -41,3 +45,4 @@ async def ingest_agent(
             else:
                 rejected.labels(result.reason.value).inc()
                 await dead_letters.send(result, ack=msg.ack)
+            await give_way()

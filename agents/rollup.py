@@ -22,6 +22,7 @@ from schemas.rollup import Rollup, WindowName
 from schemas.validation import dead_letter
 from streams.channels import Ack, Batch, Sink
 from streams.logs import new_trace_id, trace_id_var
+from streams.looplag import Yielder
 from streams.metrics import Metrics
 from tables.ports import CommitBatch, StoreUnavailable, TimeSeriesStore
 from tables.rollups import (
@@ -106,6 +107,9 @@ class RollupService:
         self._committer: asyncio.Task[None] | None = None
         self._last_reading_s: dict[tuple[str, str], float] = {}
         self._last_reading_gauges: dict[tuple[str, str], Gauge] = {}
+        self._give_way = Yielder()
+        """Folding a batch (or a recovery's replay) gives the event loop to the API every few
+        ms: the fold runs in the process that serves it."""
         self._idle_failures = ItemFailures("rollup_idle", metrics, log)
 
     async def recover(self) -> int:
@@ -135,9 +139,11 @@ class RollupService:
             )
         agg.restore(cp, carries=carries, minute_rollups=minute_rollups, now_ms=now_ms)
         readings = await self.store.readings_since(cp.facility_id, to_datetime(since_ms))
+        give_way = self._give_way
         for r in readings:
             agg.add(r.facility_id, r.meter_id, to_ms(r.timestamp), r.active_power_kw,
                     arrival_ms=now_ms)
+            await give_way()
         rollups = agg.advance(cp.facility_id)
         await self._commit(CommitBatch(rollups=rollups,
                                        checkpoints=agg.checkpoints([cp.facility_id])))
@@ -158,7 +164,9 @@ class RollupService:
             late: list[SensorReading] = []
             touched: set[str] = set()
             duplicates = 0
+            give_way = self._give_way
             for r in readings:
+                await give_way()
                 if self.state_store is not None and r.facility_id not in agg.facilities:
                     restored = self.state_store.load(r.facility_id)
                     if restored is not None:
@@ -175,6 +183,7 @@ class RollupService:
             rollups: list[Rollup] = []
             for fid in sorted(touched):
                 rollups.extend(agg.advance(fid))
+                await give_way()
             dead = list(rejected)
             if late:
                 # A late reading may repeat one that a batch still on its way stores, or one

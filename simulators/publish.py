@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,9 @@ from schemas.validation import TOPIC_PREFIX
 from simulators.fleet import Fleet
 
 STEP_S = 15
+YIELD_EVERY_S = 0.005
+"""A backfill hands the event loop back after about this long: it runs in the process that
+serves the API (``sems run``), and a sink with room never makes it wait."""
 Kind = Literal["reading", "duplicate", "delayed", "late", "malformed"]
 Publish = Callable[[str, bytes], Awaitable[None]]
 
@@ -131,11 +135,15 @@ class Simulation:
         """Publish ``[start, end)`` as fast as the sink takes it (backfill, tests); returns the
         next step's timestamp."""
         ts = align(start)
+        since = time.perf_counter()
         while ts < end:
             await self.step(ts)
             if inject_at is not None and ts == align(inject_at):
                 await self.inject(ts)
             ts += timedelta(seconds=STEP_S)
+            if time.perf_counter() - since >= YIELD_EVERY_S:
+                await asyncio.sleep(0)
+                since = time.perf_counter()
         await self.flush()
         return ts
 

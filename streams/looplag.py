@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 
 from prometheus_client import Gauge
@@ -45,3 +46,25 @@ async def probe_loop_lag(gauge: Gauge, *, interval_s: float = PROBE_INTERVAL_S,
             logged_at = now
             log.warning("event loop held for %.0f ms (a callback ran that long without "
                         "yielding; API answers waited)", lag_s * 1000)
+
+
+YIELD_EVERY_S = 0.005
+"""CPU work on the event loop hands it back after about this long (see :class:`Yielder`)."""
+
+
+class Yielder:
+    """Lets a long loop of CPU work on the event loop give way to other callbacks (API
+    requests) every ``budget_s``: ``await yielder()`` inside the loop costs a clock read
+    until the budget is spent, then one turn of the event loop."""
+
+    __slots__ = ("_budget_s", "_since")
+
+    def __init__(self, budget_s: float = YIELD_EVERY_S) -> None:
+        self._budget_s = budget_s
+        self._since = time.perf_counter()
+
+    async def __call__(self) -> None:
+        now = time.perf_counter()
+        if now - self._since >= self._budget_s:
+            await asyncio.sleep(0)
+            self._since = time.perf_counter()
