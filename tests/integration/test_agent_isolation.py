@@ -20,23 +20,36 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from agents.deadletter import dead_letter_agent
 from agents.forecast import ForecastService, forecast_agent
 from agents.forecast_pool import WorkerLost, WorkTimeout
 from agents.rollup import RollupService, idle_timer
 from connectors.mqtt import RawMessage
+from connectors.postgres.migrate import upgrade
 from connectors.sqlite import SqliteStore
 from connectors.weather import ClimatologyWeather
+from schemas.deadletter import DeadLetter
 from schemas.forecast import LoadForecast
 from schemas.metadata import Facility, Meter, MeterType, Registry
 from schemas.reading import SensorReading
 from schemas.rollup import Scope, WindowName
+from schemas.validation import ValidationSettings, validate_reading
 from simulators.fleet import build_fleet
+from streams.channels import Channel
 from streams.logs import TraceIdFilter
 from streams.metrics import Metrics
-from tables.ports import CommitBatch, Location
+from streams.stores import build_store
+from tables.ports import CommitBatch, Location, StoreUnavailable
 from tables.rollups import RollupAggregator, WindowSettings
-from tests.integration.helpers import count_is, eventually, settings, start_runtime
+from tests.integration.helpers import (
+    count_is,
+    eventually,
+    production_settings,
+    settings,
+    start_runtime,
+)
 from tests.integration.test_forecast_agent import NOW, SITE, quarters
+from tests.servers import InfluxDB, Postgres
 
 pytestmark = pytest.mark.integration
 
@@ -326,3 +339,44 @@ async def test_the_ingest_agent_keeps_running_after_hostile_payloads(tmp_path: P
                          timeout_s=30, what="the next valid reading")
     finally:
         await runtime.stop()
+
+
+async def test_the_dead_letter_agent_waits_out_a_store_outage(
+    tmp_path: Path, influxdb: InfluxDB, own_postgres: Postgres,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL (the production profile's dead-letter table) stops while a dead letter is on
+    its way: the agent retries the batch instead of stopping, and stores it once it is back."""
+    upgrade(own_postgres.dsn)
+    store = build_store(production_settings(tmp_path, influxdb, own_postgres.dsn,
+                                            postgres_timeout_s=1.0), Metrics())
+    await store.open()
+    letters: Channel[DeadLetter] = Channel("sensor-readings.dlq", capacity=10)
+    agent = asyncio.create_task(dead_letter_agent(letters.stream().take(10, within=0.01),
+                                                  store=store, retry_delay_s=0.1))
+    try:
+        own_postgres.stop()
+        letter = validate_reading(b"not json {", topic="meters/x/y", registry=Registry.build(
+            [], []), now=datetime.now(UTC), settings=ValidationSettings())
+        assert isinstance(letter, DeadLetter)
+        with caplog.at_level(logging.ERROR, logger="agents.deadletter"):
+            await letters.send(letter)
+
+            async def refused() -> bool:
+                return "dead letters not stored" in caplog.text or agent.done()
+
+            await eventually(refused, timeout_s=30, what="a failed attempt")
+        assert not agent.done(), "the dead-letter agent stopped"
+        own_postgres.start()
+
+        async def stored() -> bool:
+            try:
+                return [d.raw_payload for d in await store.dead_letters(limit=10)] == [
+                    letter.raw_payload]
+            except StoreUnavailable:
+                return False
+
+        await eventually(stored, timeout_s=30, what="the dead letter after the outage")
+    finally:
+        agent.cancel()
+        await store.close()
