@@ -44,6 +44,7 @@ from bench.soak_system import (
     cli,
     dead_letter_reasons,
     expected_readings,
+    log_summary,
     stored_readings,
 )
 from connectors.mqtt import BrokerAddress, MqttPublisher
@@ -102,14 +103,25 @@ class Result:
     lost_reasons: dict[str, int] = field(default_factory=dict)
     lost_examples: list[str] = field(default_factory=list)
     rss_mb: dict[str, float | None] = field(default_factory=dict)
+    rss_samples_mb: list[tuple[int, float | None]] = field(default_factory=list)
+    """(seconds into the load, RSS) every 15 s: a trend, not just two points."""
+    sems_log: dict[str, Any] = field(default_factory=dict)
     sems_stop_s: list[float] = field(default_factory=list)
     sems_exit_codes: list[int | None] = field(default_factory=list)
     mqtt: dict[str, int] = field(default_factory=dict)
     disruptions: list[str] = field(default_factory=list)
 
+    def rss_growth_mb(self) -> float | None:
+        """The larger growth of the two SEMS processes, each from after its backlog was in
+        (start, after the restart) to its last sample (before the restart, end)."""
+        r = self.rss_mb
+        spans = [(r.get("start"), r.get("before SEMS restart")),
+                 (r.get("after SEMS restart"), r.get("end"))]
+        growths = [b - a for a, b in spans if a is not None and b is not None]
+        return max(growths) if len(growths) == len(spans) else None
+
     def misses(self) -> list[str]:
-        start, end = self.rss_mb.get("start"), self.rss_mb.get("end")
-        growth = (end - start) if start is not None and end is not None else None
+        growth = self.rss_growth_mb()
         return [m for ok, m in [
             (self.server_errors == 0, f"{self.server_errors} 5xx"),
             (not self.stuck_events, f"{len(self.stuck_events)} stuck DR events"),
@@ -166,6 +178,7 @@ async def soak(opts: Options, workdir: Path) -> Result:
         if sems.process is not None:
             await asyncio.to_thread(sems.stop, grace_s=SHUTDOWN_GRACE_S + 15)
         result.sems_stop_s, result.sems_exit_codes = sems.stop_s, sems.exit_codes
+        result.sems_log = log_summary(workdir)
         mosquitto.stop()
         await bms.stop()
     return result
@@ -208,6 +221,8 @@ async def load(opts: Options, result: Result, fleet: Any, sems: SemsProcess,
         ]
         watcher = asyncio.create_task(watch.run())
         started = time.monotonic()
+        tasks.append(asyncio.create_task(every(stop, 15.0, lambda: _sample_rss(
+            result, sems, started))))
         await asyncio.sleep(opts.duration_s * 0.3)
         await restart_broker(result, sim, mosquitto)
         await asyncio.sleep(max(0.0, started + opts.duration_s * 0.6 - time.monotonic()))
@@ -216,6 +231,7 @@ async def load(opts: Options, result: Result, fleet: Any, sems: SemsProcess,
         await asyncio.to_thread(sems.start)
         result.disruptions.append(f"SEMS restarted at {time.monotonic() - started:.0f} s "
                                   f"(stopped in {took:.1f} s)")
+        await settle(sems, timeout_s=60)
         result.rss_mb["after SEMS restart"] = sems.rss_mb()
         await asyncio.sleep(max(0.0, started + opts.duration_s - time.monotonic()))
         stop.set()
@@ -243,6 +259,10 @@ async def load(opts: Options, result: Result, fleet: Any, sems: SemsProcess,
                                           e["id"])
     result.shed_past_deadline = watch.violations
     result.mqtt = {**mqtt_sent, "scheduled DR events": schedule.created}
+
+
+async def _sample_rss(result: Result, sems: SemsProcess, started: float) -> None:
+    result.rss_samples_mb.append((round(time.monotonic() - started), sems.rss_mb()))
 
 
 async def every(stop: asyncio.Event, period_s: float, action: Any, *,
@@ -315,11 +335,16 @@ def print_report(r: Result) -> None:
         print(f"  {line}")
     print(f"readings: {r.readings_expected} expected, {r.readings_lost} lost "
           f"{r.lost_reasons or ''} {r.lost_examples[:3] or ''}")
-    print(f"RSS MB: {r.rss_mb}; SEMS stops took {r.sems_stop_s} s, exit codes "
-          f"{r.sems_exit_codes}")
+    growth = r.rss_growth_mb()
+    rss = {k: v if v is None else round(v, 1) for k, v in r.rss_mb.items()}
+    print(f"RSS growth {growth if growth is None else round(growth, 1)} MB; RSS MB: {rss}")
+    print(f"SEMS stops took {r.sems_stop_s} s, exit codes {r.sems_exit_codes}")
     print(f"MQTT extras: {r.mqtt}; disruptions: {r.disruptions}")
     for key, example in r.findings.items():
         print(f"  finding: {key}: {example[:240]}")
+    print(f"SEMS log: {r.sems_log.get('tracebacks')} tracebacks; most frequent:")
+    for g in r.sems_log.get("lines", [])[:8]:
+        print(f"  {g['count']:>5} x {g['first'][:200]}")
     misses = r.misses()
     print("targets: " + ("all met" if not misses else "MISSED: " + ", ".join(misses)))
 

@@ -38,6 +38,7 @@ class Tally:
     first_5xx: dict[str, str] = field(default_factory=dict)
     findings: dict[str, str] = field(default_factory=dict)
     """Other contract breaks (not 5xx) by kind: the first example of each."""
+    last_conn_error: str = ""
 
     def count(self, kind: str, status: int | str) -> None:
         self.statuses[(kind, str(status))] += 1
@@ -100,9 +101,13 @@ class Traffic:
                                             data=body, params=list(params)) as resp:
                 data = await resp.read()
                 status = resp.status
+        except ValueError as exc:  # the client itself refused to send it (header injection)
+            self.tally.count(kind, "not_sent")
+            self.tally.note(f"{kind}: not sent", f"{method} {path}: {exc!r}")
+            return 0, b""
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self.tally.count(kind, "conn_error")
-            self.tally.note(f"{kind}: connection error", f"{method} {path}: {exc!r}")
+            self.tally.count(kind, "conn_error")  # expected while SEMS restarts
+            self.tally.last_conn_error = f"{method} {path}: {exc!r}"
             return 0, b""
         self.tally.count(kind, status)
         self._check(kind, method, path, params, body, status, data,
@@ -239,7 +244,7 @@ class Traffic:
             body = orjson.dumps(good)
             headers = self.signed(body)
             headers["X-SEMS-Timestamp"] = rng.choice(["+" + headers["X-SEMS-Timestamp"],
-                                                     " 1_796_161_149 ", "1e9", "-1", "\x00"])
+                                                     " 1_796_161_149 ", "1e9", "-1", "\t1"])
             await self.request("webhook bad timestamp", "POST",
                                "/webhooks/utility/dr-notification", headers=headers, body=body)
         else:
@@ -352,6 +357,8 @@ async def mqtt_garbage(connect: Callable[[], MqttPublisher], fleet: Fleet, *, se
                     for topic, payload in rng.sample(batch, 3):
                         await pub.publish(topic, payload)
                         sent["garbage"] += 1
+                    # publish() does not raise on a lost connection; its PUBACK wait does.
+                    await pub.flush()
                     await _sleep_or_stop(stop, every_s)
         except Exception as exc:  # the broker restarting: connect again
             sent[f"publisher reconnect ({type(exc).__name__})"] += 1

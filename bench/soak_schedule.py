@@ -45,8 +45,7 @@ class DrSchedule:
             start = max(_minute(now) + timedelta(seconds=LEAD_S),
                         _minute(self.next_free[fid]) + timedelta(minutes=1))
             end = start + timedelta(minutes=rng.choice([2, 3]))
-            left_s = until_s - (time.monotonic() - started)
-            if start - now <= timedelta(minutes=4) and (end - now).total_seconds() < left_s + 120:
+            if start - now <= timedelta(minutes=4):
                 if not self._burst_done and time.monotonic() - started > until_s * 0.15:
                     self._burst_done = True
                     made = await self.traffic.concurrent_duplicates(fid, start, end)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -14,8 +15,9 @@ import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -196,8 +198,25 @@ def shed_loads(models: Mapping[str, BuildingModel]) -> dict[str, list[str]]:
     return shed
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
+_NOISE = re.compile(r"\[[0-9a-f-]{16,}\]|[0-9a-f]{8}-[0-9a-f-]{27}|\d+(\.\d+)?")
+
+
+def log_summary(workdir: Path) -> dict[str, Any]:
+    """ERROR and WARNING lines of every ``sems run`` log, grouped by message shape (ids and
+    numbers blanked): count and first example, most frequent first; and traceback count."""
+    groups: dict[str, list[Any]] = {}
+    tracebacks = 0
+    for path in sorted(workdir.glob("sems-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            tracebacks += line.startswith("Traceback")
+            parts = line.split(" ", 3)
+            if len(parts) < 4 or parts[2] not in ("ERROR", "WARNING", "CRITICAL"):
+                continue
+            key = f"{parts[2]} " + _NOISE.sub("#", parts[3])[:120]
+            groups.setdefault(key, [0, line[:400]])[0] += 1
+    top = sorted(groups.items(), key=lambda kv: -kv[1][0])
+    return {"tracebacks": tracebacks,
+            "lines": [{"count": n, "shape": k, "first": first} for k, (n, first) in top[:12]]}
 
 
 def base_env(extra: Mapping[str, str]) -> dict[str, str]:
