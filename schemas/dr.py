@@ -19,7 +19,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from schemas.common import MAX_TIME, MIN_TIME, Identifier, in_supported_range
 
@@ -40,6 +48,14 @@ def _to_utc(ts: datetime) -> datetime:
         raise ValueError("the time is outside what can be represented in UTC") from None
 
 
+def _text_or_datetime(value: object) -> object:
+    """A time from outside is an RFC 3339 string: a JSON number is not one (pydantic would
+    read it as unix seconds)."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 string with an offset")
+    return value
+
+
 def _supported(ts: datetime) -> datetime:
     if not in_supported_range(ts):
         raise ValueError(f"must be from {MIN_TIME.isoformat()} and before "
@@ -49,7 +65,8 @@ def _supported(ts: datetime) -> datetime:
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """A time with an offset, normalised to UTC (as ``SensorReading.timestamp``)."""
-RequestDatetime = Annotated[AwareDatetime, AfterValidator(_supported), AfterValidator(_to_utc)]
+RequestDatetime = Annotated[AwareDatetime, BeforeValidator(_text_or_datetime),
+                            AfterValidator(_supported), AfterValidator(_to_utc)]
 """A time a caller gives: in the supported range (``schemas/common.py``), checked before any
 arithmetic, then normalised to UTC."""
 
@@ -65,10 +82,10 @@ def _whole_minutes(start: datetime, end: datetime) -> None:
 
 
 class DrNotification(BaseModel):
-    """A utility's DR notification (webhook body). Strict: JSON numbers are numbers, a
-    boolean is not one, strings are not coerced, times are strings."""
+    """A utility's DR notification (webhook body). Strict where it matters: a reduction is a
+    JSON number (not a boolean, not a string), a time is a string."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     event_id: Annotated[str, Field(min_length=1, max_length=128,
                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
@@ -78,7 +95,7 @@ class DrNotification(BaseModel):
     event_start: RequestDatetime
     event_end: RequestDatetime
     target_reduction_percentage: Annotated[float, Field(
-        gt=0, le=100, description="reduction asked, % of each facility's baseline")]
+        gt=0, le=100, strict=True, description="reduction asked, % of each facility's baseline")]
 
     @model_validator(mode="after")
     def _window(self) -> DrNotification:
@@ -92,12 +109,12 @@ class DrEventRequest(BaseModel):
     """``POST /api/dr-events``: one facility, a reduction in kW (strict, as
     ``DrNotification``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     facility_id: Identifier
     event_start: RequestDatetime
     event_end: RequestDatetime
-    target_reduction_kw: Annotated[float, Field(gt=0, le=1_000_000)]
+    target_reduction_kw: Annotated[float, Field(gt=0, le=1_000_000, strict=True)]
 
     @model_validator(mode="after")
     def _window(self) -> DrEventRequest:
