@@ -16,10 +16,12 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
+from multiprocessing.connection import wait
 from multiprocessing.queues import SimpleQueue
 from typing import Literal, TypeVar
 
@@ -37,9 +39,20 @@ class WorkerLost(RuntimeError):
     """The worker process died during the call (killed, out of memory, a crash in C code)."""
 
 
-def _report_pid(pids: SimpleQueue[int]) -> None:
-    """Pool initializer: tell the parent which process to kill if a call hangs."""
+def _worker_init(pids: SimpleQueue[int]) -> None:
+    """Pool initializer: tell the parent which process to kill if a call hangs, and end this
+    worker when the parent ends, however it ends (a SIGKILL of ``sems run`` leaves no
+    workers behind; a pool worker otherwise waits on its call queue forever)."""
     pids.put(os.getpid())
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True,
+                         name="parent-watch").start()
+
+
+def _exit_with(sentinel: int) -> None:
+    wait([sentinel])
+    os._exit(1)
 
 
 class ProcessRunner:
@@ -64,7 +77,7 @@ class ProcessRunner:
             self._pids = self._ctx.SimpleQueue()
             self._known_pids = set()
             self._pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx,
-                                             initializer=_report_pid, initargs=(self._pids,))
+                                             initializer=_worker_init, initargs=(self._pids,))
         return self._pool
 
     async def run(self, fn: Callable[..., R], /, *args: object,

@@ -11,7 +11,11 @@ import asyncio
 import json
 import logging
 import multiprocessing
+import os
 import random
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -49,7 +53,7 @@ from tests.integration.helpers import (
     start_runtime,
 )
 from tests.integration.test_forecast_agent import NOW, SITE, quarters
-from tests.servers import InfluxDB, Postgres
+from tests.servers import InfluxDB, Postgres, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -380,3 +384,45 @@ async def test_the_dead_letter_agent_waits_out_a_store_outage(
     finally:
         agent.cancel()
         await store.close()
+
+
+ORPHAN = """
+import asyncio, os, signal, time
+from agents.forecast_pool import ProcessRunner
+
+async def main() -> None:
+    runner = ProcessRunner()
+    await runner.run(os.getpid)
+    hung = asyncio.ensure_future(runner.run(time.sleep, 600))  # a fit that never ends
+    await asyncio.sleep(0.5)
+    print(*runner.worker_pids(), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer or a kill -9 would
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an exited child nobody reaped yet)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_a_forecast_worker_ends_with_its_parent_even_on_sigkill(tmp_path: Path) -> None:
+    """A worker busy in a fit when ``sems run`` is killed does not run on as an orphan."""
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60,
+                          cwd=Path(__file__).parents[2], check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    (worker,) = (int(p) for p in done.stdout.split())
+
+    try:
+        wait_until(lambda: not running(worker), timeout_s=10, what="the orphaned worker's end")
+    finally:
+        if running(worker):
+            os.kill(worker, signal.SIGKILL)
