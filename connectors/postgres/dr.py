@@ -43,6 +43,9 @@ _INSERT_EVENT = (f"INSERT INTO dr_events ({_EVENT_COLUMNS}) VALUES "
 _OVERLAPS = (f"SELECT {_EVENT_COLUMNS} FROM dr_events WHERE facility_id = %s "
              "AND status = ANY(%s) AND event_start < %s AND event_end > %s")
 _ATTEMPTS = 5
+_FACILITY_LOCK_CLASS = 0x5D2E
+"""The first key of the facility intake locks (``pg_advisory_xact_lock(int, int)``; the
+migration lock is a one-key lock, another key space)."""
 """Each retry follows a concurrent intake that committed meanwhile; five in a row means the
 table keeps changing under us, and the caller gets ``StoreUnavailable``."""
 
@@ -91,6 +94,13 @@ def _command_row(r: BmsCommandRecord) -> dict[str, Any]:
 async def _try_create(conn: Conn, events: Sequence[DrEvent]) -> DrCreation | None:
     """One attempt of ``create_dr_events``; ``None`` when a concurrent intake got in between
     (try again)."""
+    # Concurrent conflicting inserts under an exclusion constraint wait for each other and
+    # deadlock (measured: 3 of 20 simultaneous notifications for two facilities, 503 after
+    # the 1 s deadlock timeout). Intakes of one facility take its lock first, in facility order;
+    # the constraint still decides, and a deadlock left anyway is tried again.
+    for facility_id in sorted({e.facility_id for e in events}):
+        await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                           (_FACILITY_LOCK_CLASS, facility_id))
     cursor = await conn.execute(f"SELECT {_EVENT_COLUMNS} FROM dr_events WHERE id = ANY(%s)",
                                 ([uuid.UUID(e.id) for e in events],))
     found = {e.id: e for e in map(_event, await cursor.fetchall())}
@@ -109,6 +119,8 @@ async def _try_create(conn: Conn, events: Sequence[DrEvent]) -> DrCreation | Non
         if exc.diag.constraint_name != "dr_events_pkey":
             raise
         return None  # a concurrent delivery stored one of these ids: read it as a replay
+    except errors.DeadlockDetected:
+        return None
     except errors.ExclusionViolation:
         conflicts: dict[str, DrEvent] = {}
         for event in checked:
