@@ -290,3 +290,91 @@ async def test_api_bodies(client: Client, api_key: dict[str, str], body: bytes,
     resp = await client.post("/api/dr-events", data=body,
                              headers={**api_key, "Content-Type": content_type})
     await assert_error(resp, status, code)
+
+
+# -- bounds on the times a utility gives (issue 13, finding 1) ---------------------------------
+
+LEAD = timedelta(days=7)  # DrApi.max_lead_s by default (SEMS_DR_MAX_LEAD_S)
+
+
+def _window(start: datetime, minutes: int = 60) -> dict[str, str]:
+    return {"event_start": start.isoformat(),
+            "event_end": (start + timedelta(minutes=minutes)).isoformat()}
+
+
+def _lead_edge() -> datetime:
+    """The last whole minute at most ``LEAD`` ahead of now (the server's clock is later)."""
+    return (datetime.now(UTC) + LEAD).replace(second=0, microsecond=0)
+
+
+FAR = [
+    # the notification of the issue: accepted, then every DR pass failed on overflow
+    ("year 9999", {"event_start": "9999-12-31T23:00:00+00:00",
+                   "event_end": "9999-12-31T23:59:00+00:00"}, "event_start"),
+    ("past the supported range", {"event_start": "2200-01-01T00:00:00Z",
+                                  "event_end": "2200-01-01T01:00:00Z"}, "event_start"),
+    ("ten minutes past the lead", None, "event_start"),
+    ("year 1", {"event_start": "0001-01-01T00:07:00+05:00",
+                "event_end": "0001-01-01T01:07:00+05:00"}, "event_start"),
+]
+
+
+def _times(times: dict[str, str] | None) -> dict[str, str]:
+    return times if times is not None else _window(_lead_edge() + timedelta(minutes=10))
+
+
+@pytest.mark.parametrize(("case", "times", "field"), FAR, ids=[c[0] for c in FAR])
+async def test_a_notification_out_of_bounds_is_refused(client: Client, store: SqliteStore,
+                                                       case: str, times: dict[str, str] | None,
+                                                       field: str) -> None:
+    body = notification(event_id="FAR-1", **_times(times))
+    refused = await assert_error(await client.post(PATH, data=body, headers=signed(body)),
+                                 400, "invalid_body")
+    assert [field] in [d["loc"] for d in refused["details"]], case
+    assert [e.event_id for e in await store.dr_events()] == ["E-0"]  # nothing stored
+
+
+@pytest.mark.parametrize(("case", "times", "field"), FAR, ids=[c[0] for c in FAR])
+async def test_an_api_event_out_of_bounds_is_refused(client: Client, store: SqliteStore,
+                                                     api_key: dict[str, str], case: str,
+                                                     times: dict[str, str] | None,
+                                                     field: str) -> None:
+    resp = await client.post("/api/dr-events", data=event_request(**_times(times)),
+                             headers={**api_key, "Content-Type": "application/json"})
+    refused = await assert_error(resp, 400, "invalid_body")  # year 9999 was a 500
+    assert [field] in [d["loc"] for d in refused["details"]], case
+    assert [e.event_id for e in await store.dr_events()] == ["E-0"]
+
+
+async def test_events_up_to_the_lead_are_accepted(client: Client,
+                                                  api_key: dict[str, str]) -> None:
+    edge = _lead_edge()
+    body = notification(event_id="EDGE-1", **_window(edge - HOUR))
+    resp = await client.post(PATH, data=body, headers=signed(body))
+    assert resp.status == 200, await resp.text()
+    resp = await client.post("/api/dr-events", data=event_request(**_window(edge)),
+                             headers={**api_key, "Content-Type": "application/json"})
+    assert resp.status == 201, await resp.text()
+
+
+# -- utility ids cannot be enumerated (issue 13, finding 6) ------------------------------------
+
+def _comparable(resp: ClientResponse, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The answer but its trace id (and Date, which may tick between the two requests)."""
+    headers = sorted((k, v) for k, v in resp.headers.items() if k not in {"X-Trace-Id", "Date"})
+    return resp.status, headers, body
+
+
+@pytest.mark.parametrize(("case", "age_s"), [("fresh", 0), ("too old", 3600)])
+async def test_an_unknown_utility_is_answered_as_a_wrong_signature(client: Client, case: str,
+                                                                   age_s: float) -> None:
+    body = notification()
+    answers = []
+    for headers in (signed(body, secret="not-it", age_s=age_s),  # gridco exists
+                    signed(body, utility="nobody", age_s=age_s),  # no such utility
+                    {k: v for k, v in signed(body, age_s=age_s).items()
+                     if k != "X-SEMS-Utility"}):  # no utility header at all
+        async with client.post(PATH, data=body, headers=headers) as resp:
+            assert resp.status == 401
+            answers.append(_comparable(resp, await resp.read()))
+    assert answers[0] == answers[1] == answers[2], case
