@@ -155,7 +155,7 @@ async def test_a_notification_is_never_half_made(client: Client, store: Store) -
     at_a = [e.event_id for e in await store.dr_events(facility_id=A)]
     at_b = [e.event_id for e in await store.dr_events(facility_id=B)]
     assert len(at_b) == 1
-    assert at_a == (at_b if at_b[0].startswith("BOTH-") else [])
+    assert at_a == (at_b if str(at_b[0]).startswith("BOTH-") else [])
 
 
 # -- stores from before -----------------------------------------------------------------------
