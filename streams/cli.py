@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from streams import admin_cli, forecast_cli
 from streams.logs import configure_logging
-from streams.looplag import probe_loop_lag
+from streams.looplag import freeze_startup_heap, probe_loop_lag
 from streams.metrics import Metrics
 from streams.settings import DEFAULT_DATA_DIR, Settings, SettingsError, load_settings
 from streams.shutdown import Shutdown, exit_abandoned
@@ -201,6 +201,7 @@ async def _worker(settings: Settings, *, ingest: bool = False) -> int:
         shutdown.on_stop_steps(runtime.stop_steps)
         await runtime.open()
         await runtime.start(ingest=ingest, worker=not ingest)
+        freeze_startup_heap()
         what = (f"ingest from {settings.mqtt_url}" if ingest
                 else f"worker (group {settings.kafka_app_id})")
         print(f"SEMS {what} running on Kafka {settings.kafka_bootstrap}. Press Ctrl+C to "
@@ -267,6 +268,7 @@ async def _start_run(settings: Settings, shutdown: Shutdown) -> bool:
     await web_runner.setup()
     shutdown.on_stop("API server stop", web_runner.cleanup)
     site = web.TCPSite(web_runner, settings.api_host, settings.api_port)
+    freeze_startup_heap()
     await site.start()
     _banner(settings, runtime, first=fleet.facilities[0].facility_id if fleet.facilities
             else "FACILITY")

@@ -4,11 +4,16 @@ API request included) waited behind whatever held the loop.
 ``sems_event_loop_lag_seconds`` is the worst delay of the last ``window_s`` (a sliding
 maximum), so a one-second stall stays visible to a scrape or a benchmark that polls less often
 than the probe ticks; the alert SemsEventLoopLagHigh fires on it.
+
+What keeps it low in ``sems run``, which serves the API from the loop that also backfills,
+ingests and folds: CPU loops give way every few ms (:class:`Yielder`), and the start-up's
+heap is frozen out of the garbage collector's full passes (:func:`freeze_startup_heap`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import deque
@@ -68,3 +73,14 @@ class Yielder:
         if now - self._since >= self._budget_s:
             await asyncio.sleep(0)
             self._since = time.perf_counter()
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then move every object alive now into the collector's permanent
+    generation. A long-running process holds a few hundred thousand objects from its imports
+    (pandas, statsmodels, pydantic schemas) that never die; without this every full
+    collection walks them all, and during a backfill those pauses held the event loop for up
+    to 570 ms (bench/startup.py, docs/performance.md). Call at the end of the start-up, before
+    the API listens: the collection itself takes a few hundred ms."""
+    gc.collect()
+    gc.freeze()
