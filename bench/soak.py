@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,17 +36,19 @@ import orjson
 
 from bench.report import machine_facts
 from bench.soak_load import Credentials, Tally, Traffic, mqtt_garbage
+from bench.soak_production import ProductionServers
 from bench.soak_schedule import DrSchedule, ShedWatch, wait_final
 from bench.soak_system import (
+    REPO,
     SemsProcess,
     SimulatorProcess,
     base_env,
-    cli,
     dead_letter_reasons,
     expected_readings,
     log_summary,
     stored_readings,
 )
+from bench.soak_system import cli as sems_cli
 from connectors.mqtt import BrokerAddress, MqttPublisher
 from simulators.bms import BmsServer, BmsService
 from simulators.fleet import build_fleet
@@ -59,6 +61,7 @@ RELEASE_GAP_S = 20.0
 REPORT_TIMEOUT_S = 30.0
 RELEASE_GRACE_S = 60.0
 SHUTDOWN_GRACE_S = 30.0
+Readings = Callable[[], Awaitable[set[tuple[str, int]]]]
 SIM_FAULTS = ["--duplicate-rate", "0.02", "--delay-rate", "0.02", "--late", "6",
               "--malformed", "16"]
 
@@ -70,6 +73,8 @@ class Options:
     workdir: Path | None
     json_path: Path | None
     seed: int
+    sems_repo: Path
+    profile: str
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -80,10 +85,17 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--workdir", type=Path, default=None, help="keep logs and data here")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--sems-repo", type=Path, default=REPO,
+                   help="run the SEMS of another checkout (e.g. `git archive be4c639` "
+                        "unpacked) to check that the soak catches what was fixed since")
+    p.add_argument("--profile", choices=["embedded", "production"], default="embedded",
+                   help="embedded SQLite (default), or InfluxDB + PostgreSQL + Redis with a "
+                        "PostgreSQL restart in the middle")
     a = p.parse_args(argv)
     if a.duration_s < 60:
         p.error("--duration-s must be at least 60")
-    return Options(a.duration_s, a.rate, a.workdir, a.json, a.seed)
+    return Options(a.duration_s, a.rate, a.workdir, a.json, a.seed, a.sems_repo.resolve(),
+                   a.profile)
 
 
 @dataclass
@@ -139,40 +151,59 @@ async def soak(opts: Options, workdir: Path) -> Result:
     mosquitto = Mosquitto(workdir / "mosquitto").start()
     bms = BmsServer(BmsService(fleet.models))
     await bms.start()
-    env = base_env({
+    servers = ProductionServers.start(workdir) if opts.profile == "production" else None
+    env, dropped = base_env({
+        **(servers.env() if servers is not None else {}),
         "SEMS_BMS_URL": bms.wsdl_url, "SEMS_LOG_LEVEL": "WARNING",
         "SEMS_DR_RELEASE_STAGES": str(RELEASE_STAGES),
         "SEMS_DR_RELEASE_GAP_S": str(RELEASE_GAP_S),
         "SEMS_DR_REPORT_TIMEOUT_S": str(REPORT_TIMEOUT_S),
         "SEMS_DR_RELEASE_GRACE_S": str(RELEASE_GRACE_S),
         "SEMS_SHUTDOWN_GRACE_S": str(SHUTDOWN_GRACE_S),
-    })
-    sems = SemsProcess(workdir, free_port(), mosquitto.url, env)
-    sim = SimulatorProcess(workdir, mosquitto.url, env)
+    }, repo=opts.sems_repo)
+    if opts.sems_repo != REPO or dropped:
+        result.disruptions.append(f"SEMS from {opts.sems_repo}; settings it does not know, "
+                                  f"not set: {dropped}")
+    sems = SemsProcess(workdir, free_port(), mosquitto.url, env, repo=opts.sems_repo,
+                       profile=opts.profile)
+    sim = SimulatorProcess(workdir, mosquitto.url, base_env({})[0])
+    fids = [f.facility_id for f in fleet.facilities]
+    since = datetime.now(UTC) - timedelta(hours=2)
+
+    async def readings() -> set[tuple[str, int]]:
+        if servers is not None:
+            return await servers.stored_readings(workdir, fids, since)
+        return await asyncio.to_thread(stored_readings, sems.data_dir / "sems.db")
+
     try:
         await asyncio.to_thread(sems.start)  # subscribes (persistent session) before any publish
         data = ["--data-dir", str(sems.data_dir)]
-        fids = [f.facility_id for f in fleet.facilities]
-        secret = cli(["utility", "add", "soakgrid", "--name", "Soak Grid",
+
+        def cli(args: list[str], env: dict[str, str]) -> str:
+            return sems_cli(args, env, repo=opts.sems_repo)
+
+        prof = ["--profile", opts.profile]
+        secret = cli(["utility", "add", "soakgrid", "--name", "Soak Grid", *prof,
                       *(a for f in fids for a in ("--facility", f)), *data], env).splitlines()[-1]
         creds = Credentials(
             admin=cli(["token", "create", "--role", "admin", "--subject", "soak-admin", *data],
                       env),
             viewer=cli(["token", "create", "--role", "viewer", "--facility", fids[0],
                         "--subject", "soak-viewer", *data], env),
-            api_key=cli(["utility", "key", "create", "soakgrid", *data], env).splitlines()[-1],
+            api_key=cli(["utility", "key", "create", "soakgrid", *prof, *data],
+                        env).splitlines()[-1],
             utility_id="soakgrid", secret=secret)
         now = datetime.now(UTC)
         sim.start(start=now - timedelta(hours=1), duration_s=3600, faults=SIM_FAULTS)
         await asyncio.to_thread(wait_until, sim.backfilled, timeout_s=120,
                                 what="the simulator's backfill")
-        await settle(sems, timeout_s=120)
+        await settle(readings, timeout_s=120)
         result.rss_mb["start"] = sems.rss_mb()
-        await load(opts, result, fleet, sems, sim, mosquitto, bms, creds)
+        await load(opts, result, fleet, sems, sim, mosquitto, creds, readings, servers)
         sim.stop()
-        await settle(sems, timeout_s=60)
+        await settle(readings, timeout_s=60)
         result.rss_mb["end"] = sems.rss_mb()
-        check_readings(result, sim, sems)
+        await check_readings(result, sim, sems, await readings())
     finally:
         sim.stop()
         if sems.process is not None:
@@ -181,16 +212,18 @@ async def soak(opts: Options, workdir: Path) -> Result:
         result.sems_log = log_summary(workdir)
         mosquitto.stop()
         await bms.stop()
+        if servers is not None:
+            servers.stop()
     return result
 
 
-async def settle(sems: SemsProcess, *, timeout_s: float) -> None:
+async def settle(readings: Readings, *, timeout_s: float) -> None:
     """Wait until the store's reading count has not moved for 5 s (the backlog is in)."""
     deadline = time.monotonic() + timeout_s
     last, since = -1, time.monotonic()
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
-            n = len(stored_readings(sems.data_dir / "sems.db"))
+            n = len(await readings())
             if n != last:
                 last, since = n, time.monotonic()
             elif time.monotonic() - since > 5:
@@ -199,8 +232,8 @@ async def settle(sems: SemsProcess, *, timeout_s: float) -> None:
 
 
 async def load(opts: Options, result: Result, fleet: Any, sems: SemsProcess,
-               sim: SimulatorProcess, mosquitto: Mosquitto, bms: BmsServer,
-               creds: Credentials) -> None:
+               sim: SimulatorProcess, mosquitto: Mosquitto, creds: Credentials,
+               readings: Readings, servers: ProductionServers | None) -> None:
     tally = Tally()
     stop = asyncio.Event()
     mqtt_sent: Counter[str] = Counter()
@@ -225,13 +258,18 @@ async def load(opts: Options, result: Result, fleet: Any, sems: SemsProcess,
             result, sems, started))))
         await asyncio.sleep(opts.duration_s * 0.3)
         await restart_broker(result, sim, mosquitto)
+        if servers is not None:
+            await asyncio.sleep(max(0.0, started + opts.duration_s * 0.45 - time.monotonic()))
+            t0 = time.monotonic()
+            await asyncio.to_thread(servers.restart_postgres)
+            result.disruptions.append(f"PostgreSQL restarted in {time.monotonic() - t0:.1f} s")
         await asyncio.sleep(max(0.0, started + opts.duration_s * 0.6 - time.monotonic()))
         result.rss_mb["before SEMS restart"] = sems.rss_mb()
         took = await asyncio.to_thread(sems.stop, grace_s=SHUTDOWN_GRACE_S + 15)
         await asyncio.to_thread(sems.start)
         result.disruptions.append(f"SEMS restarted at {time.monotonic() - started:.0f} s "
                                   f"(stopped in {took:.1f} s)")
-        await settle(sems, timeout_s=60)
+        await settle(readings, timeout_s=60)
         result.rss_mb["after SEMS restart"] = sems.rss_mb()
         await asyncio.sleep(max(0.0, started + opts.duration_s - time.monotonic()))
         stop.set()
@@ -306,12 +344,14 @@ async def restart_broker(result: Result, sim: SimulatorProcess, mosquitto: Mosqu
                               f"(simulator resumed from {next_step.isoformat()})")
 
 
-def check_readings(result: Result, sim: SimulatorProcess, sems: SemsProcess) -> None:
+async def check_readings(result: Result, sim: SimulatorProcess, sems: SemsProcess,
+                         stored: set[tuple[str, int]]) -> None:
     expected = expected_readings(sim.log_path)
     db = sems.data_dir / "sems.db"
-    missing = expected - stored_readings(db)
+    missing = expected - stored
     result.readings_expected, result.readings_lost = len(expected), len(missing)
-    result.lost_reasons = dead_letter_reasons(db, missing) if missing else {}
+    if missing and db.exists():
+        result.lost_reasons = dead_letter_reasons(db, missing)
     result.lost_examples = [f"{m} {datetime.fromtimestamp(t / 1000, UTC).isoformat()}"
                             for m, t in sorted(missing, key=lambda x: x[1])[:5]]
 

@@ -40,10 +40,10 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def cli(args: list[str], env: Mapping[str, str]) -> str:
+def cli(args: list[str], env: Mapping[str, str], *, repo: Path = REPO) -> str:
     """A ``sems`` subcommand's stdout (token, utility, key), raising on failure."""
     done = subprocess.run([sys.executable, "-m", "streams.cli", *args], env=dict(env),
-                          cwd=REPO, check=False, capture_output=True, text=True)
+                          cwd=repo, check=False, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"sems {' '.join(args)} failed: {done.stderr.strip()}")
     return done.stdout.strip()
@@ -57,6 +57,8 @@ class SemsProcess:
     port: int
     mqtt_url: str
     env: dict[str, str]
+    repo: Path = REPO
+    """The checkout whose SEMS runs (``python -m`` takes the working directory first)."""
     profile: str = "embedded"
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -78,7 +80,7 @@ class SemsProcess:
             [sys.executable, "-m", "streams.cli", "run", "--profile", self.profile,
              "--mqtt", self.mqtt_url, "--no-simulate", "--data-dir", str(self.data_dir),
              "--port", str(self.port)],
-            env=self.env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
+            env=self.env, cwd=self.repo, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT)
         wait_until(self.healthy, timeout_s=90, what=f"sems run on {self.base}")
 
@@ -219,7 +221,14 @@ def log_summary(workdir: Path) -> dict[str, Any]:
             "lines": [{"count": n, "shape": k, "first": first} for k, (n, first) in top[:12]]}
 
 
-def base_env(extra: Mapping[str, str]) -> dict[str, str]:
+def base_env(extra: Mapping[str, str], *, repo: Path = REPO) -> tuple[dict[str, str], list[str]]:
+    """The environment for SEMS processes, and the ``extra`` settings dropped because the
+    checkout in ``repo`` does not know them (SEMS refuses unknown ``SEMS_*`` variables)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEMS_")}
-    env.update(extra)
-    return env
+    known = subprocess.run(
+        [sys.executable, "-c", "from streams.settings import Settings; "
+         "print(' '.join(Settings.model_fields))"],
+        env=env, cwd=repo, check=True, capture_output=True, text=True).stdout.split()
+    dropped = [k for k in extra if k.removeprefix("SEMS_").lower() not in known]
+    env.update({k: v for k, v in extra.items() if k not in dropped})
+    return env, dropped
