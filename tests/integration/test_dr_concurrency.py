@@ -17,6 +17,8 @@ import psycopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from api import ApiDeps, apikeys, create_app
@@ -25,7 +27,7 @@ from api.ratelimit import RateLimiter
 from connectors.postgres.migrate import upgrade
 from connectors.sqlite import SqliteStore
 from schemas.access import Utility
-from schemas.dr import DrEvent, webhook_event_uuid
+from schemas.dr import DrEvent, DrStatus, webhook_event_uuid
 from schemas.metadata import Facility, Meter, MeterType
 from streams.metrics import Metrics
 from streams.stores import build_store
@@ -231,3 +233,44 @@ def test_migration_0006_fails_the_overlapping_events_it_finds(postgres: Postgres
     finally:
         with psycopg.connect(postgres.dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+# -- the store's rule against a model, on generated sequences ---------------------------------
+
+SLOT = timedelta(minutes=15)
+Op = tuple[str, int, int, DrStatus]  # facility, start slot, length in slots, status
+STATUSES: list[DrStatus] = ["scheduled", "active", "completed", "failed"]
+
+
+@settings(derandomize=True, max_examples=40, deadline=None, database=None)
+@given(st.lists(st.tuples(st.sampled_from([A, B]), st.integers(0, 12), st.integers(1, 4),
+                          st.sampled_from(STATUSES)),
+                min_size=1, max_size=12))
+def test_creations_follow_the_model(tmp_path_factory: pytest.TempPathFactory,
+                                    ops: list[Op]) -> None:
+    """Each creation is stored exactly when no stored event of its facility that is not
+    failed overlaps it (and a failed one always is); what is stored never overlaps."""
+    async def run() -> None:
+        s = SqliteStore(tmp_path_factory.mktemp("model") / "sems.db", metrics=Metrics())
+        await s.open()
+        kept: list[DrEvent] = []
+        try:
+            await s.upsert_facilities([Facility(facility_id=f, name=f, contract_demand_kw=1)
+                                       for f in (A, B)])
+            for facility_id, slot, slots, status in ops:
+                start = START + slot * SLOT
+                event = DrEvent(id=str(uuid.uuid4()), facility_id=facility_id, source="api",
+                                event_start=start, event_end=start + slots * SLOT,
+                                status=status, created_at=START, updated_at=START)
+                blocking = [k for k in kept if k.status != "failed" and status != "failed"
+                            and k.facility_id == facility_id and k.event_start < event.event_end
+                            and event.event_start < k.event_end]
+                created = await s.create_dr_events([event])
+                assert created.inserted == (() if blocking else (event,))
+                assert set(created.conflicts) == set(blocking)
+                kept += created.inserted
+            assert sorted(e.id for e in await s.dr_events()) == sorted(e.id for e in kept)
+        finally:
+            await s.close()
+
+    asyncio.run(run())
