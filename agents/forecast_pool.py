@@ -69,6 +69,9 @@ class ProcessRunner:
         self._pids: SimpleQueue[int] | None = None
         self._known_pids: set[int] = set()
         self._closed = False
+        self._slots = asyncio.Semaphore(workers)
+        """Calls wait here, not in the pool's queue, so that a refit waiting behind a
+        backtest is not timed out (and does not kill the backtest's worker) for the wait."""
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._closed:
@@ -84,7 +87,11 @@ class ProcessRunner:
                   timeout_s: float | None = None, **kwargs: object) -> R:
         """``fn(*args, **kwargs)`` in a worker; ``fn`` and its arguments must pickle."""
         limit_s = self.timeout_s if timeout_s is None else timeout_s
-        future = self._executor().submit(partial(fn, *args, **kwargs))
+        async with self._slots:  # submitted when a worker is free: the timeout is run time
+            return await self._submit(partial(fn, *args, **kwargs), fn, limit_s)
+
+    async def _submit(self, call: Callable[[], R], fn: object, limit_s: float) -> R:
+        future = self._executor().submit(call)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), limit_s)
         except TimeoutError:
@@ -95,7 +102,8 @@ class ProcessRunner:
             self._restart()
             raise WorkerLost(f"the forecast worker died: {exc}") from None
         except asyncio.CancelledError:
-            future.cancel()  # queued: dropped; running: finishes, its result is ignored
+            if not future.cancel():  # running: nobody wants it, and the next call would wait
+                self._restart()
             raise
 
     def worker_pids(self) -> set[int]:

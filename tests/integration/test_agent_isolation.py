@@ -184,6 +184,26 @@ async def test_a_choice_past_its_timeout_kills_its_worker_and_the_forecasts_go_o
         svc.close()
 
 
+async def test_a_refit_waiting_behind_a_choice_is_not_timed_out_for_the_wait(
+    store: SqliteStore,
+) -> None:
+    """One worker: the cycle's refit (ms) waits for the backtest under way (seconds). Its
+    timeout counts from when it runs, so neither is killed."""
+    svc = service(store)
+    try:
+        await svc.run_cycle([YOUNG])  # the worker is up (its start-up took seconds)
+        svc.fit_timeout_s = 1.0
+        choosing = asyncio.create_task(svc.choose(SITE))
+        await asyncio.sleep(0.1)  # the choice holds the worker
+        made = await svc.run_cycle([YOUNG])
+        choice = await choosing
+        assert [f.facility_id for f in made] == ["plant-young"]
+        assert choice.scores
+        assert failures(store.metrics, "forecast") == 0
+    finally:
+        svc.close()
+
+
 async def test_close_does_not_wait_for_a_running_choice(store: SqliteStore) -> None:
     svc = service(store)
     await svc.run_cycle([YOUNG])
