@@ -39,6 +39,9 @@ from tests.servers import (
     Mosquitto,
     Redis,
     free_port,
+    kill_group,
+    spawn,
+    stop_process,
     wait_until,
 )
 
@@ -125,14 +128,18 @@ class Sems:
         self.kafka = kafka
         self.log = (workdir / "sems.log").open("ab")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.children: list[subprocess.Popen[bytes]] = []
+        """Everything the test started (SEMS, simulators), each in a process group of its
+        own, stopped at teardown whatever failed."""
         # What an operator does: an admin token from the local issuer of this data dir.
         self.headers = {"Authorization": "Bearer " + subprocess.run(
             [*SEMS, "token", "create", "--role", "admin", "--data-dir", str(workdir / "data")],
             env=self.env, check=True, capture_output=True, text=True).stdout.strip()}
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = spawn(self.args, env=self.env, stdin=subprocess.DEVNULL, stdout=self.log,
+                          stderr=subprocess.STDOUT)
+        self.children.append(self.proc)
         wait_until(self.ready, timeout_s=60, what="sems /healthz with MQTT connected")
 
     def ready(self) -> bool:
@@ -144,20 +151,32 @@ class Sems:
             return False
 
     def get(self, path: str, **params: Any) -> Any:
+        # A short timeout: the API answers fast while SEMS ingests, folds and forecasts.
         response = requests.get(f"{self.base}{path}", params=params, headers=self.headers,
-                                timeout=10)
+                                timeout=1)
         assert response.status_code == 200, response.text
         return response.json()
 
     def kill(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        kill_group(self.proc)
 
     def stop(self) -> int:
+        """SIGTERM: SEMS stops within its shutdown grace (30 s)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
+        return self.proc.wait(timeout=35)
+
+    def simulate(self, broker: Mosquitto, start: datetime, duration_s: int,
+                 log: Path) -> subprocess.Popen[bytes]:
+        process = simulate(broker, start, duration_s, log)
+        self.children.append(process)
+        return process
+
+    def teardown(self) -> None:
+        for process in self.children:
+            stop_process(process, timeout_s=5)
+        self.log.close()
 
 
 @pytest.fixture(params=["local", "kafka", "production"])
@@ -178,15 +197,15 @@ def sems(request: pytest.FixtureRequest, tmp_path: Path,
                       "SEMS_POSTGRES_DSN": dsn, "SEMS_REDIS_URL": redis.url}
         counts = ProductionCounts(influx, prefix, dsn)
     s = Sems(tmp_path, own_mosquitto, kafka, production, counts)
-    yield s
-    if s.proc is not None and s.proc.poll() is None:
-        s.proc.kill()
-        s.proc.wait()
+    try:
+        yield s
+    finally:
+        s.teardown()
 
 
 def simulate(broker: Mosquitto, start: datetime, duration_s: int,
              log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    return spawn(
         [*SEMS, "simulate", "--mqtt", broker.url, "--facilities", str(FACILITIES),
          "--meters", str(METERS), "--seed", str(SEED), "--start", start.isoformat(),
          "--duration-s", str(duration_s), "--duplicate-rate", "0.02", "--delay-rate", "0.02",
@@ -203,7 +222,7 @@ def test_rollups_equal_an_independent_recomputation_across_a_crash(
     sems.start()
 
     # First half, with SEMS killed -9 while it is consuming, then restarted.
-    first = simulate(own_mosquitto, start, HALF_S, published_log)
+    first = sems.simulate(own_mosquitto, start, HALF_S, published_log)
     wait_until(lambda: sems.counts.readings() > 2000, timeout_s=60,
                what="SEMS consuming the first half")
     sems.kill()
@@ -213,7 +232,8 @@ def test_rollups_equal_an_independent_recomputation_across_a_crash(
     sems.start()
     # Second half, published while SEMS runs.
     second_start = start + timedelta(seconds=HALF_S)
-    second = simulate(own_mosquitto, second_start, 2 * 3600 + 120 - HALF_S, published_log)
+    second = sems.simulate(own_mosquitto, second_start, 2 * 3600 + 120 - HALF_S,
+                           published_log)
     assert second.wait(timeout=120) == 0
 
     messages = [orjson.loads(line) for line in published_log.read_bytes().splitlines()]
@@ -280,7 +300,7 @@ def test_rollups_equal_an_independent_recomputation_across_a_crash(
     reasons = Counter(d["reason"] for d in dead)
     assert reasons["late"] == 10
     assert sum(reasons.values()) == len(refused)
-    metrics = requests.get(f"{sems.base}/metrics", headers=sems.headers, timeout=5).text
+    metrics = requests.get(f"{sems.base}/metrics", headers=sems.headers, timeout=1).text
     assert 'sems_readings_rejected_total{reason="late"} ' in metrics
 
     # Every facility's next 24 h is forecast from the history it now has, stored and served,
