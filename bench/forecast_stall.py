@@ -10,7 +10,11 @@ for the baseline. The worker process is started and warmed before its phase (its
 on the other core and does not hold this interpreter's GIL either). Reported per phase: the
 median over ``--runs`` of the p50, p99 and max lag, and the ratio to the baseline.
 
-    python -m bench.forecast_stall [--runs 3] [--probe-ms 10]
+``--cycle N`` also times the 15-minute cycle's path on N facilities (``fourier_ols`` refits):
+in this process, as ``bench/forecast.py`` does, and through the worker as the agent now does
+(the inputs pickled to it, the ``Forecast`` back), medians of ``--runs``.
+
+    python -m bench.forecast_stall [--runs 3] [--probe-ms 10] [--cycle 100]
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from agents.forecast_pool import ProcessRunner
-from agents.forecasting import Choice, choose_model
+from agents.forecasting import Choice, choose_model, forecast
 from bench.forecast import NOW, Facility, fleet
 from bench.report import cpu_model, sems_revision
 from schemas.metadata import MeterType
@@ -114,12 +118,39 @@ async def run(runs: int, period_s: float, baseline_s: float) -> dict[str, list[t
     return out
 
 
+async def cycle_paths(size: int, runs: int) -> tuple[list[float], list[float]]:
+    """Seconds per cycle over ``size`` facilities: in this process, and through the worker."""
+    facilities = fleet(size)
+    runner = ProcessRunner(timeout_s=600)
+    calls = [partial(forecast, f.load_kw, now=NOW, timezone=f.timezone,
+                     temperature_c=f.temperature_c, country=f.country, model="fourier_ols")
+             for f in facilities]
+    local: list[float] = []
+    worker: list[float] = []
+    try:
+        await runner.run(calls[0])
+        calls[0]()
+        for _ in range(runs):
+            started = time.perf_counter()
+            for call in calls:
+                call()
+            local.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for call in calls:
+                await runner.run(call)
+            worker.append(time.perf_counter() - started)
+    finally:
+        runner.close()
+    return local, worker
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.forecast_stall", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--probe-ms", type=float, default=10.0)
     p.add_argument("--baseline-s", type=float, default=3.0)
+    p.add_argument("--cycle", type=int, default=0, help="facilities to time a cycle on")
     a = p.parse_args(argv)
     print(f"date {datetime.now().date()}, cpu {cpu_model()}, python {platform.python_version()}"
           f", sems {sems_revision()}; probe every {a.probe_ms:g} ms, {a.runs} runs")
@@ -134,6 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = ", ".join(f"{r[2] * 1000:.0f}" for r in rows)
         print(f"| {name} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | {worst * 1000:.0f} ({runs}) "
               f"| {cur99 * 1000:.1f} | {p99 / base_p99:.1f} |")
+    if a.cycle > 0:
+        local, worker = asyncio.run(cycle_paths(a.cycle, a.runs))
+        here, there = statistics.median(local), statistics.median(worker)
+        print(f"\ncycle of {a.cycle} facilities (fourier_ols): in this process "
+              f"{here / a.cycle * 1000:.0f} ms per facility, through the worker "
+              f"{there / a.cycle * 1000:.0f} ms per facility ({there / here:.2f}x)")
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 
