@@ -5,7 +5,8 @@ once it is idle, in the same run.
 Each run starts ``sems run`` (the embedded default: local runtime, SQLite, the in-process
 simulator) with ``--backfill-s`` of history to feed, and polls ``/api/facilities/fac-001/current``
 at a fixed rate from the moment the port answers. Each request is timed from when it was due,
-so a stalled loop cannot hide its queueing (no coordinated omission). The busy phase lasts
+and sent then whether or not the previous one was answered (open loop), so a stalled loop
+cannot hide its queueing (no coordinated omission). The busy phase lasts
 until the backfill is fed (``/current`` has live data) and every facility has a forecast
 (the model choice ran); then the baseline phase polls the idle process for ``--baseline-s``.
 ``sems_event_loop_lag_seconds`` (the process's own probe, a sliding maximum) is read from
@@ -103,28 +104,38 @@ class Sems:
 
 async def _poll(session: aiohttp.ClientSession, sems: Sems, phase: list[Phase],
                 interval_s: float, stop: asyncio.Event) -> None:
-    """``/current`` every ``interval_s``, each timed from its due time, into ``phase[0]``."""
+    """``/current`` every ``interval_s`` (open loop: each request is sent when due, whether or
+    not the previous one has been answered), each timed from its due time, into the phase
+    current when it was due."""
     url = f"{sems.base}/api/facilities/fac-001/current"
-    due = time.perf_counter()
-    while not stop.is_set():
-        wait_s = due - time.perf_counter()
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)
-        current = phase[0]
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def one(due: float, into: Phase) -> None:
         try:
             async with session.get(url, headers=sems.headers) as r:
                 await r.read()
                 ok = r.status == 200
         except aiohttp.ClientError:
             ok = False
-        if ok:
-            latency_s = time.perf_counter() - due
-            current.latencies_s.append(latency_s)
-            if latency_s > 0.1:
-                current.worst.append((round(due - sems.started, 2), round(latency_s, 3)))
-        else:
-            current.errors += 1
+        if not ok:
+            into.errors += 1
+            return
+        latency_s = time.perf_counter() - due
+        into.latencies_s.append(latency_s)
+        if latency_s > 0.1:
+            into.worst.append((round(due - sems.started, 2), round(latency_s, 3)))
+
+    due = time.perf_counter()
+    while not stop.is_set():
+        wait_s = due - time.perf_counter()
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+        task = asyncio.create_task(one(due, phase[0]))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
         due += interval_s
+    if in_flight:
+        await asyncio.gather(*in_flight)
 
 
 async def _lag(session: aiohttp.ClientSession, sems: Sems, phase: list[Phase],
@@ -152,7 +163,8 @@ async def one_run(workdir: Path, *, backfill_s: float, rate: float,
     started = time.perf_counter()
     timeout = aiohttp.ClientTimeout(total=30)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with aiohttp.ClientSession(
+                timeout=timeout, connector=aiohttp.TCPConnector(limit=100)) as session:
             while True:  # the port answers
                 try:
                     async with session.get(f"{sems.base}/healthz") as r:
