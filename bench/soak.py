@@ -37,7 +37,7 @@ import orjson
 from bench.report import machine_facts
 from bench.soak_load import Credentials, Tally, Traffic, mqtt_garbage
 from bench.soak_production import ProductionServers
-from bench.soak_schedule import DrSchedule, ShedWatch, wait_final
+from bench.soak_schedule import DrSchedule, ShedWatch, shifted, wait_final
 from bench.soak_system import (
     REPO,
     SemsProcess,
@@ -289,7 +289,7 @@ async def load(opts: Options, result: Result, fleet: Any, sems: SemsProcess,
                          + RELEASE_GRACE_S)
     for e in events:
         if e["status"] not in ("completed", "failed") and \
-                datetime.fromisoformat(e["event_end"]) + deadline < now:
+                shifted(e["event_end"], deadline) < now:
             result.stuck_events.append(f"{e['id']} {e['facility_id']} {e['status']} "
                                        f"{e['event_start']}..{e['event_end']}")
         if e["status"] == "failed":

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from bench.soak_load import Traffic, _iso, _minute
+from bench.soak_load import Traffic, _iso, _minute, created_by, replayed
 from bench.soak_system import shed_loads
 from simulators.building import BuildingModel
 
@@ -74,14 +74,14 @@ class DrSchedule:
         if not 200 <= status < 300:
             self._note(f"valid event refused ({status})", f"{fid} {_iso(start)}: {body[:300]!r}")
             return
-        self.created += 1
+        self.created += created_by(body)
         with contextlib.suppress(Exception):
             reply = orjson.loads(body)
             if isinstance(reply, dict) and isinstance(reply.get("id"), str):
                 t.event_ids.append(reply["id"])
         if webhook and t.rng.random() < 0.5:  # a replay creates nothing new
             status, body = await t.webhook(doc, "webhook replay")
-            if status != 200 or not orjson.loads(body).get("replayed"):
+            if status != 200 or not replayed(body):
                 self._note("replay not answered as a replay", f"{status} {body[:300]!r}")
         if t.rng.random() < 0.5:  # an overlapping window must be refused
             shifted = t.notification(fid, start + timedelta(minutes=1),
@@ -127,9 +127,19 @@ class ShedWatch:
                 pass
 
 
+def shifted(iso: str, delta: timedelta) -> datetime:
+    """``iso + delta``, clamped to what ``datetime`` can hold (SEMS may have stored an event in
+    year 9999 or 1: the soak must not die of what it is looking for)."""
+    t = datetime.fromisoformat(iso)
+    try:
+        return t + delta
+    except OverflowError:
+        return (datetime.max if delta > timedelta(0) else datetime.min).replace(tzinfo=UTC)
+
+
 def _window(event: dict[str, Any], deadline: timedelta) -> tuple[datetime, datetime]:
-    start = datetime.fromisoformat(event["event_start"]) - timedelta(seconds=LEAD_S)
-    return start, datetime.fromisoformat(event["event_end"]) + deadline
+    return (shifted(event["event_start"], -timedelta(seconds=LEAD_S)),
+            shifted(event["event_end"], deadline))
 
 
 async def list_events(traffic: Traffic, previous: dict[str, list[dict[str, Any]]]
@@ -159,7 +169,8 @@ async def wait_final(traffic: Traffic, *, deadline_s: float) -> list[dict[str, A
         due = [e for e in flat
                if datetime.fromisoformat(e["event_start"]) <= now + timedelta(minutes=10)]
         open_ = [e for e in due if e["status"] not in FINAL]
-        last = max((datetime.fromisoformat(e["event_end"]) for e in open_), default=now)
-        if not open_ or now > last + timedelta(seconds=deadline_s):
+        last = max((shifted(e["event_end"], timedelta(seconds=deadline_s)) for e in open_),
+                   default=now)
+        if not open_ or now > last:
             return flat
         await asyncio.sleep(3)
