@@ -24,9 +24,9 @@ from agents.dr.inventory import Inventory
 from agents.dr.performance import InsufficientMeterDataError, achieved_reduction
 from agents.dr.plan import Plan, PlannedAction
 from agents.dr.planner import plan_reduction
+from agents.dr_audit import as_before, held_by_others, release_of, shed_loads
 from agents.dr_baseline import BaselineSource, NoBaseline
 from agents.dr_inventory import InventorySource
-from agents.dr_watchdog import release_of, shed_loads
 from agents.item_failures import ItemFailures, reason_of
 from schemas.dr import BmsCommandRecord, CommandKind, CommandPhase, DrEvent, command_uuid
 from schemas.metadata import Facility
@@ -266,6 +266,7 @@ class DrService:
         target_kw = (e.target_reduction_percentage / 100.0 * baseline.mean_kw
                      if e.target_reduction_percentage is not None
                      else e.target_reduction_kw or 0.0)
+        inventory = as_before(inventory, await held_by_others(self.store, e))
         upper = await self.baselines.upper_band(e.facility_id, baseline)
         plan = plan_reduction(inventory, target_reduction_kw=target_kw, forecast_upper_kw=upper,
                               baseline_kw=baseline.baseline_kw, event_start=e.event_start,

@@ -28,48 +28,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from agents.bms_commands import BmsCommandExecutor
+from agents.dr_audit import restore_value_of, shed_loads
 from agents.item_failures import ItemFailures, reason_of
-from schemas.dr import BmsCommandRecord, CommandKind, DrEvent, command_uuid
+from schemas.dr import BmsCommandRecord, CommandKind, DrEvent
 from streams.logs import trace_id_var
 from streams.metrics import Metrics
 from tables.ports import DrStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-NEUTRAL: dict[CommandKind, float] = {"zone_setpoint_offset": 0.0, "lighting_level": 100.0}
-"""What a load is put back to when its apply command does not say what it was before."""
 MAX_ATTEMPTS = 100
 _NAMESPACE = uuid.UUID("0b7f5c3e-2a41-4d0e-8f6a-9c2d7e1b5a40")
-
-
-def restore_value_of(apply: BmsCommandRecord) -> float:
-    return NEUTRAL[apply.kind] if apply.restore_value is None else apply.restore_value
 
 
 def watchdog_command_id(dr_event_id: str, kind: CommandKind, target_id: str,
                         attempt: int) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"watchdog:{dr_event_id}:{kind}:{target_id}:{attempt}"))
-
-
-def shed_loads(records: list[BmsCommandRecord]) -> list[BmsCommandRecord]:
-    """The apply commands of one event that may have shed a load no release has undone yet:
-    the fail-safe reading (a pending or timed-out apply may have been applied)."""
-    undone = {(r.kind, r.target_id) for r in records if r.phase == "release" and r.result == "ok"}
-    return [r for r in records
-            if r.phase == "apply" and r.released_at is None
-            and (r.result in ("ok", "pending") or r.failure == "timeout")
-            and (r.kind, r.target_id) not in undone]
-
-
-def release_of(apply: BmsCommandRecord, e: DrEvent, now: datetime) -> BmsCommandRecord:
-    """The release of an apply command from the audit trail alone (an event that failed
-    while shed): the release id the plan's own release would have, so it is sent once."""
-    return BmsCommandRecord(
-        command_id=command_uuid(e.id, "release", apply.kind, apply.target_id),
-        dr_event_id=e.id, facility_id=e.facility_id, kind=apply.kind,
-        target_id=apply.target_id, value=restore_value_of(apply), phase="release",
-        why=f"DR event {e.id} failed: its loads are released at once", trace_id=e.trace_id,
-        requested_at=now)
 
 
 @dataclass

@@ -353,3 +353,34 @@ async def test_a_store_outage_fails_no_event(rig: Rig) -> None:
     down.down = False
     await dr.tick()
     assert (await rig.load(e)).plan is not None
+
+
+async def test_back_to_back_events_give_back_the_settings_from_before_the_first(
+    rig: Rig,
+) -> None:
+    """Found by the lifecycle state machine: the second event's commands go out (5 s before
+    its start) while the first still holds its last release stage. Planned from the loads as
+    they are, its release would restore the first event's shed settings for good; planned
+    from the audit trail's pre-event settings, the building ends as it was."""
+    before = a_manager_set(rig, "fac-001")
+    first = await rig.event("fac-001")
+    second_start = END + timedelta(seconds=GAP_S)  # the first's last stage is due then
+    second = await rig.event("fac-001", second_start, second_start + timedelta(minutes=10))
+    dr = rig.agent(rig.executor())
+    await dr.tick()
+    rig.now = START
+    await dr.tick()
+    await rig.store.commit(CommitBatch(rollups=rollups("fac-001", START, 30, 330)))
+    rig.now = END
+    await dr.tick()  # the first's stage 1
+    rig.now = second_start - timedelta(seconds=5)
+    await dr.tick()  # the second applies; the first's stage 2 is not due yet
+    assert (await rig.load(second)).status == "active"
+    held = [r for r in await rig.store.bms_commands(first.id)
+            if r.phase == "apply" and r.released_at is None]
+    assert held  # the first still holds some loads
+    for rig.now in (second_start, second_start + timedelta(minutes=10),
+                    second_start + timedelta(minutes=11), second_start + timedelta(minutes=20)):
+        await dr.tick()
+    assert (await rig.load(first)).final and (await rig.load(second)).final
+    assert rig.settings_of("fac-001") == before
