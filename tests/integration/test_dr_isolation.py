@@ -31,8 +31,10 @@ from schemas.rollup import Rollup, Scope, WindowName
 from simulators.bms import BmsServer
 from simulators.bms_service import BmsService
 from simulators.fleet import Fleet, build_fleet
+from streams.dr_wiring import LocalDr
 from streams.logs import TraceIdFilter
 from streams.metrics import Metrics
+from streams.settings import Settings
 from tables.ports import CommitBatch, DrStore, StoreUnavailable
 from tests.integration.helpers import eventually
 
@@ -384,3 +386,35 @@ async def test_back_to_back_events_give_back_the_settings_from_before_the_first(
         await dr.tick()
     assert (await rig.load(first)).final and (await rig.load(second)).final
     assert rig.settings_of("fac-001") == before
+
+
+async def test_both_runtimes_run_the_watchdog_on_the_bms_they_attach(rig: Rig,
+                                                                     tmp_path: Path) -> None:
+    """The wiring starts a dr-watchdog task next to the DR scheduler, on the BMS client the
+    runtime opened (SEMS_BMS_URL here, the SOAP simulator), with the release grace setting."""
+    before = rig.settings_of("fac-001")
+    async with BmsServer(rig.service, host="127.0.0.1", port=0) as server:
+        s = Settings(data_dir=tmp_path, bms_url=server.wsdl_url, dr_release_grace_s=120)
+        local = LocalDr(s, rig.store, rig.metrics, rig.clock)
+        tasks = await local.start()
+        try:
+            assert [name for _, name in tasks][-2:] == ["dr-scheduler", "dr-watchdog"]
+            watchdog = local.wiring.watchdog
+            assert watchdog.grace_s == 120 and watchdog.executor is local.wiring.executor
+            e = await rig.event("fac-001")
+            shed = BmsCommandExecutor(rig.store, rig.metrics, rig.clock,
+                                      bms=LocalBms(rig.service))
+            zone = rig.fleet.models["fac-001"].zones[0].zone_id
+            await shed.execute(BmsCommandRecord(
+                command_id=str(uuid.uuid4()), dr_event_id=e.id, facility_id="fac-001",
+                kind="zone_setpoint_offset", target_id=zone, value=3.0, phase="apply",
+                why="test: shed by an event whose release never came", requested_at=rig.now,
+                restore_value=0.0))
+            assert rig.settings_of("fac-001") != before
+            rig.now = END + timedelta(seconds=2 * s.dr_release_gap_s + 120)
+            assert await watchdog.check() == 1
+            assert rig.settings_of("fac-001") == before
+        finally:
+            for coro, _ in tasks:
+                coro.close()
+            await local.close()

@@ -379,4 +379,6 @@ class DrLifecycle(RuleBasedStateMachine):
 
 
 DrLifecycle.TestCase.settings = settings.get_profile(PROFILE)
-TestDrLifecycle = DrLifecycle.TestCase
+# The long profile runs for many minutes: past the suite's per-test timeout.
+TestDrLifecycle = (pytest.mark.timeout(3600)(DrLifecycle.TestCase) if PROFILE.endswith("long")
+                   else DrLifecycle.TestCase)
