@@ -5,10 +5,8 @@ The deadline of an event is its end + its release schedule (``(stages - 1) x gap
 (``SEMS_DR_RELEASE_GRACE_S``). Past it, the watchdog reads the audit trail only: every apply
 command that may have changed a load (result ``ok``, still ``pending``, or a ``timeout``, which
 may have been applied) and that no successful release undid is restored to the load's
-pre-event setting. That setting is ``BmsCommandRecord.restore_value``, written on the apply
-command itself when it is requested (the load's state the commands start from); a record
-without one (written before the field existed, or by a store that does not keep it) is put
-back to the neutral setting: offset 0 degC, lighting 100 %.
+pre-event setting, ``BmsCommandRecord.restore_value``, written on the apply command itself
+when it is requested (``agents/dr_audit.py``).
 
 Each restore goes straight to the BMS through the command executor (recorded before it is
 sent, completed after; the apply gets ``released_at``), with a deterministic command id per
