@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run run-kafka run-production test test-unit lint typecheck bench bench-kafka bench-influx bench-api bench-forecast services schemas clean
+.PHONY: run run-kafka run-production test test-unit lint typecheck bench bench-kafka bench-influx bench-api bench-forecast bench-startup soak services schemas clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "SEMS needs Python >= 3.11")'
@@ -59,6 +59,13 @@ bench-api: $(STAMP) services  ## /current latency at 500 req/s with Redis, besid
 
 bench-forecast: $(STAMP)  ## the 15-min forecast cycle for 100 and 1,000 facilities, beside seasonal naive
 	$(PY) -m bench.forecast --facilities 100 1000 --repeat 3
+
+bench-startup: $(STAMP)  ## /current latency while sems run starts, backfills and chooses models, beside the idle process
+	$(PY) -m bench.startup --runs 3
+
+SOAK_S ?= 600
+soak: $(STAMP) services  ## hostile-traffic soak of make run's system (SOAK_S seconds, default 600); docs/reliability.md
+	$(PY) -m bench.soak --duration-s $(SOAK_S)
 
 clean:
 	rm -rf $(VENV) .run .cache

@@ -220,6 +220,7 @@ async def _start_run(settings: Settings, shutdown: Shutdown) -> bool:
     from aiohttp import web
 
     from api import ApiDeps, create_app
+    from api.aiohttp_protocol_errors import api_runner
     from connectors.mqtt import BrokerAddress, MqttPublisher, RawMessage
     from simulators.fleet import build_fleet
     from simulators.publish import Simulation
@@ -259,12 +260,13 @@ async def _start_run(settings: Settings, shutdown: Shutdown) -> bool:
                              metrics=runtime.metrics, clock=runtime.clock,
                              health_checks={"mqtt": health_mqtt}, cache=runtime.cache,
                              current_ttl_s=settings.current_cache_ttl_s, auth=guard.auth,
-                             rate_limiter=guard.rate_limiter, jwks=guard.jwks,
+                             rate_limiter=guard.rate_limiter,
+                             client_rate_limiter=guard.client_rate_limiter, jwks=guard.jwks,
                              max_body_bytes=settings.api_max_body_bytes,
                              forecasts=runtime.store, dr=runtime.dr.wiring.api))
     # In-flight requests get a moment at the stop, not aiohttp's default minute.
-    web_runner = web.AppRunner(app, access_log=None,
-                               shutdown_timeout=min(API_SHUTDOWN_S, settings.shutdown_grace_s / 4))
+    web_runner = api_runner(app, access_log=None,
+                            shutdown_timeout=min(API_SHUTDOWN_S, settings.shutdown_grace_s / 4))
     await web_runner.setup()
     shutdown.on_stop("API server stop", web_runner.cleanup)
     site = web.TCPSite(web_runner, settings.api_host, settings.api_port)

@@ -14,7 +14,7 @@ import pytest
 import requests
 from jsonschema import Draft202012Validator
 
-from tests.servers import free_port, wait_until
+from tests.servers import free_port, spawn, stop_process, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ class Live:
         self.env.update(SEMS_API_RATE_PER_S="100000", SEMS_API_RATE_BURST="100000")
         self.admin = self.token("--role", "admin")
         self.viewer = self.token("--role", "viewer", "--facility", "fac-001")
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [*SEMS, "run", "--port", str(self.port), "--data-dir", str(self.data),
              "--backfill-s", "900"], env=self.env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
@@ -60,8 +60,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         wait_until(api.ready, timeout_s=90, what="sems run with rollups to serve")
         yield api
     finally:
-        api.proc.send_signal(signal.SIGINT)
-        api.proc.wait(timeout=30)
+        stop_process(api.proc, timeout_s=30, sig=signal.SIGINT)
 
 
 def test_the_spec_is_openapi_31_and_names_exactly_the_routes(live: Live) -> None:

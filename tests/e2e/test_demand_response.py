@@ -26,7 +26,7 @@ from agents.dr.planner import plan_reduction
 from api.signatures import sign
 from schemas.metadata import MeterType
 from simulators.fleet import Fleet, build_fleet
-from tests.servers import InfluxDB, Kafka, Redis, free_port, wait_until
+from tests.servers import InfluxDB, Kafka, Redis, free_port, spawn, stop_process, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -64,8 +64,8 @@ class Live:
             self.env.update(production, SEMS_PROFILE="production")
         self.admin = self.cli("token", "create", "--role", "admin")
         self.log = (workdir / "sems.log").open("wb")
-        self.proc = subprocess.Popen([*SEMS, *args], env=self.env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = spawn([*SEMS, *args], env=self.env, stdout=self.log,
+                          stderr=subprocess.STDOUT)
 
     def cli(self, *args: str) -> str:
         return subprocess.run([*SEMS, *args, "--data-dir", str(self.data)], env=self.env,
@@ -105,8 +105,7 @@ def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Live]:
         wait_until(sems.ready, timeout_s=120, what="sems run with 20 min of rollups")
         yield sems
     finally:
-        sems.proc.send_signal(signal.SIGINT)
-        sems.proc.wait(timeout=60)
+        stop_process(sems.proc, timeout_s=60, sig=signal.SIGINT)
         sems.log.close()
 
 

@@ -29,7 +29,7 @@ from simulators.publish import Faults, Simulation
 from streams.metrics import Metrics
 from tables.ports import MetadataStore
 from tests.integration.helpers import eventually, settings, start_runtime
-from tests.servers import stop_process
+from tests.servers import spawn, stop_process
 
 Recorded = list[tuple[str, bytes]]
 
@@ -203,7 +203,7 @@ class Worker:
             **self.env,
         })
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
+            self.process = spawn(
                 [*SEMS, "worker", "--kafka", self.bootstrap, "--data-dir", str(self.data_dir)],
                 env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT,
