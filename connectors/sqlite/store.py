@@ -264,11 +264,14 @@ class SqliteStore(SqliteAccess, SqliteForecasts, SqliteDr):
 
     async def latest_readings(self, facility_id: str) -> list[SensorReading]:
         rows = await self._read(
-            f"SELECT {_READING_COLUMNS} FROM readings r JOIN ("
+            # CROSS JOIN keeps the facility's meters the outer loop (one primary-key lookup
+            # per meter); with a plain JOIN SQLite scanned every reading (84 ms at 138k rows).
+            f"SELECT {_READING_COLUMNS} FROM ("
             "  SELECT m.meter_id AS mid, (SELECT MAX(ts_ms) FROM readings x"
             "   WHERE x.meter_id = m.meter_id) AS last_ms"
             "  FROM meters m WHERE m.facility_id = ?"
-            ") l ON r.meter_id = l.mid AND r.ts_ms = l.last_ms ORDER BY r.meter_id",
+            ") l CROSS JOIN readings r ON r.meter_id = l.mid AND r.ts_ms = l.last_ms "
+            "ORDER BY r.meter_id",
             (facility_id,),
         )
         return [_reading(row) for row in rows]
