@@ -32,7 +32,7 @@ _EVENT_NAMES = [c.strip() for c in _EVENT_COLUMNS.split(",")]
 _COMMAND_COLUMNS = (
     "command_id, dr_event_id, facility_id, kind, target_id, value, phase, release_stage, why, "
     "trace_id, requested_at, sent_at, result, applied_at, failure, fault_code, error, "
-    "replayed, released_at")
+    "replayed, released_at, restore_value")
 _COMMAND_NAMES = [c.strip() for c in _COMMAND_COLUMNS.split(",")]
 _MUTABLE = ("target_reduction_kw", "status", "baseline_kw", "plan", "report",
             "achieved_reduction_kw", "release_stages_sent", "updated_at")

@@ -74,7 +74,8 @@ async def test_bms_commands_recorded_once_and_updated(store: Store) -> None:
         command_id=command_uuid(event.id, "apply", "zone_setpoint_offset", "zone-1"),
         dr_event_id=event.id, facility_id="fac-a", kind="zone_setpoint_offset",
         target_id="zone-1", value=2.0, phase="apply", why="event E-1: raise cooling setpoint",
-        trace_id="t-1", requested_at=T0)
+        trace_id="t-1", requested_at=T0,
+        restore_value=0.5)  # what the watchdog restores: kept by every store
     second = first.model_copy(update={
         "command_id": command_uuid(event.id, "release", "zone_setpoint_offset", "zone-1"),
         "value": 0.0, "phase": "release", "release_stage": 0,

@@ -121,7 +121,7 @@ async def store(migrated: str) -> AsyncIterator[PostgresStore]:
 def test_upgrade_applies_every_migration_and_a_second_upgrade_is_a_no_op(database: str) -> None:
     assert current_revision(database) is None
     upgrade(database)
-    assert current_revision(database) == head_revision() == "0005"
+    assert current_revision(database) == head_revision() == "0007"
     assert tables(database) == TABLES
     oids = execute(database, "SELECT relname, oid FROM pg_class WHERE relkind = 'r'")
     execute(database, "INSERT INTO facilities VALUES ('plant-a', 'A', 'UTC', 10)")
@@ -198,7 +198,8 @@ SCHEMA = {
                     "sent_at timestamp with time zone, result text not null, "
                     "applied_at timestamp with time zone, failure text, fault_code text, "
                     "error text, replayed boolean not null, "
-                    "released_at timestamp with time zone",
+                    "released_at timestamp with time zone, "
+                    "restore_value double precision",  # migration 0007
     "load_forecasts": "facility_id text C not null, "
                       "forecast_timestamp timestamp with time zone not null, "
                       "predicted_load_kw double precision not null, "
