@@ -78,6 +78,7 @@ class SemsProcess:
         log = (self.workdir / f"sems-{self.starts}.log").open("ab")
         self.process = spawn(
             [sys.executable, "-m", "streams.cli", "run", "--profile", self.profile,
+             "--runtime", "local",  # make run's; the production profile defaults to kafka
              "--mqtt", self.mqtt_url, "--no-simulate", "--data-dir", str(self.data_dir),
              "--port", str(self.port)],
             env=self.env, cwd=self.repo, stdin=subprocess.DEVNULL, stdout=log,
