@@ -16,7 +16,7 @@ from aiohttp import web
 from api import params
 from api.auth import Authenticator
 from api.dr_deps import DrApi
-from api.endpoints import Endpoint
+from api.endpoints import UNLIMITED_PATHS, Endpoint
 from api.errors import ApiError, error_response
 from api.principal import Principal
 from api.ratelimit import RateLimiter
@@ -102,10 +102,6 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 FAILED_AUTH_COST = 10.0
 """What a 401 costs its address's budget, in requests: at the default 400 burst and 200/s,
 about 40 refused credentials at once, then 20 a second."""
-UNLIMITED_PATHS = frozenset({"/healthz"})
-"""Not limited per address: a load balancer's probes must never be refused (a 429 there takes
-the node out of rotation, turning a flood into an outage), and health is cheap (one store
-ping, nothing parsed)."""
 
 
 def client_address(request: web.Request) -> str:

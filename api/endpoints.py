@@ -15,6 +15,11 @@ from pydantic import BaseModel
 
 from api.principal import Role
 
+UNLIMITED_PATHS = frozenset({"/healthz"})
+"""Not limited per address: a load balancer's probes must never be refused (a 429 there takes
+the node out of rotation, turning a flood into an outage), and health is cheap (one store
+ping, nothing parsed). Every other path may answer 429 and its OpenAPI operation says so."""
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 EVERY_ROLE = frozenset(Role)

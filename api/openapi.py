@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from api.endpoints import Endpoint
+from api.endpoints import UNLIMITED_PATHS, Endpoint
 from api.models import Error
 
 STANDARD_ERRORS: dict[int, str] = {
@@ -91,6 +91,8 @@ def _operation(e: Endpoint) -> dict[str, Any]:
     statuses = set(e.errors)
     if e.roles is not None:
         statuses.update(AUTHENTICATED_ERRORS)
+    if e.path not in UNLIMITED_PATHS:
+        statuses.add(429)  # the per-address limit comes before authentication
     if e.params:
         statuses.add(400)
     if e.body is not None:

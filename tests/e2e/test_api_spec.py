@@ -28,8 +28,12 @@ class Live:
         self.base = f"http://127.0.0.1:{self.port}"
         self.data = workdir / "data"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SEMS_")}
-        # The fuzzer is one very busy caller: no rate limit in its way.
-        self.env.update(SEMS_API_RATE_PER_S="100000", SEMS_API_RATE_BURST="100000")
+        # The fuzzer is one very busy caller from one address, sending many bad credentials on
+        # purpose: neither the per-credential nor the per-address limit in its way (both are
+        # tested in tests/integration/test_api_hostile.py; their 429 is in the spec).
+        self.env.update(SEMS_API_RATE_PER_S="100000", SEMS_API_RATE_BURST="100000",
+                        SEMS_API_CLIENT_RATE_PER_S="1000000",
+                        SEMS_API_CLIENT_RATE_BURST="1000000")
         self.admin = self.token("--role", "admin")
         self.viewer = self.token("--role", "viewer", "--facility", "fac-001")
         self.proc = spawn(
