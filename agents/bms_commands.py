@@ -54,6 +54,8 @@ class BmsCommandExecutor:
             log.info("BMS command %s was %s already: not sent again", command.command_id,
                      stored.result)
             return stored
+        if command.phase == "apply" and await self._released_already(command):
+            return await self._supersede(stored or command)
         sent = (stored or command).model_copy(update={"sent_at": self.clock()})
         if stored is None:
             if not await self.store.record_bms_command(sent):
@@ -75,6 +77,24 @@ class BmsCommandExecutor:
             await self.store.add_dr_event_failure(done.dr_event_id, failure_reason(done))
         elif done.phase == "release":
             await self._mark_released(done)
+        return done
+
+    async def _released_already(self, apply: BmsCommandRecord) -> bool:
+        """Whether a release of the same load for the same event (the plan's, one from the
+        audit trail, the watchdog's) has been requested: an apply redelivered, republished or
+        retried after it must not shed the load again, since nothing would release it."""
+        return any(r.phase == "release" and r.kind == apply.kind
+                   and r.target_id == apply.target_id
+                   for r in await self.store.bms_commands(apply.dr_event_id))
+
+    async def _supersede(self, apply: BmsCommandRecord) -> BmsCommandRecord:
+        done = apply.model_copy(update={
+            "result": "failed", "failure": "superseded",
+            "error": "its release was requested first: not sent"})
+        if not await self.store.record_bms_command(done):
+            await self.store.update_bms_command(done)
+        log.info("BMS command %s (apply %s %s) not sent: its release was requested first",
+                 apply.command_id, apply.kind, apply.target_id)
         return done
 
     async def _send(self, c: BmsCommandRecord) -> CommandResult:

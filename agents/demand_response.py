@@ -134,7 +134,9 @@ class DrService:
 
     async def tick(self) -> float:
         """One pass over the open events; seconds until something is due next."""
-        events = [e for e in await self.store.dr_events(statuses=("scheduled", "active"))
+        # Soonest first: a page full of future events never hides one that is due or active.
+        events = [e for e in await self.store.dr_events(statuses=("scheduled", "active"),
+                                                        order="start_asc")
                   if self.owned(e.facility_id)]
         facilities = {f.facility_id: f for f in await self.store.facilities()} if events else {}
         wait_s = self.poll_s
@@ -266,7 +268,7 @@ class DrService:
         target_kw = (e.target_reduction_percentage / 100.0 * baseline.mean_kw
                      if e.target_reduction_percentage is not None
                      else e.target_reduction_kw or 0.0)
-        inventory = as_before(inventory, await held_by_others(self.store, e))
+        inventory = as_before(inventory, await held_by_others(self.store, e, self.clock()))
         upper = await self.baselines.upper_band(e.facility_id, baseline)
         plan = plan_reduction(inventory, target_reduction_kw=target_kw, forecast_upper_kw=upper,
                               baseline_kw=baseline.baseline_kw, event_start=e.event_start,

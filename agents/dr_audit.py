@@ -18,20 +18,33 @@ from tables.ports import DrStore
 
 NEUTRAL: dict[CommandKind, float] = {"zone_setpoint_offset": 0.0, "lighting_level": 100.0}
 """What a load is put back to when its apply command does not say what it was before."""
+MAYBE_APPLIED = frozenset({"timeout", "protocol"})
+"""Failures after which the BMS may have applied the command (docs/bms.md)."""
 
 
 def restore_value_of(apply: BmsCommandRecord) -> float:
     return NEUTRAL[apply.kind] if apply.restore_value is None else apply.restore_value
 
 
+def executed_after(release: BmsCommandRecord, apply: BmsCommandRecord) -> bool:
+    """Whether ``release`` came after ``apply``: by the BMS's clock when it confirmed both, by
+    SEMS's (sent, else requested) otherwise. A release that came first undoes nothing."""
+    if release.applied_at is not None and apply.applied_at is not None:
+        return release.applied_at >= apply.applied_at
+    return ((release.sent_at or release.requested_at)
+            >= (apply.sent_at or apply.requested_at))
+
+
 def shed_loads(records: list[BmsCommandRecord]) -> list[BmsCommandRecord]:
     """The apply commands of one event that may have shed a load no release has undone yet:
-    the fail-safe reading (a pending or timed-out apply may have been applied)."""
-    undone = {(r.kind, r.target_id) for r in records if r.phase == "release" and r.result == "ok"}
-    return [r for r in records
-            if r.phase == "apply" and r.released_at is None
-            and (r.result in ("ok", "pending") or r.failure == "timeout")
-            and (r.kind, r.target_id) not in undone]
+    the fail-safe reading (a pending or timed-out apply may have been applied), where only a
+    successful release executed after the apply undoes it."""
+    releases = [r for r in records if r.phase == "release" and r.result == "ok"]
+    return [a for a in records
+            if a.phase == "apply" and a.released_at is None
+            and (a.result in ("ok", "pending") or a.failure in MAYBE_APPLIED)
+            and not any(r.kind == a.kind and r.target_id == a.target_id
+                        and executed_after(r, a) for r in releases)]
 
 
 def release_of(apply: BmsCommandRecord, e: DrEvent, now: datetime) -> BmsCommandRecord:
@@ -45,13 +58,19 @@ def release_of(apply: BmsCommandRecord, e: DrEvent, now: datetime) -> BmsCommand
         requested_at=now)
 
 
-async def held_by_others(store: DrStore, e: DrEvent, *,
+async def held_by_others(store: DrStore, e: DrEvent, now: datetime, *,
                          recent: int = 20) -> dict[tuple[str, str], float]:
     """(kind, target) -> pre-event setting, for the loads of ``e``'s facility that another
     event (of the ``recent`` latest) may still hold shed: a release not yet executed when this
     event's commands go out must not become what this event's release restores."""
     held: dict[tuple[str, str], float] = {}
-    for other in await store.dr_events(facility_id=e.facility_id, limit=recent):
+    # The events that can hold a load: the active ones and the latest over (whose release may
+    # have failed), not the latest to start, which may all be in the future.
+    active = await store.dr_events(facility_id=e.facility_id, statuses=("active",),
+                                   order="start_asc")
+    over = await store.dr_events(facility_id=e.facility_id, order="end_desc",
+                                 ended_before=now, limit=recent)
+    for other in {o.id: o for o in (*active, *over)}.values():
         if other.id != e.id:
             for apply in shed_loads(await store.bms_commands(other.id)):
                 held.setdefault((apply.kind, apply.target_id), restore_value_of(apply))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from schemas.access import ApiKeyRecord, Utility
 from schemas.deadletter import DeadLetter
@@ -149,6 +149,9 @@ class DrCreation:
                                                 if e.id not in self.replayed)
 
 
+DrEventOrder = Literal["start_desc", "start_asc", "end_desc"]
+
+
 class DrEventOverlaps(RuntimeError):
     """``insert_dr_event`` of an event that overlaps one of the same facility."""
 
@@ -188,8 +191,12 @@ class DrStore(Protocol):
     async def dr_event(self, id: str) -> DrEvent | None: ...
 
     async def dr_events(self, *, facility_id: str | None = None,
-                        statuses: tuple[DrStatus, ...] = (), limit: int = 1000) -> list[DrEvent]:
-        """Newest event start first."""
+                        statuses: tuple[DrStatus, ...] = (), limit: int = 1000,
+                        order: DrEventOrder = "start_desc",
+                        ended_before: datetime | None = None) -> list[DrEvent]:
+        """``order``: newest start first (what people list), oldest start first (what is
+        due soonest: a full page never hides an active event behind future ones), or latest
+        end first (with ``ended_before``: the events most recently over)."""
         ...
 
     async def record_bms_command(self, record: BmsCommandRecord) -> bool:

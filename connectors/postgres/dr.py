@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from psycopg import AsyncConnection, errors
@@ -20,7 +21,13 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from schemas.dr import BmsCommandRecord, DrEvent, DrStatus
-from tables.ports import OVERLAPPING_STATUSES, DrCreation, DrEventOverlaps, StoreUnavailable
+from tables.ports import (
+    OVERLAPPING_STATUSES,
+    DrCreation,
+    DrEventOrder,
+    DrEventOverlaps,
+    StoreUnavailable,
+)
 
 Conn = AsyncConnection[TupleRow]
 
@@ -34,6 +41,8 @@ _COMMAND_COLUMNS = (
     "trace_id, requested_at, sent_at, result, applied_at, failure, fault_code, error, "
     "replayed, released_at, restore_value")
 _COMMAND_NAMES = [c.strip() for c in _COMMAND_COLUMNS.split(",")]
+_ORDER: dict[str, str] = {"start_desc": "event_start DESC", "start_asc": "event_start",
+                          "end_desc": "event_end DESC"}
 _MUTABLE = ("target_reduction_kw", "status", "baseline_kw", "plan", "report",
             "achieved_reduction_kw", "release_stages_sent", "updated_at")
 
@@ -43,11 +52,14 @@ _INSERT_EVENT = (f"INSERT INTO dr_events ({_EVENT_COLUMNS}) VALUES "
 _OVERLAPS = (f"SELECT {_EVENT_COLUMNS} FROM dr_events WHERE facility_id = %s "
              "AND status = ANY(%s) AND event_start < %s AND event_end > %s")
 _ATTEMPTS = 5
+"""Each retry follows a change another transaction made meanwhile (one of the ids stored, a
+deadlock, the conflicting event failed); five in a row means the table keeps changing under
+us, and the caller gets ``StoreUnavailable``."""
 _FACILITY_LOCK_CLASS = 0x5D2E
-"""The first key of the facility intake locks (``pg_advisory_xact_lock(int, int)``; the
-migration lock is a one-key lock, another key space)."""
-"""Each retry follows a concurrent intake that committed meanwhile; five in a row means the
-table keeps changing under us, and the caller gets ``StoreUnavailable``."""
+"""The first key of the facility intake locks: an intake takes
+``pg_advisory_xact_lock(_FACILITY_LOCK_CLASS, hashtext(facility_id))`` for each facility of its
+events, in facility order, held until its transaction ends. Two-key locks are a key space
+apart from the migrations' one-key ``MIGRATION_LOCK_KEY``, so the two never meet."""
 
 
 def _overlap(a: DrEvent, b: DrEvent) -> bool:
@@ -188,9 +200,14 @@ class PostgresDr:
         return _event(rows[0]) if rows else None
 
     async def dr_events(self, *, facility_id: str | None = None,
-                        statuses: tuple[DrStatus, ...] = (), limit: int = 1000) -> list[DrEvent]:
+                        statuses: tuple[DrStatus, ...] = (), limit: int = 1000,
+                        order: DrEventOrder = "start_desc",
+                        ended_before: datetime | None = None) -> list[DrEvent]:
         where: list[str] = ["true"]
         params: list[Any] = []
+        if ended_before is not None:
+            where.append("event_end <= %s")
+            params.append(ended_before)
         if facility_id is not None:
             where.append("facility_id = %s")
             params.append(facility_id)
@@ -199,7 +216,7 @@ class PostgresDr:
             params.append(list(statuses))
         rows = await self._read(
             "dr_events", f"SELECT {_EVENT_COLUMNS} FROM dr_events WHERE {' AND '.join(where)} "
-                         "ORDER BY event_start DESC, id LIMIT %s", (*params, limit))
+                         f"ORDER BY {_ORDER[order]}, id LIMIT %s", (*params, limit))
         return [_event(r) for r in rows]
 
     async def record_bms_command(self, record: BmsCommandRecord) -> bool:
@@ -264,9 +281,12 @@ class DelegatedDr:
         return await self._events.dr_event(id)
 
     async def dr_events(self, *, facility_id: str | None = None,
-                        statuses: tuple[DrStatus, ...] = (), limit: int = 1000) -> list[DrEvent]:
+                        statuses: tuple[DrStatus, ...] = (), limit: int = 1000,
+                        order: DrEventOrder = "start_desc",
+                        ended_before: datetime | None = None) -> list[DrEvent]:
         return await self._events.dr_events(facility_id=facility_id, statuses=statuses,
-                                             limit=limit)
+                                             limit=limit, order=order,
+                                             ended_before=ended_before)
 
     async def record_bms_command(self, record: BmsCommandRecord) -> bool:
         return await self._events.record_bms_command(record)

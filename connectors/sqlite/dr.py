@@ -17,7 +17,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from schemas.dr import BmsCommandRecord, DrEvent, DrStatus
-from tables.ports import OVERLAPPING_STATUSES, DrCreation, DrEventOverlaps
+from tables.ports import OVERLAPPING_STATUSES, DrCreation, DrEventOrder, DrEventOverlaps
+
+_ORDER: dict[str, str] = {"start_desc": "event_start_ms DESC", "start_asc": "event_start_ms",
+                          "end_desc": "event_end_ms DESC"}
 
 
 def _ms(ts: datetime) -> int:
@@ -128,8 +131,14 @@ class SqliteDr:
         return DrEvent.model_validate_json(rows[0][0]) if rows else None
 
     async def dr_events(self, *, facility_id: str | None = None,
-                        statuses: tuple[DrStatus, ...] = (), limit: int = 1000) -> list[DrEvent]:
-        where, params = ["1"], []
+                        statuses: tuple[DrStatus, ...] = (), limit: int = 1000,
+                        order: DrEventOrder = "start_desc",
+                        ended_before: datetime | None = None) -> list[DrEvent]:
+        where: list[str] = ["1"]
+        params: list[str | int] = []
+        if ended_before is not None:
+            where.append("event_end_ms <= ?")
+            params.append(_ms(ended_before))
         if facility_id is not None:
             where.append("facility_id = ?")
             params.append(facility_id)
@@ -138,7 +147,7 @@ class SqliteDr:
             params.extend(statuses)
         rows = await self._read(
             f"SELECT record FROM dr_events WHERE {' AND '.join(where)} "
-            "ORDER BY event_start_ms DESC, id LIMIT ?", (*params, limit))
+            f"ORDER BY {_ORDER[order]}, id LIMIT ?", (*params, limit))
         return [DrEvent.model_validate_json(r[0]) for r in rows]
 
     async def record_bms_command(self, record: BmsCommandRecord) -> bool:

@@ -66,6 +66,22 @@ async def test_events_insert_once_update_and_list(store: Store) -> None:
         b.id, a.id]
 
 
+async def test_events_soonest_first_and_latest_over_first(store: Store) -> None:
+    """The DR agent reads open events soonest first, so a page full of future events never
+    hides the active one; the watchdog reads those over by a time, the latest over first."""
+    await _facilities(store)
+    events = [_event("fac-a", T0 + i * HOUR, id=str(uuid.uuid4()), event_id=f"E-{i}")
+              for i in range(5)]
+    for e in events:
+        assert await store.insert_dr_event(e)
+    ids = [e.id for e in events]
+    assert [e.id for e in await store.dr_events(limit=2)] == ids[:2:-1][:2]
+    assert [e.id for e in await store.dr_events(order="start_asc", limit=2)] == ids[:2]
+    over = await store.dr_events(order="end_desc", ended_before=events[2].event_end, limit=2)
+    assert [e.id for e in over] == [ids[2], ids[1]]
+    assert await store.dr_events(ended_before=T0) == []
+
+
 async def test_bms_commands_recorded_once_and_updated(store: Store) -> None:
     await _facilities(store)
     event = _event("fac-a", T0)

@@ -418,3 +418,39 @@ async def test_both_runtimes_run_the_watchdog_on_the_bms_they_attach(rig: Rig,
             for coro, _ in tasks:
                 coro.close()
             await local.close()
+
+
+async def test_an_apply_that_comes_after_its_release_is_not_sent(rig: Rig) -> None:
+    """An apply the command agent gave up (its audit row never written) and the DR agent
+    publishes again after the event's releases went out: sent, it would shed the load with
+    nothing left to release it. It is recorded as superseded instead, the load keeps its
+    setting, and neither the audit trail nor the watchdog counts it as shed."""
+    before = a_manager_set(rig, "fac-001")
+    executor = rig.executor()
+    dropped: list[BmsCommandRecord] = []
+
+    async def drop_one_apply(command: BmsCommandRecord) -> None:
+        if command.phase == "apply" and not dropped:
+            dropped.append(command)
+            return
+        await executor.execute(command)
+
+    dr = rig.agent(executor)
+    dr.publish_command = drop_one_apply
+    e = await rig.event("fac-001")
+    await dr.tick()
+    rig.now = START
+    await dr.tick()
+    assert dropped
+    await rig.store.commit(CommitBatch(rollups=rollups("fac-001", START, 10, 330)))
+    for rig.now in (END, END + timedelta(seconds=GAP_S), END + timedelta(minutes=15)):
+        await dr.tick()
+    assert (await rig.load(e)).status == "completed"
+    assert rig.settings_of("fac-001") == before
+
+    late = await executor.execute(dropped[0])
+    assert (late.result, late.failure) == ("failed", "superseded")
+    assert rig.settings_of("fac-001") == before
+    rig.now = DEADLINE
+    assert await rig.watchdog(executor).check() == 0
+    assert (await rig.load(e)).status == "completed"
