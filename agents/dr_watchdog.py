@@ -61,7 +61,10 @@ class DrWatchdog:
     limit: int = 1000
     """Events read per pass, newest start first."""
     _settled: set[str] = field(default_factory=set)
-    """Events past their deadline with nothing shed: not read again by this process."""
+    """Events past their deadline with nothing shed: not read again by this process. Kept only
+    for the events of the latest pass (at most ``limit``): one that has left the newest
+    ``limit`` is not read anyway, and were it to come back it would be checked and settled
+    again (one read of its audit trail), so the set does not grow with the event history."""
     _failures: ItemFailures | None = None
     _pass_failure: str | None = None
 
@@ -97,7 +100,9 @@ class DrWatchdog:
             return 0
         now = self.clock()
         restored = 0
-        for e in await self.store.dr_events(limit=self.limit):
+        events = await self.store.dr_events(limit=self.limit)
+        self._settled.intersection_update({e.id for e in events})
+        for e in events:
             if e.id in self._settled or not self.owned(e.facility_id):
                 continue
             deadline = self.deadline(e)

@@ -14,7 +14,8 @@ module overrides ``handle_error`` in a subclass of ``RequestHandler`` and makes 
 
 It is used only with a tested aiohttp (``TESTED_AIOHTTP``); with another one ``api_runner``
 logs a warning and returns aiohttp's own runner, unpatched: the answers get uglier, nothing
-breaks. ``tests/unit/test_api_aiohttp_canary.py`` fails the day an upgrade moves any of this.
+breaks. The canary ``test_canary_what_the_protocol_error_patch_touches_in_aiohttp`` in
+``tests/unit/test_api_parsers.py`` fails the day an upgrade moves any of this.
 """
 
 from __future__ import annotations

@@ -173,8 +173,9 @@ async def errors_and_metrics(
 VERSION = "0.1.0"
 SECURITY_HEADERS = {"Server": "sems", "X-Content-Type-Options": "nosniff",
                     "Referrer-Policy": "no-referrer"}
-"""On every response the app makes (``api/protocol_errors.py`` sets them on aiohttp's own
-error answers): no server version to fingerprint, no content sniffing, no referrer leak."""
+"""On every response the app makes (``api/aiohttp_protocol_errors.py`` sets them on
+aiohttp's own error answers): no server version to fingerprint, no content sniffing, no
+referrer leak."""
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -1,7 +1,7 @@
 """Every route of the API declared once: its handler, who may call it, and what the OpenAPI
 document says about it. ``create_app`` registers these and nothing else, the middleware
 enforces the roles and the facility scope, and ``api/openapi.py`` writes the spec from them, so
-the three cannot drift apart (tests/integration/test_api_spec.py checks the spec against the
+the three cannot drift apart (tests/e2e/test_api_spec.py checks the spec against the
 router)."""
 
 from __future__ import annotations

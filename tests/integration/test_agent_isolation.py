@@ -62,6 +62,7 @@ BAD_ZONE = Facility(facility_id="plant-zone", name="Zone", contract_demand_kw=10
 HOT = Facility(facility_id="plant-hot", name="Hot", contract_demand_kw=100, latitude=10.0,
                longitude=20.0)  # its weather comes back as text
 YOUNG = Facility(facility_id="plant-young", name="Young", contract_demand_kw=100)
+LATER = Facility(facility_id="plant-later", name="Later", contract_demand_kw=100)
 
 
 class GarbageWeatherAt(ClimatologyWeather):
@@ -113,6 +114,25 @@ def logged(caplog: pytest.LogCaptureFixture, facility_id: str) -> list[logging.L
             if r.levelno >= logging.WARNING and facility_id in r.getMessage()]
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def worker_busy(svc: ForecastService) -> None:
+    """Wait until the (one, idle) worker computes: its CPU time grows only once a call
+    submitted to it runs, so the call holds the worker and is past the pool's queue."""
+    (pid,) = svc._runner.worker_pids()
+    idle_s = cpu_s(pid)
+
+    async def computing() -> bool:
+        return cpu_s(pid) >= idle_s + 0.05
+
+    await eventually(computing, timeout_s=30, what="the worker to run the choice",
+                     poll_s=0.01)
+
+
 async def test_a_failing_facility_is_skipped_counted_and_logged_once_per_reason(
     store: SqliteStore, caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -154,9 +174,18 @@ async def test_a_failing_model_choice_does_not_stop_the_other_facilities_choices
         assert failures(m, "forecast_choice") == 1
         assert not chooser.done()  # the loop goes on
         assert len(logged(caplog, "plant-hot")) == 2  # its forecast, its model choice
-        # The failed choice is not queued again at every cycle (seconds of CPU each).
-        await svc.run_cycle([HOT])
-        await asyncio.sleep(0)
+        # The failed choice is not queued again at every cycle (seconds of CPU each): a
+        # facility queued after it in the next cycle gets its choice, and plant-hot's was
+        # not tried again before it (the queue is first in, first out).
+        await store.upsert_facilities([LATER])
+        await store.commit(CommitBatch(rollups=quarters(LATER.facility_id, 2)))
+        with caplog.at_level(logging.INFO, logger="agents"):
+            await svc.run_cycle([HOT, LATER])
+
+            async def later_chosen() -> bool:
+                return "forecast model for plant-later" in caplog.text
+
+            await eventually(later_chosen, timeout_s=60, what="plant-later's model choice")
         assert failures(m, "forecast_choice") == 1
     finally:
         chooser.cancel()
@@ -192,12 +221,17 @@ async def test_a_refit_waiting_behind_a_choice_is_not_timed_out_for_the_wait(
     svc = service(store)
     try:
         await svc.run_cycle([YOUNG])  # the worker is up (its start-up took seconds)
-        svc.fit_timeout_s = 1.0
+        svc.fit_timeout_s = 0.3  # a refit takes ~20 ms; the backtest ahead of it, ~1 s
         choosing = asyncio.create_task(svc.choose(SITE))
-        await asyncio.sleep(0.1)  # the choice holds the worker
+        await worker_busy(svc)  # the choice holds the worker
+        started = time.perf_counter()
         made = await svc.run_cycle([YOUNG])
+        waited_s = time.perf_counter() - started
         choice = await choosing
         assert [f.facility_id for f in made] == ["plant-young"]
+        # It did wait past its timeout behind the choice: a timeout counted from the call
+        # (not from when the worker takes it) would have failed it and killed the choice.
+        assert waited_s > svc.fit_timeout_s
         assert choice.scores
         assert failures(store.metrics, "forecast") == 0
     finally:
@@ -209,7 +243,7 @@ async def test_close_does_not_wait_for_a_running_choice(store: SqliteStore) -> N
     await svc.run_cycle([YOUNG])
     pids = svc._runner.worker_pids()
     choosing = asyncio.create_task(svc.choose(SITE))  # seconds of backtest
-    await asyncio.sleep(0.3)  # let it reach the worker: close must not wait for it
+    await worker_busy(svc)  # it runs in the worker: close must not wait for it
     started = time.perf_counter()
     svc.close()
     closed_s = time.perf_counter() - started
@@ -225,10 +259,20 @@ async def test_close_does_not_wait_for_a_running_choice(store: SqliteStore) -> N
 
 async def test_the_forecast_agent_rides_out_a_store_outage(
     store: SqliteStore, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     published: list[LoadForecast] = []
     svc = service(store, published)
     await store.close()  # the store is down when the agent starts
+    polls = 0
+    down_facilities = store.facilities
+
+    async def counted_facilities() -> list[Facility]:  # counts the agent's polls, no more
+        nonlocal polls
+        polls += 1
+        return await down_facilities()
+
+    monkeypatch.setattr(store, "facilities", counted_facilities)
     agent = asyncio.create_task(forecast_agent(svc, interval_s=900, delay_s=60, poll_s=0.01,
                                                retry_s=0.05))
     back = SqliteStore(tmp_path / "sems.db", metrics=store.metrics)
@@ -237,7 +281,12 @@ async def test_the_forecast_agent_rides_out_a_store_outage(
             async def outage_seen() -> bool:
                 return "store is" in caplog.text
             await eventually(outage_seen, timeout_s=10, what="the outage in the log")
-            await asyncio.sleep(0.1)  # several polls against the down store
+            seen_at = polls
+
+            async def polled_on() -> bool:
+                return polls >= seen_at + 3 or agent.done()
+
+            await eventually(polled_on, timeout_s=10, what="several polls against the down store")
             assert not agent.done()
             await back.open()
             svc.store = back  # the store is back (a fresh connection)
@@ -410,14 +459,23 @@ async def test_the_dead_letter_agent_waits_out_a_store_outage(
 
 
 ORPHAN = """
-import asyncio, os, signal, time
+import asyncio, os, signal, sys, time
+from pathlib import Path
 from agents.forecast_pool import ProcessRunner
+
+def hang(marker: str) -> None:
+    Path(marker).touch()  # the worker has taken the call
+    time.sleep(600)  # a fit that never ends
 
 async def main() -> None:
     runner = ProcessRunner()
     await runner.run(os.getpid)
-    hung = asyncio.ensure_future(runner.run(time.sleep, 600))  # a fit that never ends
-    await asyncio.sleep(0.5)
+    hung = asyncio.ensure_future(runner.run(hang, sys.argv[1]))
+    deadline = time.monotonic() + 30
+    while not os.path.exists(sys.argv[1]):
+        if time.monotonic() > deadline:
+            sys.exit("the worker never took the call")
+        await asyncio.sleep(0.01)
     print(*runner.worker_pids(), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer or a kill -9 would
 
@@ -439,7 +497,8 @@ def test_a_forecast_worker_ends_with_its_parent_even_on_sigkill(tmp_path: Path) 
     """A worker busy in a fit when ``sems run`` is killed does not run on as an orphan."""
     script = tmp_path / "orphan.py"
     script.write_text(ORPHAN)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60,
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "in-the-fit")],
+                          capture_output=True, timeout=60,
                           cwd=Path(__file__).parents[2], check=False)
     assert done.returncode == -signal.SIGKILL, done.stderr
     (worker,) = (int(p) for p in done.stdout.split())

@@ -1,9 +1,13 @@
-"""The event-loop lag probe reports a stall, and CPU loops that give way let others run."""
+"""The event-loop lag probe reports a stall, and CPU loops that give way let others run.
+
+The tests wait on the probe's own ticks (a gauge that counts its updates), never on a fixed
+sleep: the stall is the thing under test, the waits around it are conditions with deadlines."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
@@ -13,12 +17,37 @@ from streams.looplag import Yielder, probe_loop_lag
 pytestmark = pytest.mark.unit
 
 
-def _gauge() -> Gauge:
-    return Gauge("lag_seconds", "test", registry=CollectorRegistry())
+class TickingGauge(Gauge):
+    """A gauge that counts its updates: one per probe tick."""
+
+    ticks = 0
+
+    def set(self, value: float) -> None:
+        self.ticks += 1
+        super().set(value)
+
+
+def _gauge() -> TickingGauge:
+    return TickingGauge("lag_seconds", "test", registry=CollectorRegistry())
 
 
 def _value(gauge: Gauge) -> float:
     return float(gauge._value.get())
+
+
+async def _until(condition: Callable[[], bool], *, what: str, timeout_s: float = 5.0) -> None:
+    """Poll ``condition`` on the loop (a blocking wait would stall the probe under test)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+async def _ticked(gauge: TickingGauge, *, times: int = 1) -> None:
+    """Wait until the probe has updated the gauge ``times`` more times."""
+    target = gauge.ticks + times
+    await _until(lambda: gauge.ticks >= target, what=f"{times} probe tick(s)")
 
 
 async def _busy(seconds: float, give_way: Yielder | None = None) -> None:
@@ -31,16 +60,20 @@ async def _busy(seconds: float, give_way: Yielder | None = None) -> None:
 
 
 async def test_a_held_loop_shows_as_lag_for_the_window() -> None:
+    window_s = 0.5
     gauge = _gauge()
-    probe = asyncio.create_task(probe_loop_lag(gauge, interval_s=0.01, window_s=0.5))
+    probe = asyncio.create_task(probe_loop_lag(gauge, interval_s=0.01, window_s=window_s))
     try:
-        await asyncio.sleep(0.05)
+        await _ticked(gauge, times=3)
         assert _value(gauge) < 0.1  # idle: a few ms at most
         await _busy(0.3)  # holds the loop 300 ms without yielding
-        await asyncio.sleep(0.05)
-        assert _value(gauge) >= 0.25  # the probe woke ~300 ms late
-        await asyncio.sleep(0.7)  # the stall leaves the window
-        assert _value(gauge) < 0.1
+        await _ticked(gauge)  # the probe's first wake after the stall
+        seen_at = time.monotonic()
+        assert _value(gauge) >= 0.25  # it woke ~300 ms late
+        await _until(lambda: _value(gauge) < 0.1, what="the stall to leave the window")
+        # The sliding maximum holds the stall for the window, not only until the next tick
+        # (fails if the gauge showed the last lag alone, or if expired lags were never dropped).
+        assert time.monotonic() - seen_at >= window_s * 0.8
     finally:
         probe.cancel()
 
@@ -54,9 +87,9 @@ async def test_a_cpu_loop_that_gives_way_leaves_the_loop_responsive(
     gauge = _gauge()
     probe = asyncio.create_task(probe_loop_lag(gauge, interval_s=0.01, window_s=10))
     try:
-        await asyncio.sleep(0.03)
+        await _ticked(gauge, times=2)  # the probe runs
         await _busy(0.3, give_way)
-        await asyncio.sleep(0.03)
+        await _ticked(gauge)  # its first wake after the work: the window holds all of it
         if max_lag_s is None:
             assert _value(gauge) >= 0.25
         else:
