@@ -18,5 +18,7 @@ class DrApi:
     submit: Callable[[DrEvent], Awaitable[None]]
     """Puts a new event on the ``dr-events`` stream, to the DR agent."""
     signature_tolerance_s: float = 300.0
+    """The clock skew allowed: a signature's timestamp, and how long ago an event may have
+    started."""
     max_lead_s: float = 7 * 86400.0
     """How far ahead an event may start (``settings.dr_max_lead_s``)."""

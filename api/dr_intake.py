@@ -8,10 +8,12 @@ transaction): a check here followed by an insert would let concurrent requests t
 between the two.
 
 Times are bounded before anything is computed with them: an event starts at most
-``DrApi.max_lead_s`` ahead (default 7 days) and ends in the future; both are within the API's
-supported range (``api/bounds.py``). An event lasts at most 24 h, in whole minutes
-(``schemas/dr.py``). A replay of a notification already received is answered before these
-checks, even once its event is over.
+``DrApi.max_lead_s`` ahead (default 7 days) and no longer ago than the clock tolerance
+(``DrApi.signature_tolerance_s``, 300 s: the skew allowed between a utility's clock and ours,
+as for signatures), since the baseline, the plan and the apply lead all need the event ahead;
+both times are within the API's supported range (``api/bounds.py``). An event lasts at most
+24 h, in whole minutes (``schemas/dr.py``). A replay of a notification already received is
+answered before these checks, even once its event is over.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class BaselineUnavailable(IntakeError):
 
 
 def check_times(event_start: datetime, event_end: datetime, *, now: datetime,
-                max_lead_s: float) -> None:
+                max_lead_s: float, tolerance_s: float) -> None:
     """The bounds of a new event's window (module docstring); ``TimeOutOfBounds`` names the
     field."""
     for name, ts in (("event_start", event_start), ("event_end", event_end)):
@@ -77,6 +79,9 @@ def check_times(event_start: datetime, event_end: datetime, *, now: datetime,
     if event_start > now + timedelta(seconds=max_lead_s):
         raise TimeOutOfBounds("event_start", "the event starts too far ahead",
                               f"must be at most {max_lead_s:g} s ahead")
+    if event_start < now - timedelta(seconds=tolerance_s):
+        raise TimeOutOfBounds("event_start", "the event started already",
+                              f"must be at most {tolerance_s:g} s ago (the clock tolerance)")
     if event_end <= now:
         raise TimeOutOfBounds("event_end", "the event is over already", "must be in the future")
 
@@ -103,7 +108,8 @@ async def receive_notification(dr: DrApi, metadata: MetadataStore, metrics: Metr
     # Only to decide whether the times are checked: a replay is answered even once over. The
     # store decides what is a replay (a concurrent delivery may store the events meanwhile).
     if any([await dr.store.dr_event(e.id) is None for e in events]):
-        check_times(note.event_start, note.event_end, now=now, max_lead_s=dr.max_lead_s)
+        check_times(note.event_start, note.event_end, now=now, max_lead_s=dr.max_lead_s,
+                    tolerance_s=dr.signature_tolerance_s)
     return await _create(dr, metrics, events)
 
 
@@ -112,7 +118,8 @@ async def create_event(dr: DrApi, metrics: Metrics, facility: Facility, req: DrE
                        trace_id: str | None) -> DrEvent:
     """An event asked by API key or an admin, with its baseline; the caller has checked that
     it may see the facility."""
-    check_times(req.event_start, req.event_end, now=now, max_lead_s=dr.max_lead_s)
+    check_times(req.event_start, req.event_end, now=now, max_lead_s=dr.max_lead_s,
+                tolerance_s=dr.signature_tolerance_s)
     try:
         baseline = await dr.baselines.baseline(facility, event_start=req.event_start,
                                                event_end=req.event_end, now=now)

@@ -18,7 +18,8 @@ Concurrent requests get the same answers as one at a time: one event is created,
 are refused or replays.
 
 An event starts at most ``DrApi.max_lead_s`` ahead (``SEMS_DR_MAX_LEAD_S``, default 7 days)
-and ends in the future; otherwise 400 ``invalid_body`` naming the field in ``details``.
+and at most the clock tolerance (300 s) ago, and ends in the future; otherwise 400
+``invalid_body`` naming the field in ``details``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from api.dr_intake import (
     create_event,
     receive_notification,
 )
-from api.endpoints import EVERY_ROLE, FACILITY_ID, Endpoint, Param
+from api.endpoints import EVERY_ROLE, FACILITY_ID, Endpoint, Param, Source
 from api.errors import ApiError, not_found
 from api.principal import Role
 from api.routes import facility_or_404
@@ -228,7 +229,19 @@ async def list_dr_events(request: web.Request) -> web.Response:
 
 
 DR_EVENT_ID = Param("dr_event_id", "path", {"type": "string", "maxLength": 64},
-                    "SEMS's id of the event", required=True)
+                    "SEMS's id of the event", required=True, sources=(
+                        Source("POST", "/api/dr-events", 201, "/id"),
+                        Source("POST", "/webhooks/utility/dr-notification", 200,
+                               "/events/0/id"),
+                        Source("GET", "/api/facilities/{facility_id}/dr-events", 200,
+                               "/events/0/id"),
+                    ))
+
+_TIME_RULES = ("The event starts at most SEMS_DR_MAX_LEAD_S (default 7 days) ahead and at "
+               "most the clock tolerance (300 s) ago, and ends in the future, after it starts "
+               "and at most 24 h later, both in whole minutes (400 invalid_body naming the "
+               "field otherwise; the schema cannot say these, as they depend on the time of "
+               "the request or on both fields). Times are answered in UTC.")
 
 ENDPOINTS = [
     Endpoint("POST", "/webhooks/utility/dr-notification", dr_notification,
@@ -243,8 +256,8 @@ ENDPOINTS = [
                          "event is planned asynchronously. A replay of an event_id creates "
                          "nothing new (replayed: true), even once the event is over. 409 "
                          "event_overlaps, and nothing created, when the event overlaps one of "
-                         "a listed facility that is scheduled, active or completed. Times are "
-                         "answered in UTC."),
+                         "a listed facility that is scheduled, active or completed. "
+                         + _TIME_RULES),
     Endpoint("POST", "/api/dr-events", create_dr_event,
              "Create a DR event for one facility; answers its baseline", "demand-response",
              roles=UTILITY_OR_ADMIN, body=DrEventRequest, response=DrEvent, ok_statuses=(201,),
@@ -252,7 +265,7 @@ ENDPOINTS = [
              description="A utility's API key (X-API-Key) for an enrolled facility, or an "
                          "admin. 409 event_overlaps when the event overlaps one of the facility "
                          "that is scheduled, active or completed; 422 baseline_unavailable when "
-                         "no baseline method has the data it needs. Times are answered in UTC."),
+                         "no baseline method has the data it needs. " + _TIME_RULES),
     Endpoint("GET", "/api/dr-events/{dr_event_id}", get_dr_event,
              "A DR event: status, baseline, plan, performance report, BMS command audit",
              "demand-response", roles=EVERY_ROLE, response=DrEventDetail, errors=(404,),

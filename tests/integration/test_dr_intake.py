@@ -314,13 +314,21 @@ FAR = [
     ("past the supported range", {"event_start": "2200-01-01T00:00:00Z",
                                   "event_end": "2200-01-01T01:00:00Z"}, "event_start"),
     ("ten minutes past the lead", None, "event_start"),
+    # the clock tolerance is 300 s: an event that started ten minutes ago cannot be planned
+    ("started ten minutes ago", {}, "event_start"),
     ("year 1", {"event_start": "0001-01-01T00:07:00+05:00",
                 "event_end": "0001-01-01T01:07:00+05:00"}, "event_start"),
 ]
 
 
 def _times(times: dict[str, str] | None) -> dict[str, str]:
-    return times if times is not None else _window(_lead_edge() + timedelta(minutes=10))
+    """``None``: ten minutes past the lead; ``{}``: started ten minutes ago."""
+    if times is None:
+        return _window(_lead_edge() + timedelta(minutes=10))
+    if not times:
+        return _window(datetime.now(UTC).replace(second=0, microsecond=0)
+                       - timedelta(minutes=10))
+    return times
 
 
 @pytest.mark.parametrize(("case", "times", "field"), FAR, ids=[c[0] for c in FAR])
@@ -344,6 +352,17 @@ async def test_an_api_event_out_of_bounds_is_refused(client: Client, store: Sqli
     refused = await assert_error(resp, 400, "invalid_body")  # year 9999 was a 500
     assert [field] in [d["loc"] for d in refused["details"]], case
     assert [e.event_id for e in await store.dr_events()] == ["E-0"]
+
+
+async def test_an_event_that_started_within_the_clock_tolerance_is_accepted(
+        client: Client, store: SqliteStore) -> None:
+    """A notification sent as the event starts, with the utility's clock a little ahead."""
+    for e in await store.dr_events():  # the fixture's event, from now: out of the way
+        await store.update_dr_event(e.model_copy(update={"status": "failed"}))
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)  # 1-2 min ago, in whole minutes
+    body = notification(event_id="NOW-1", **_window(minute - timedelta(minutes=1)))
+    resp = await client.post(PATH, data=body, headers=signed(body))
+    assert resp.status == 200, await resp.text()
 
 
 async def test_events_up_to_the_lead_are_accepted(client: Client,
