@@ -59,11 +59,13 @@ class DrWatchdog:
     """Kafka runtime: only the facilities of this worker's partitions."""
     poll_s: float = 30.0
     limit: int = 1000
-    """Events read per pass, newest start first."""
+    """Events read per pass: those past their deadline, the latest over first (an event is
+    read in the passes after its deadline whatever is scheduled ahead; only more than
+    ``limit`` events reaching their deadlines between two passes could push one out)."""
     _settled: set[str] = field(default_factory=set)
     """Events past their deadline with nothing shed: not read again by this process. Kept only
-    for the events of the latest pass (at most ``limit``): one that has left the newest
-    ``limit`` is not read anyway, and were it to come back it would be checked and settled
+    for the events of the latest pass (at most ``limit``): one that has left the latest
+    ``limit`` over is not read anyway, and were it to come back it would be checked and settled
     again (one read of its audit trail), so the set does not grow with the event history."""
     _failures: ItemFailures | None = None
     _pass_failure: str | None = None
@@ -74,9 +76,14 @@ class DrWatchdog:
             self._failures = ItemFailures("dr_event", self.metrics, log)
         return self._failures
 
+    @property
+    def schedule_s(self) -> float:
+        """From an event's end to its deadline: the release stages and the grace."""
+        return max(0, self.release_stages - 1) * self.release_gap_s + self.grace_s
+
     def deadline(self, e: DrEvent) -> datetime | None:
         """When the event's loads must all be back; None when that is beyond the calendar."""
-        schedule_s = max(0, self.release_stages - 1) * self.release_gap_s + self.grace_s
+        schedule_s = self.schedule_s
         try:
             return e.event_end + timedelta(seconds=schedule_s)
         except OverflowError:
@@ -100,7 +107,9 @@ class DrWatchdog:
             return 0
         now = self.clock()
         restored = 0
-        events = await self.store.dr_events(limit=self.limit)
+        events = await self.store.dr_events(
+            order="end_desc", ended_before=now - timedelta(seconds=self.schedule_s),
+            limit=self.limit)
         self._settled.intersection_update({e.id for e in events})
         for e in events:
             if e.id in self._settled or not self.owned(e.facility_id):

@@ -454,3 +454,32 @@ async def test_an_apply_that_comes_after_its_release_is_not_sent(rig: Rig) -> No
     rig.now = DEADLINE
     assert await rig.watchdog(executor).check() == 0
     assert (await rig.load(e)).status == "completed"
+
+
+async def test_the_watchdog_finds_a_shed_event_behind_a_page_of_future_ones(rig: Rig) -> None:
+    """More events scheduled ahead than the watchdog reads in a pass (its limit is 2 here):
+    it reads the events past their deadline, not the latest to start, so the shed one is
+    restored and fails naming its loads."""
+    before = a_manager_set(rig, "fac-001")
+    executor = rig.executor()
+
+    async def drop_releases(command: BmsCommandRecord) -> None:
+        if command.phase == "apply":
+            await executor.execute(command)
+
+    dr = rig.agent(executor)
+    dr.publish_command = drop_releases
+    e = await rig.event("fac-001")
+    for day in range(1, 4):
+        await rig.event("fac-002", START + timedelta(days=day), END + timedelta(days=day))
+    await dr.tick()
+    rig.now = START
+    await dr.tick()
+    assert (await rig.load(e)).status == "active"
+    assert rig.settings_of("fac-001") != before
+    watchdog = rig.watchdog(executor)
+    watchdog.limit = 2
+    rig.now = DEADLINE
+    assert await watchdog.check() > 0
+    assert rig.settings_of("fac-001") == before
+    assert (await rig.load(e)).status == "failed"
