@@ -116,6 +116,18 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
+
+_DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
+                sqlite3.InterfaceError, sqlite3.NotSupportedError)
+"""Errors of one request's data (a constraint, a value SQLite cannot bind or hold), raised as
+they are: the item that caused them fails alone. Anything else (locked, I/O, a corrupt or
+missing file) is ``StoreUnavailable``, which callers wait out and retry."""
+
+
+def _data_error(exc: sqlite3.Error) -> bool:
+    # "Cannot operate on a closed database" is a ProgrammingError too, but the store's.
+    return isinstance(exc, _DATA_ERRORS) and "closed" not in str(exc)
+
 class SqliteStore(SqliteAccess, SqliteForecasts, SqliteDr):
     """Implements ``TimeSeriesStore`` and ``MetadataStore`` on one SQLite file."""
 
@@ -192,6 +204,8 @@ class SqliteStore(SqliteAccess, SqliteForecasts, SqliteDr):
         try:
             return await self._run(self._reader, run)
         except sqlite3.Error as exc:
+            if _data_error(exc):
+                raise  # this request's own problem: its caller fails it alone
             self.metrics.store_errors.labels("sqlite", "read").inc()
             raise StoreUnavailable(str(exc)) from exc
 
@@ -213,6 +227,8 @@ class SqliteStore(SqliteAccess, SqliteForecasts, SqliteDr):
         try:
             await self._run(self._writer, run)
         except sqlite3.Error as exc:
+            if _data_error(exc):
+                raise
             self.metrics.store_errors.labels("sqlite", op).inc()
             raise StoreUnavailable(str(exc)) from exc
 
