@@ -116,8 +116,18 @@ async def _try_create(conn: Conn, events: Sequence[DrEvent]) -> DrCreation | Non
     cursor = await conn.execute(f"SELECT {_EVENT_COLUMNS} FROM dr_events WHERE id = ANY(%s)",
                                 ([uuid.UUID(e.id) for e in events],))
     found = {e.id: e for e in map(_event, await cursor.fetchall())}
+    # The utility's key too: an event stored under another id (not by this intake, whose ids
+    # are derived from the key) is a replay as well, not a unique violation to answer 500.
+    for e in events:
+        if e.id not in found and e.event_id is not None:
+            cursor = await conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM dr_events WHERE utility_id IS NOT DISTINCT FROM "
+                "%s AND event_id = %s AND facility_id = %s",
+                (e.utility_id, e.event_id, e.facility_id))
+            if (row := await cursor.fetchone()) is not None:
+                found[e.id] = _event(row)
     stored = tuple(found.get(e.id, e) for e in events)
-    replayed = frozenset(found)
+    replayed = frozenset(f.id for f in found.values())
     fresh = [e for e in events if e.id not in found]
     checked = [e for e in fresh if e.status in OVERLAPPING_STATUSES]
     among = [other for i, e in enumerate(checked) for other in checked[:i] if _overlap(e, other)]
@@ -127,10 +137,8 @@ async def _try_create(conn: Conn, events: Sequence[DrEvent]) -> DrCreation | Non
         async with conn.transaction():  # a savepoint: a violation undoes only these inserts
             for event in fresh:
                 await conn.execute(_INSERT_EVENT, _event_row(event))
-    except errors.UniqueViolation as exc:
-        if exc.diag.constraint_name != "dr_events_pkey":
-            raise
-        return None  # a concurrent delivery stored one of these ids: read it as a replay
+    except errors.UniqueViolation:
+        return None  # a concurrent delivery stored one of these ids or keys: a replay now
     except errors.DeadlockDetected:
         return None
     except errors.ExclusionViolation:

@@ -29,6 +29,7 @@ from connectors.postgres.migrate import (
 )
 from connectors.sqlite import SqliteStore
 from schemas.deadletter import DeadLetter, RejectReason
+from schemas.dr import DrEvent, webhook_event_uuid
 from schemas.metadata import Facility, Meter, MeterType
 from streams.metrics import Metrics
 from tables.ports import StoreUnavailable
@@ -295,6 +296,27 @@ async def test_record_is_idempotent_and_lists_dead_letters_newest_first(
                                          Checkpoint("plant-b", None, 5)]
     # rows inserted, not rows offered
     assert sample(store, "sems_store_rows_written_total", table="dead_letters") == 4
+
+
+async def test_a_utility_event_stored_under_another_id_is_a_replay(
+    store: PostgresStore,
+) -> None:
+    """The utility's (utility, event id, facility) key is unique too: a notification whose
+    event was stored under another id (by a tool, an older SEMS) is answered as a replay, not
+    by the unique violation (which was a 500)."""
+    await store.upsert_facilities([Facility(facility_id="plant-a", name="A",
+                                            contract_demand_kw=100)])
+    start = datetime(2026, 7, 15, 18, 0, tzinfo=UTC)
+    first = DrEvent(id=str(uuid.uuid4()), event_id="E-1", utility_id="gridco",
+                    facility_id="plant-a", source="webhook", event_start=start,
+                    event_end=start + timedelta(hours=1), target_reduction_percentage=20.0,
+                    created_at=start, updated_at=start)
+    assert await store.insert_dr_event(first)
+    again = first.model_copy(update={"id": webhook_event_uuid("gridco", "E-1", "plant-a")})
+    created = await store.create_dr_events([again])
+    assert created.events == (first,) and created.replayed == {first.id}
+    assert created.inserted == () and created.conflicts == ()
+    assert [e.id for e in await store.dr_events()] == [first.id]
 
 
 async def test_record_is_atomic(store: PostgresStore) -> None:
