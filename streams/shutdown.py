@@ -12,6 +12,12 @@ acknowledged upstream only once stored, so what was in flight is delivered again
 
 A second SIGTERM/SIGINT exits at once. It is handled by a plain ``signal`` handler rather than
 the event loop's, so it works even while the loop is held.
+
+What the loop cannot bound, a thread does: a step that holds the event loop (a blocking call
+in a coroutine), or the interpreter's exit waiting for executor threads stuck in a call. When
+the stop begins, a daemon timer is armed for the grace plus ``HARD_EXIT_SLACK_S``; if the
+process is still there then, it writes what it knows to stderr and leaves with
+``os._exit``. A stop is therefore bounded by ``shutdown_grace_s + 1 s`` whatever happens.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
@@ -40,6 +47,9 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CANCEL_WAIT_S = 1.0
 """How long cancelled work may take to unwind once the grace is up (within the grace)."""
 EXIT_ABANDONED = 1
+HARD_EXIT_SLACK_S = 1.0
+"""After the grace, how long the orderly path may take to report and exit before the timer
+thread exits for it."""
 
 
 def _exit_now(signum: int, _frame: FrameType | None) -> None:
@@ -57,6 +67,16 @@ def exit_abandoned() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+    os._exit(EXIT_ABANDONED)
+
+
+def _hard_exit(grace_s: float) -> None:
+    """The timer thread's exit: the loop could not end the stop (it is held, or the exit is
+    waiting for a thread)."""
+    with contextlib.suppress(OSError):
+        os.write(2, f"sems: the stop did not end within the grace of {grace_s:g} s "
+                    "(SEMS_SHUTDOWN_GRACE_S); the event loop or a thread is stuck: exiting "
+                    "now\n".encode())
     os._exit(EXIT_ABANDONED)
 
 
@@ -82,6 +102,7 @@ class Shutdown:
         self._steps: list[Step | Callable[[], list[Step]]] = []
         self._deadline: float | None = None
         self._bounded: dict[str, float] = {}
+        self._timer: threading.Timer | None = None
 
     def install(self) -> None:
         loop = asyncio.get_running_loop()
@@ -93,7 +114,7 @@ class Shutdown:
         if self.requested.is_set():
             return
         self.signal = sig
-        self._deadline = time.monotonic() + self.grace_s
+        self._begin()
         self.requested.set()
         if sig is not None:
             loop = asyncio.get_running_loop()
@@ -102,6 +123,17 @@ class Shutdown:
                 signal.signal(s, _exit_now)
             log.info("%s: stopping within %g s (SEMS_SHUTDOWN_GRACE_S); send it again to exit "
                      "at once", sig.name, self.grace_s)
+
+    def _begin(self) -> float:
+        """The stop's clock starts: its deadline, and the timer that enforces it if the loop
+        cannot."""
+        self._deadline = time.monotonic() + self.grace_s
+        self._timer = threading.Timer(self.grace_s + HARD_EXIT_SLACK_S, _hard_exit,
+                                      args=(self.grace_s,))
+        self._timer.daemon = True
+        self._timer.name = "sems-stop-deadline"
+        self._timer.start()
+        return self._deadline
 
     def on_stop(self, name: str, call: Callable[[], Awaitable[object]], *,
                 within_s: float | None = None) -> None:
@@ -140,10 +172,9 @@ class Shutdown:
     async def stop(self) -> list[str]:
         """Run the stop steps under the grace; returns what was abandoned (empty when the stop
         was orderly). Logs and counts each abandoned item."""
-        if self._deadline is None:
-            self._deadline = time.monotonic() + self.grace_s
+        deadline = self._deadline if self._deadline is not None else self._begin()
         # Cancelled work gets cancel_wait_s to unwind, inside the grace.
-        orderly_until = self._deadline - self.cancel_wait_s
+        orderly_until = deadline - self.cancel_wait_s
         abandoned: list[str] = []
         steps: list[Step] = []
         for entry in reversed(self._steps):
