@@ -11,17 +11,13 @@ Supported: ``MIN_TIME`` (1970-01-01T00:00:00Z) <= t < ``MAX_TIME`` (2200-01-01T0
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from api.errors import ApiError, bad_parameter
-from schemas.common import MAX_TIME, MIN_TIME, in_supported_range
+from schemas.common import MAX_TIME, MIN_TIME, NAIVE_TIME, RFC3339, in_supported_range
 
-_LOCAL = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
-_ISO_8601 = re.compile(_LOCAL + r"(?:Z|z|[+-][0-9]{2}:[0-9]{2})")
-_NAIVE = re.compile(_LOCAL)
-"""RFC 3339 with an offset (seconds and fractions optional), and nothing else: no trailing
-bytes (a NUL, a second time), no week dates, no naive times, ASCII digits only."""
+_ISO_8601 = RFC3339
+_NAIVE = NAIVE_TIME
 
 
 __all__ = ["MAX_ECHO_CHARS", "MAX_TIME", "MIN_TIME", "check_time", "in_range", "parse_time"]

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.common import MAX_TIME, MIN_TIME, Identifier, in_supported_range
+from schemas.common import MAX_TIME, MIN_TIME, RFC3339, Identifier, in_supported_range
 
 DrStatus = Literal["scheduled", "active", "completed", "failed"]
 FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed"})
@@ -49,10 +49,14 @@ def _to_utc(ts: datetime) -> datetime:
 
 
 def _text_or_datetime(value: object) -> object:
-    """A time from outside is an RFC 3339 string: a JSON number is not one (pydantic would
-    read it as unix seconds)."""
-    if not isinstance(value, str | datetime):
-        raise ValueError("must be an RFC 3339 string with an offset")
+    """A time from outside is an RFC 3339 string, read by the query parameters' grammar
+    (``schemas.common.RFC3339``): not a JSON number (pydantic would read it as unix seconds),
+    nor what else pydantic would take (``2026-07-15``, ``+0000``, a trailing NUL)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or RFC3339.fullmatch(value) is None:
+        raise ValueError("must be an RFC 3339 string with an offset, e.g. "
+                         "2026-07-15T18:00:00Z")
     return value
 
 
