@@ -29,7 +29,14 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.common import MAX_TIME, MIN_TIME, RFC3339, Identifier, in_supported_range
+from schemas.common import (
+    MAX_TIME,
+    MIN_TIME,
+    NAIVE_TIME,
+    RFC3339,
+    Identifier,
+    in_supported_range,
+)
 
 DrStatus = Literal["scheduled", "active", "completed", "failed"]
 FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed"})
@@ -54,6 +61,8 @@ def _text_or_datetime(value: object) -> object:
     nor what else pydantic would take (``2026-07-15``, ``+0000``, a trailing NUL)."""
     if isinstance(value, datetime):
         return value
+    if isinstance(value, str) and NAIVE_TIME.fullmatch(value) is not None:
+        raise ValueError("needs a timezone offset, e.g. 2026-07-15T18:00:00Z or +02:00")
     if not isinstance(value, str) or RFC3339.fullmatch(value) is None:
         raise ValueError("must be an RFC 3339 string with an offset, e.g. "
                          "2026-07-15T18:00:00Z")
