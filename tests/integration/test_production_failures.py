@@ -180,7 +180,10 @@ async def test_influxdb_away_for_a_minute_loses_nothing_and_memory_stays_bounded
         async def first_stored() -> bool:
             return await influx_readings(store) == first
 
-        await eventually(first_stored, timeout_s=60, what="the first readings in InfluxDB")
+        # Counting 100,000 readings is a query InfluxDB works at: once a second, not every
+        # 50 ms, or the test's own polling slows the recovery it waits for.
+        await eventually(first_stored, timeout_s=60, what="the first readings in InfluxDB",
+                         poll_s=1.0)
         rss_before = rss_mb(worker.process.pid)
         committed_before = sum((await committed_offsets(own_kafka.bootstrap,
                                                         cfg.kafka_app_id)).values())
@@ -213,7 +216,8 @@ async def test_influxdb_away_for_a_minute_loses_nothing_and_memory_stays_bounded
         async def all_stored() -> bool:
             return await influx_readings(store) == len(records)
 
-        await eventually(all_stored, timeout_s=180, what="every reading in InfluxDB")
+        await eventually(all_stored, timeout_s=150, what="every reading in InfluxDB",
+                         poll_s=1.0)
         for f in fleet.facilities:
             for window in WindowName:
                 expected = baseline_rollups(baseline, f.facility_id, window)
