@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run run-kafka run-production test test-unit lint typecheck bench bench-kafka bench-influx bench-api bench-forecast bench-startup soak services schemas clean
+.PHONY: run run-kafka run-production test test-unit lint typecheck bench bench-kafka bench-influx bench-api bench-forecast bench-startup bench-dr-stall soak services schemas clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "SEMS needs Python >= 3.11")'
@@ -62,6 +62,9 @@ bench-forecast: $(STAMP)  ## the 15-min forecast cycle for 100 and 1,000 facilit
 
 bench-startup: $(STAMP)  ## /current latency while sems run starts, backfills and chooses models, beside the idle process
 	$(PY) -m bench.startup --runs 3
+
+bench-dr-stall: $(STAMP)  ## event-loop lag while DR plans and reports run inline, on a thread, in a worker process
+	$(PY) -m bench.dr_stall --runs 3
 
 SOAK_S ?= 600
 soak: $(STAMP) services  ## hostile-traffic soak of make run's system (SOAK_S seconds, default 600); docs/reliability.md

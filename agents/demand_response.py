@@ -270,11 +270,14 @@ class DrService:
                      else e.target_reduction_kw or 0.0)
         inventory = as_before(inventory, await held_by_others(self.store, e, self.clock()))
         upper = await self.baselines.upper_band(e.facility_id, baseline)
-        plan = plan_reduction(inventory, target_reduction_kw=target_kw, forecast_upper_kw=upper,
-                              baseline_kw=baseline.baseline_kw, event_start=e.event_start,
-                              event_end=e.event_end, event_id=e.id,
-                              release_stages=self.release_stages,
-                              release_gap_s=self.release_gap_s)
+        # Off the loop: HiGHS solves without the GIL, and a large campus's lexicographic solves
+        # held the API's loop for up to 0.5 s (bench/dr_stall.py). A raise fails this event
+        # alone, as inline; HiGHS's own time limit bounds the thread.
+        plan = await asyncio.to_thread(
+            plan_reduction, inventory, target_reduction_kw=target_kw, forecast_upper_kw=upper,
+            baseline_kw=baseline.baseline_kw, event_start=e.event_start, event_end=e.event_end,
+            event_id=e.id, release_stages=self.release_stages,
+            release_gap_s=self.release_gap_s)
         if not plan.meets_target:
             log.warning("DR event %s: the plan sheds %.1f kW of %.1f kW asked (%s)", e.id,
                         plan.expected_reduction_kw, plan.required_reduction_kw,
@@ -365,9 +368,9 @@ class DrService:
             return now + timedelta(seconds=self.poll_s)  # the last rollups are not final yet
         baseline = await self._settlement_baseline(e, facility, now)
         try:
-            report = achieved_reduction(baseline, metered,
-                                        target_reduction_kw=e.target_reduction_kw,
-                                        event_id=e.event_id or e.id)
+            report = await asyncio.to_thread(  # pandas on minutes of history: off the loop
+                achieved_reduction, baseline, metered,
+                target_reduction_kw=e.target_reduction_kw, event_id=e.event_id or e.id)
         except InsufficientMeterDataError as exc:
             await self._finish(e, "failed", reason=f"no report: {exc}")
             return None
