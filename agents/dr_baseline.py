@@ -9,6 +9,7 @@ chosen method, its days and its adjustment are stored with the event.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -98,7 +99,10 @@ class BaselineSource:
                                   min(now, start), interval_s=step_s)
         if not load:
             raise BaselineError("no metered history")
-        result = compute_baseline(
+        # Weeks of history through pandas: ~45 ms a facility, on a thread so that the API's
+        # event loop is not held (bench/dr_stall.py, docs/performance.md).
+        result = await asyncio.to_thread(
+            compute_baseline,
             cfg.model_copy(update={
                 "method": method,
                 "ten_in_ten" if method == "caiso_10_in_10" else "high_four_of_five": params,

@@ -17,7 +17,7 @@ between two calls, as the agent's store reads give it); two inventories:
 Each inventory is planned at 20, 45, 70 and 90 % of the most it can shed. The report phases
 run ``achieved_reduction`` for ``--reports`` events of 2 hours metered by the minute, and the
 settlement baseline (``compute_baseline``, CAISO 10-in-10 over 46 days of 1-minute rollups),
-which ``agents/dr_baseline.py`` still computes on the loop. Reported per phase: the median over
+which ``agents/dr_baseline.py`` computes on a thread too. Reported per phase: the median over
 ``--runs`` of the p50, p99 and max lag, the ratio of p99 to the baseline's, and the wall time
 per call.
 
@@ -171,8 +171,8 @@ async def run(runs: int, period_s: float, baseline_s: float, reports: int,
         "campus plans in a worker process": (partial(in_worker, runner), campus_plans),
         "reports inline (before)": (inline, report_calls),
         "reports on a thread (now)": (threaded, report_calls),
-        "settlement baselines inline (dr_baseline.py, unchanged)": (inline, baselines),
-        "settlement baselines on a thread (not done)": (threaded, baselines),
+        "settlement baselines inline (before)": (inline, baselines),
+        "settlement baselines on a thread (now)": (threaded, baselines),
     }
     out: dict[str, list[tuple[float, ...]]] = {"baseline (nothing running)": []}
     out.update({name: [] for name in batches})
