@@ -25,6 +25,22 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 EVERY_ROLE = frozenset(Role)
 ADMIN = frozenset({Role.ADMIN})
 
+Method = Literal["GET", "POST", "PUT", "DELETE"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a caller finds a value for a parameter: a field of another operation's answer.
+    The OpenAPI document turns each into a link on that answer, so a client (and
+    schemathesis's stateful phase) can chain the two calls instead of guessing ids."""
+
+    method: Method
+    path: str
+    status: int
+    pointer: str
+    """A JSON pointer into the answer's body, e.g. ``/facilities/0/facility_id``; checked
+    against the answer's schema when the document is built."""
+
 
 @dataclass(frozen=True)
 class Param:
@@ -33,16 +49,19 @@ class Param:
     schema: dict[str, Any]
     description: str
     required: bool = False
+    sources: tuple[Source, ...] = ()
+    """Answers that carry a value for it (the OpenAPI links into the operations taking it)."""
 
 
 FACILITY_ID = Param("facility_id", "path", {"type": "string", "maxLength": 64,
                                            "pattern": r"^[A-Za-z0-9_.-]+$"},
-                    "a facility the caller may see", required=True)
+                    "a facility the caller may see", required=True,
+                    sources=(Source("GET", "/api/facilities", 200, "/facilities/0/facility_id"),))
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    method: Literal["GET", "POST", "PUT", "DELETE"]
+    method: Method
     path: str
     handler: Handler
     summary: str
