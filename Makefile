@@ -67,8 +67,9 @@ bench-dr-stall: $(STAMP)  ## event-loop lag while DR plans and reports run inlin
 	$(PY) -m bench.dr_stall --runs 3
 
 SOAK_S ?= 600
-soak: $(STAMP) services  ## hostile-traffic soak of make run's system (SOAK_S seconds, default 600); docs/reliability.md
-	$(PY) -m bench.soak --duration-s $(SOAK_S)
+SOAK_ARGS ?=
+soak: $(STAMP) services  ## hostile-traffic soak of make run's system (SOAK_S seconds, default 600; SOAK_ARGS e.g. --json soak.json); docs/reliability.md
+	$(PY) -m bench.soak --duration-s $(SOAK_S) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .run .cache

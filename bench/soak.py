@@ -9,10 +9,13 @@ route of the live OpenAPI document as admin, viewer, utility (API key) and nobod
 webhooks and API-key events on a short schedule (with forged, stale and hostile ones,
 overlapping windows and concurrent duplicates); the simulated BMS in this process, watched for
 loads shed past their event's release deadline. At 30 % of the run Mosquitto is restarted
-(SIGTERM, same port); at 60 % SEMS itself (SIGTERM, same data dir).
+(SIGTERM, same port); at 60 % SEMS itself (SIGTERM, same data dir): the embedded profile has
+no store server, so that is its store restart (SQLite closed by the stopping process, opened
+again by the new one). ``--profile production`` also restarts PostgreSQL at 45 %.
 
 Targets (exit status 1 when one is missed): 0 5xx, 0 stuck DR events, 0 loads shed past their
-deadline, 0 readings lost, RSS growth under 50 MB. Method and results: docs/reliability.md.
+deadline, 0 readings lost, RSS growth under 50 MB within every SEMS process life (after its
+warm-up; ``bench/soak_rss.py``). Method and results: docs/reliability.md.
 
     python -m bench.soak [--duration-s 600] [--json soak.json] [--workdir DIR] [--rate 15]
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import sys
 import tempfile
 import time
@@ -37,6 +41,7 @@ import orjson
 from bench.report import machine_facts
 from bench.soak_load import Credentials, Tally, Traffic, mqtt_garbage
 from bench.soak_production import ProductionServers
+from bench.soak_rss import LifeRss, life_rss, worst_growth_mb
 from bench.soak_schedule import DrSchedule, ShedWatch, shifted, wait_final
 from bench.soak_system import (
     REPO,
@@ -46,6 +51,7 @@ from bench.soak_system import (
     dead_letter_reasons,
     expected_readings,
     log_summary,
+    shed_loads,
     stored_readings,
 )
 from bench.soak_system import cli as sems_cli
@@ -56,6 +62,9 @@ from simulators.publish import align
 from tests.servers import Mosquitto, free_port, wait_until
 
 RSS_GROWTH_LIMIT_MB = 50.0
+RSS_EVERY_S = 5.0
+RSS_WARMUP_S = 60.0
+"""Load a SEMS process serves before its RSS is the reference (10 % of shorter runs)."""
 RELEASE_STAGES = 3
 RELEASE_GAP_S = 20.0
 REPORT_TIMEOUT_S = 30.0
@@ -103,6 +112,7 @@ class Result:
     machine: dict[str, str]
     duration_s: float
     requests: dict[str, dict[str, int]] = field(default_factory=dict)
+    requests_by_status: dict[str, int] = field(default_factory=dict)
     server_errors: int = 0
     first_5xx: dict[str, str] = field(default_factory=dict)
     findings: dict[str, str] = field(default_factory=dict)
@@ -115,8 +125,16 @@ class Result:
     lost_reasons: dict[str, int] = field(default_factory=dict)
     lost_examples: list[str] = field(default_factory=list)
     rss_mb: dict[str, float | None] = field(default_factory=dict)
-    rss_samples_mb: list[tuple[int, float | None]] = field(default_factory=list)
-    """(seconds into the load, RSS) every 15 s: a trend, not just two points."""
+    """``start``: the first SEMS process after its warm-up; ``end``: the last one at its
+    stop. Two processes: their difference is not the growth (:attr:`rss_lives` is)."""
+    rss_warmup_s: float = 0.0
+    rss_lives: list[LifeRss] = field(default_factory=list)
+    rss_samples_mb: list[tuple[float, int, float]] = field(default_factory=list)
+    """(seconds into the load, pid, RSS) every 5 s: the trend, not just two points."""
+    store_restart: str = ""
+    soak_side: list[str] = field(default_factory=list)
+    """Unhandled asyncio errors in the soak's own process (e.g. its MQTT client's disconnect
+    future after the broker restart): reported, not SEMS's."""
     sems_log: dict[str, Any] = field(default_factory=dict)
     sems_stop_s: list[float] = field(default_factory=list)
     sems_exit_codes: list[int | None] = field(default_factory=list)
@@ -124,13 +142,8 @@ class Result:
     disruptions: list[str] = field(default_factory=list)
 
     def rss_growth_mb(self) -> float | None:
-        """The larger growth of the two SEMS processes, each from after its backlog was in
-        (start, after the restart) to its last sample (before the restart, end)."""
-        r = self.rss_mb
-        spans = [(r.get("start"), r.get("before SEMS restart")),
-                 (r.get("after SEMS restart"), r.get("end"))]
-        growths = [b - a for a, b in spans if a is not None and b is not None]
-        return max(growths) if len(growths) == len(spans) else None
+        """The largest growth of one SEMS process life (warm-up to its stop)."""
+        return worst_growth_mb(self.rss_lives)
 
     def misses(self) -> list[str]:
         growth = self.rss_growth_mb()
@@ -141,7 +154,7 @@ class Result:
              f"{len(self.shed_past_deadline)} loads shed past deadline"),
             (self.readings_lost == 0, f"{self.readings_lost} readings lost"),
             (growth is not None and growth < RSS_GROWTH_LIMIT_MB,
-             f"RSS growth {growth if growth is None else round(growth, 1)} MB"),
+             f"RSS growth {'not measured' if growth is None else f'{growth:.1f} MB'}"),
         ] if not ok]
 
 
@@ -169,6 +182,17 @@ async def soak(opts: Options, workdir: Path) -> Result:
     sim = SimulatorProcess(workdir, mosquitto.url, base_env({})[0])
     fids = [f.facility_id for f in fleet.facilities]
     since = datetime.now(UTC) - timedelta(hours=2)
+    result.rss_warmup_s = min(RSS_WARMUP_S, opts.duration_s * 0.1)
+    sampling = asyncio.Event()
+
+    async def sample_rss() -> None:
+        sems.sample_rss()
+
+    sampler = asyncio.create_task(every(sampling, RSS_EVERY_S, sample_rss, concurrency=1))
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _, ctx: result.soak_side.append(f"{ctx.get('message')}: "
+                                               f"{ctx.get('exception')!r}"[:300]))
+    load_t0: float | None = None
 
     async def readings() -> set[tuple[str, int]]:
         if servers is not None:
@@ -198,18 +222,23 @@ async def soak(opts: Options, workdir: Path) -> Result:
         await asyncio.to_thread(wait_until, sim.backfilled, timeout_s=120,
                                 what="the simulator's backfill")
         await settle(readings, timeout_s=120)
-        result.rss_mb["start"] = sems.rss_mb()
-        await load(opts, result, fleet, sems, sim, mosquitto, creds, readings, servers)
+        load_t0 = time.monotonic()
+        await load(opts, result, fleet, sems, sim, mosquitto, creds, readings, servers,
+                   started=load_t0)
         sim.stop()
         await settle(readings, timeout_s=60)
-        result.rss_mb["end"] = sems.rss_mb()
         await check_readings(result, sim, sems, await readings())
     finally:
         sim.stop()
-        if sems.process is not None:
+        if sems.process is not None:  # its last RSS sample is taken just before the SIGTERM
             await asyncio.to_thread(sems.stop, grace_s=SHUTDOWN_GRACE_S + 15)
+        sampling.set()
+        await sampler
+        if load_t0 is not None:
+            rss_lives(result, sems, load_t0)
         result.sems_stop_s, result.sems_exit_codes = sems.stop_s, sems.exit_codes
         result.sems_log = log_summary(workdir)
+        gc.collect()  # a dropped future's error reaches the handler now, not after the report
         mosquitto.stop()
         await bms.stop()
         if servers is not None:
@@ -231,9 +260,22 @@ async def settle(readings: Readings, *, timeout_s: float) -> None:
         await asyncio.sleep(1)
 
 
+def rss_lives(result: Result, sems: SemsProcess, load_t0: float) -> None:
+    """Each SEMS process life's RSS measure, times in seconds into the load phase."""
+    for pid, raw in sems.rss_lives:
+        samples = [(t - load_t0, mb) for t, mb in raw]
+        result.rss_samples_mb += [(round(t, 1), pid, round(mb, 1)) for t, mb in samples]
+        if samples:
+            result.rss_lives.append(life_rss(pid, samples, warmup_s=result.rss_warmup_s))
+    lives = result.rss_lives
+    result.rss_mb = {"start": lives[0].warm_mb if lives else None,
+                     "end": lives[-1].end_mb if lives else None}
+
+
 async def load(opts: Options, result: Result, fleet: Any, sems: SemsProcess,
                sim: SimulatorProcess, mosquitto: Mosquitto, creds: Credentials,
-               readings: Readings, servers: ProductionServers | None) -> None:
+               readings: Readings, servers: ProductionServers | None, *,
+               started: float) -> None:
     tally = Tally()
     stop = asyncio.Event()
     mqtt_sent: Counter[str] = Counter()
@@ -253,34 +295,48 @@ async def load(opts: Options, result: Result, fleet: Any, sems: SemsProcess,
                 seed=opts.seed, stop=stop, every_s=2.0, sent=mqtt_sent)),
         ]
         watcher = asyncio.create_task(watch.run())
-        started = time.monotonic()
-        tasks.append(asyncio.create_task(every(stop, 15.0, lambda: _sample_rss(
-            result, sems, started))))
-        await asyncio.sleep(opts.duration_s * 0.3)
-        await restart_broker(result, sim, mosquitto)
+        await asyncio.sleep(max(0.0, started + opts.duration_s * 0.3 - time.monotonic()))
+        await restart_broker(result, sim, mosquitto, tally)
         if servers is not None:
             await asyncio.sleep(max(0.0, started + opts.duration_s * 0.45 - time.monotonic()))
+            at_s, shed = time.monotonic() - started, _shed_count(fleet)
             t0 = time.monotonic()
+            tally.outage_began(frozenset({"store"}))
             await asyncio.to_thread(servers.restart_postgres)
+            tally.outage_ended()
             result.disruptions.append(f"PostgreSQL restarted in {time.monotonic() - t0:.1f} s")
+            result.store_restart = (
+                f"PostgreSQL (DR events, commands, utilities) restarted at {at_s:.0f} s "
+                f"while SEMS ran ({shed}); InfluxDB and Redis not restarted")
         await asyncio.sleep(max(0.0, started + opts.duration_s * 0.6 - time.monotonic()))
-        result.rss_mb["before SEMS restart"] = sems.rss_mb()
+        at_s, shed = time.monotonic() - started, _shed_count(fleet)
+        tally.restart_began()
+        tally.outage_began(frozenset({"mqtt"}))  # the new process connects after it listens
         took = await asyncio.to_thread(sems.stop, grace_s=SHUTDOWN_GRACE_S + 15)
         await asyncio.to_thread(sems.start)
-        result.disruptions.append(f"SEMS restarted at {time.monotonic() - started:.0f} s "
-                                  f"(stopped in {took:.1f} s)")
-        await settle(readings, timeout_s=60)
-        result.rss_mb["after SEMS restart"] = sems.rss_mb()
+        tally.restart_ended()
+        tally.outage_ended()
+        result.disruptions.append(f"SEMS restarted at {at_s:.0f} s (stopped in {took:.1f} s, "
+                                  f"{shed})")
+        if servers is None:
+            result.store_restart = (
+                f"embedded profile, no store server: SEMS restarted at {at_s:.0f} s ({shed}); "
+                "the stopping process closed SQLite, the new one opened the same file")
         await asyncio.sleep(max(0.0, started + opts.duration_s - time.monotonic()))
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         events = await wait_final(traffic, deadline_s=RELEASE_STAGES * RELEASE_GAP_S
                                   + REPORT_TIMEOUT_S + RELEASE_GRACE_S + 60)
+        await watch.settle(timeout_s=RELEASE_STAGES * RELEASE_GAP_S + RELEASE_GRACE_S + 10)
         watch.stop()
         await watcher
     result.requests = {}
     for (kind, status), n in sorted(tally.statuses.items()):
         result.requests.setdefault(kind, {})[status] = n
+    by_status: Counter[str] = Counter()
+    for (_, status), n in tally.statuses.items():
+        by_status[status] += n
+    result.requests_by_status = dict(sorted(by_status.items()))
     result.server_errors, result.first_5xx = tally.server_errors, tally.first_5xx
     result.findings = {**tally.findings, **schedule.findings}
     result.dr_events = dict(Counter(e["status"] for e in events))
@@ -299,8 +355,9 @@ async def load(opts: Options, result: Result, fleet: Any, sems: SemsProcess,
     result.mqtt = {**mqtt_sent, "scheduled DR events": schedule.created}
 
 
-async def _sample_rss(result: Result, sems: SemsProcess, started: float) -> None:
-    result.rss_samples_mb.append((round(time.monotonic() - started), sems.rss_mb()))
+def _shed_count(fleet: Any) -> str:
+    shed = shed_loads(fleet.models)
+    return f"{sum(map(len, shed.values()))} loads of {len(shed)} facilities shed then"
 
 
 async def every(stop: asyncio.Event, period_s: float, action: Any, *,
@@ -326,7 +383,8 @@ async def every(stop: asyncio.Event, period_s: float, action: Any, *,
     await asyncio.gather(*running, return_exceptions=True)
 
 
-async def restart_broker(result: Result, sim: SimulatorProcess, mosquitto: Mosquitto) -> None:
+async def restart_broker(result: Result, sim: SimulatorProcess, mosquitto: Mosquitto,
+                         tally: Tally) -> None:
     """Stop the simulator between two steps (nothing in flight), SIGTERM Mosquitto and start it
     on the same port; then the simulator again from the step after its last one. SEMS's
     persistent session must bring back what the broker had queued for it."""
@@ -336,8 +394,10 @@ async def restart_broker(result: Result, sim: SimulatorProcess, mosquitto: Mosqu
     sim.stop()
     next_step = align(datetime.now(UTC)) + timedelta(seconds=15)
     t0 = time.monotonic()
+    tally.outage_began(frozenset({"mqtt"}))
     await asyncio.to_thread(mosquitto.stop)
     await asyncio.to_thread(mosquitto.start)
+    tally.outage_ended()
     gap_s = max(0.0, (datetime.now(UTC) - next_step).total_seconds())
     sim.start(start=next_step, duration_s=gap_s, faults=[])
     result.disruptions.append(f"Mosquitto restarted in {time.monotonic() - t0:.1f} s "
@@ -358,14 +418,15 @@ async def check_readings(result: Result, sim: SimulatorProcess, sems: SemsProces
 
 def print_report(r: Result) -> None:
     print(f"\nhostile-traffic soak, {r.duration_s:.0f} s load")
-    print(f"{'requests':<34}{'status':>12}{'count':>9}")
+    print(f"{'requests':<34}{'status':>30}{'count':>9}")
     for kind, statuses in r.requests.items():
         for status, n in statuses.items():
-            print(f"  {kind:<32}{status:>12}{n:>9}")
+            print(f"  {kind:<32}{status:>30}{n:>9}")
+    print(f"all requests by status: {r.requests_by_status}")
     print(f"5xx: {r.server_errors}")
     for key, example in r.first_5xx.items():
         print(f"  first {key}: {example[:240]}")
-    print(f"DR events by final state: {r.dr_events}; stuck: {len(r.stuck_events)}")
+    print(f"DR events by state at the end: {r.dr_events}; stuck: {len(r.stuck_events)}")
     for line in r.stuck_events[:5]:
         print(f"  stuck {line}")
     for reason, eid in r.dr_failures.items():
@@ -375,11 +436,20 @@ def print_report(r: Result) -> None:
         print(f"  {line}")
     print(f"readings: {r.readings_expected} expected, {r.readings_lost} lost "
           f"{r.lost_reasons or ''} {r.lost_examples[:3] or ''}")
-    growth = r.rss_growth_mb()
-    rss = {k: v if v is None else round(v, 1) for k, v in r.rss_mb.items()}
-    print(f"RSS growth {growth if growth is None else round(growth, 1)} MB; RSS MB: {rss}")
+    rss = {k: _mb(v) for k, v in r.rss_mb.items()}
+    print(f"RSS MB {rss} (start: first SEMS process {r.rss_warmup_s:.0f} s into the load; "
+          f"end: last process at its stop); growth per process life "
+          f"(after warm-up -> stop), worst {_mb(r.rss_growth_mb())} MB:")
+    for n, life in enumerate(r.rss_lives, 1):
+        print(f"  life {n} (pid {life.pid}, {life.from_s:.0f}..{life.to_s:.0f} s): "
+              f"{_mb(life.warm_mb)} at {_mb(life.warm_s)} s -> {_mb(life.end_mb)}, "
+              f"growth {_mb(life.growth_mb)} MB, peak {_mb(life.peak_mb)}, "
+              f"trend {_mb(life.slope_mb_per_min, 2)} MB/min")
+    print(f"store restart: {r.store_restart or '(none: the run ended before it)'}")
     print(f"SEMS stops took {r.sems_stop_s} s, exit codes {r.sems_exit_codes}")
     print(f"MQTT extras: {r.mqtt}; disruptions: {r.disruptions}")
+    for line in r.soak_side[:5]:
+        print(f"  soak process (not SEMS): {line}")
     for key, example in r.findings.items():
         print(f"  finding: {key}: {example[:240]}")
     print(f"SEMS log: {r.sems_log.get('tracebacks')} tracebacks; most frequent:")
@@ -387,6 +457,10 @@ def print_report(r: Result) -> None:
         print(f"  {g['count']:>5} x {g['first'][:200]}")
     misses = r.misses()
     print("targets: " + ("all met" if not misses else "MISSED: " + ", ".join(misses)))
+
+
+def _mb(v: float | None, digits: int = 1) -> float | None:
+    return v if v is None else round(v, digits)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,11 @@ HOSTILE_TIMES = ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "0001-01-01T00:
                  "9999-12-31T23:00:00-05:00", "2026-02-30T00:00:00Z", "2026-01-01T00:00:00",
                  "2026-01-01T00:00:00Z\x00junk", "now", "", "1e308", "-1",
                  "2026-01-01T00:00:00+24:00", "x" * 5000)
+RESTART_SLACK_S = 2.0
+OUTAGE_SLACK_S = 10.0
+"""SEMS reconnects within a second of a dependency coming back; /healthz may say degraded
+until then (and the soak's outage end is taken after the server is up)."""
+"""A connection error this long after SEMS is healthy again still counts as the restart's."""
 HOSTILE_STRINGS = ("", " ", "\x00", "' OR 1=1 --", "../../etc/passwd", "%00", "é" * 300,
                    "x" * 10_000, "fac-001\x00", "${jndi:ldap://x}", "-1", "1e999")
 
@@ -40,6 +45,33 @@ class Tally:
     findings: dict[str, str] = field(default_factory=dict)
     """Other contract breaks (not 5xx) by kind: the first example of each."""
     last_conn_error: str = ""
+    restarts: list[list[float]] = field(default_factory=list)
+    """[began, ended] (monotonic) of each SEMS restart: a connection error then is expected;
+    one outside is a finding (SEMS stalled or dropped connections)."""
+
+    outages: list[tuple[frozenset[str], list[float]]] = field(default_factory=list)
+    """(health checks, began, ended) of each dependency the soak restarts on purpose (the
+    broker: ``mqtt``; PostgreSQL: ``store``): ``/healthz`` answering 503 ``degraded`` for
+    those checks then is the documented answer, not a server error."""
+
+    def outage_began(self, checks: frozenset[str]) -> None:
+        self.outages.append((checks, [time.monotonic(), float("inf")]))
+
+    def outage_ended(self) -> None:
+        self.outages[-1][1][1] = time.monotonic() + OUTAGE_SLACK_S
+
+    def expected_degraded(self, failing: frozenset[str], *times: float) -> bool:
+        return bool(failing) and any(failing <= checks and a <= t <= b
+                                     for checks, (a, b) in self.outages for t in times)
+
+    def restart_began(self) -> None:
+        self.restarts.append([time.monotonic(), float("inf")])
+
+    def restart_ended(self) -> None:
+        self.restarts[-1][1] = time.monotonic() + RESTART_SLACK_S
+
+    def restarting(self, *times: float) -> bool:
+        return any(a <= t <= b for a, b in self.restarts for t in times)
 
     def count(self, kind: str, status: int | str) -> None:
         self.statuses[(kind, str(status))] += 1
@@ -97,6 +129,7 @@ class Traffic:
         """Send and count; 0 is a connection error (SEMS restarting), also counted."""
         if self.session is None:
             raise RuntimeError("traffic session not open")
+        sent = time.monotonic()
         try:
             async with self.session.request(method, self.base + path, headers=headers,
                                             data=body, params=list(params)) as resp:
@@ -107,9 +140,19 @@ class Traffic:
             self.tally.note(f"{kind}: not sent", f"{method} {path}: {exc!r}")
             return 0, b""
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self.tally.count(kind, "conn_error")  # expected while SEMS restarts
-            self.tally.last_conn_error = f"{method} {path}: {exc!r}"
+            what = f"{method} {path}: {exc!r}"
+            if self.tally.restarting(sent, time.monotonic()):
+                self.tally.count(kind, "conn_error (SEMS restarting)")
+            else:
+                label = "timeout" if isinstance(exc, TimeoutError) else "conn_error"
+                self.tally.count(kind, label)
+                self.tally.note(f"{kind}: {label} outside the SEMS restart", what)
+            self.tally.last_conn_error = what
             return 0, b""
+        if path == "/healthz" and status == 503 and self.tally.expected_degraded(
+                _failing_checks(data), sent, time.monotonic()):
+            self.tally.count(kind, "503 (health degraded: restarted on purpose)")
+            return status, data
         self.tally.count(kind, status)
         self._check(kind, method, path, params, body, status, data,
                     resp.headers.get("Content-Type", ""))
@@ -125,7 +168,7 @@ class Traffic:
         hostile = any(w in kind for w in ("hostile", "bad", "stale", "unknown"))
         if hostile and 200 <= status < 300:
             self.tally.note(f"{kind}: accepted ({status})", f"{where} -> {data[:200]!r}")
-        if status >= 400 and status != 429:
+        if status >= 400 and status != 429 and path != "/healthz":  # health: its own body
             try:
                 doc = orjson.loads(data)
                 ok = isinstance(doc, dict) and {"error_code", "message", "details"} <= set(doc)
@@ -393,6 +436,15 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
     except TimeoutError:
         pass
+
+
+def _failing_checks(body: bytes) -> frozenset[str]:
+    """The failing checks of a ``/healthz`` answer (empty when it is not one)."""
+    with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+        doc = orjson.loads(body)
+        if doc.get("status") == "degraded":
+            return frozenset(k for k, v in doc["checks"].items() if not v.get("ok"))
+    return frozenset()
 
 
 def _iso(t: datetime) -> str:

@@ -110,21 +110,34 @@ class ShedWatch:
 
     async def run(self) -> None:
         while not self._stop.is_set():
-            self.events.update(await list_events(self.traffic, self.events))
-            now = datetime.now(UTC)
-            for fid, loads in shed_loads(self.models).items():
-                if any(_window(e, self.deadline)[0] <= now <= _window(e, self.deadline)[1]
-                       for e in self.events.get(fid, [])):
-                    continue
-                for load in loads:
-                    key = (fid, load.split("=")[0])
-                    if key not in self._seen:
-                        self._seen.add(key)
-                        self.violations.append(f"{fid} {load} still shed at {now:%H:%M:%S}Z")
+            await self.check()
             try:
                 await asyncio.wait_for(self._stop.wait(), 3)
             except TimeoutError:
                 pass
+
+    async def check(self) -> None:
+        self.events.update(await list_events(self.traffic, self.events))
+        now = datetime.now(UTC)
+        for fid, loads in shed_loads(self.models).items():
+            if any(_window(e, self.deadline)[0] <= now <= _window(e, self.deadline)[1]
+                   for e in self.events.get(fid, [])):
+                continue
+            for load in loads:
+                key = (fid, load.split("=")[0])
+                if key not in self._seen:
+                    self._seen.add(key)
+                    self.violations.append(f"{fid} {load} still shed at {now:%H:%M:%S}Z")
+
+    async def settle(self, *, timeout_s: float) -> None:
+        """After the events are final: wait until no load is shed, or until every event's
+        window has closed (``timeout_s``, the deadline), then look once more, so that a load
+        left shed at the end is a violation and not a load the watch stopped looking at."""
+        for _ in range(int(timeout_s // 3) + 1):
+            if not shed_loads(self.models):
+                break
+            await asyncio.sleep(3)
+        await self.check()
 
 
 def shifted(iso: str, delta: timedelta) -> datetime:

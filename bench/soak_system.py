@@ -64,6 +64,9 @@ class SemsProcess:
     starts: int = 0
     stop_s: list[float] = field(default_factory=list)
     exit_codes: list[int | None] = field(default_factory=list)
+    rss_lives: list[tuple[int, list[tuple[float, float]]]] = field(default_factory=list)
+    """Per process life: its pid and its (monotonic time, RSS MB) samples (:meth:`sample_rss`,
+    and one when it became healthy and one just before it was stopped)."""
 
     @property
     def data_dir(self) -> Path:
@@ -84,6 +87,8 @@ class SemsProcess:
             env=self.env, cwd=self.repo, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT)
         wait_until(self.healthy, timeout_s=90, what=f"sems run on {self.base}")
+        self.rss_lives.append((self.process.pid, []))
+        self.sample_rss()
 
     def healthy(self) -> bool:
         if self.process is None or self.process.poll() is not None:
@@ -96,6 +101,7 @@ class SemsProcess:
 
     def stop(self, *, grace_s: float) -> float:
         """SIGTERM; SIGKILL after ``grace_s`` (recorded as a hang). Returns seconds taken."""
+        self.sample_rss()
         started = time.monotonic()
         if self.process is not None:
             stop_process(self.process, timeout_s=grace_s)
@@ -105,8 +111,14 @@ class SemsProcess:
         self.process = None
         return took
 
-    def rss_mb(self) -> float | None:
-        return rss_mb(self.process.pid) if self.process is not None else None
+    def sample_rss(self) -> None:
+        """Add the running process's RSS to its life (nothing while it is restarting)."""
+        process = self.process
+        if process is None or not self.rss_lives or self.rss_lives[-1][0] != process.pid:
+            return
+        mb = rss_mb(process.pid)
+        if mb is not None:
+            self.rss_lives[-1][1].append((time.monotonic(), mb))
 
 
 @dataclass
