@@ -17,7 +17,7 @@ from streams.logs import configure_logging
 from streams.looplag import freeze_startup_heap, probe_loop_lag
 from streams.metrics import Metrics
 from streams.settings import DEFAULT_DATA_DIR, Settings, SettingsError, load_settings
-from streams.shutdown import Shutdown, exit_abandoned
+from streams.shutdown import EXIT_FAILED, Shutdown, exit_abandoned
 
 if TYPE_CHECKING:
     from streams.kafka import KafkaRuntime
@@ -174,7 +174,7 @@ async def _stopping(settings: Settings, work: Callable[[Shutdown], Coroutine[Any
         abandoned = await shutdown.stop()
         if abandoned:
             exit_abandoned()
-    return 0
+    return EXIT_FAILED if shutdown.failure is not None else 0
 
 
 def _lag_probe(shutdown: Shutdown, metrics: Metrics) -> None:
@@ -201,6 +201,8 @@ async def _worker(settings: Settings, *, ingest: bool = False) -> int:
         shutdown.on_stop_steps(runtime.stop_steps)
         await runtime.open()
         await runtime.start(ingest=ingest, worker=not ingest)
+        if not ingest:
+            shutdown.stop_when("faust worker", runtime.until_failed())
         freeze_startup_heap()
         what = (f"ingest from {settings.mqtt_url}" if ingest
                 else f"worker (group {settings.kafka_app_id})")
@@ -246,6 +248,8 @@ async def _start_run(settings: Settings, shutdown: Shutdown) -> bool:
     if settings.simulate:  # the in-process BMS commands the buildings the simulator reads
         runtime.dr.wiring.models = fleet.models
     await runtime.start()
+    if isinstance(runtime, KafkaRuntime):
+        shutdown.stop_when("faust worker", runtime.until_failed())
 
     async def health_mqtt() -> tuple[bool, str]:
         if runtime.mqtt is None:

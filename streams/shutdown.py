@@ -47,6 +47,8 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CANCEL_WAIT_S = 1.0
 """How long cancelled work may take to unwind once the grace is up (within the grace)."""
 EXIT_ABANDONED = 1
+EXIT_FAILED = 70
+"""A part the process cannot run without failed (``EX_SOFTWARE``): restart it."""
 HARD_EXIT_SLACK_S = 1.0
 """After the grace, how long the orderly path may take to report and exit before the timer
 thread exits for it."""
@@ -99,6 +101,9 @@ class Shutdown:
         self.cancel_wait_s = min(cancel_wait_s, grace_s / 4)
         self.requested = asyncio.Event()
         self.signal: signal.Signals | None = None
+        self.failure: str | None = None
+        """Why the process stops on its own (a part it cannot run without failed): it then
+        exits with ``EXIT_FAILED`` for its supervisor to restart it."""
         self._steps: list[Step | Callable[[], list[Step]]] = []
         self._deadline: float | None = None
         self._bounded: dict[str, float] = {}
@@ -124,6 +129,38 @@ class Shutdown:
             log.info("%s: stopping within %g s (SEMS_SHUTDOWN_GRACE_S); send it again to exit "
                      "at once", sig.name, self.grace_s)
 
+    def stop_when(self, name: str, failed: Coroutine[Any, Any, str]) -> None:
+        """Watch ``failed``, which returns (with the reason) once a part the process cannot
+        run without has failed for good, such as a Faust worker whose consumer crashed: the
+        process then logs the reason, stops as on a signal, and exits with ``EXIT_FAILED``,
+        rather than running on with the part dead and its health check still green."""
+        watch = asyncio.ensure_future(failed)
+
+        def done(task: asyncio.Future[str]) -> None:
+            if task.cancelled():
+                return
+            error = task.exception()
+            reason = task.result() if error is None else f"{name} watch failed: {error!r}"
+            self.fail(f"{name}: {reason}")
+
+        watch.add_done_callback(done)
+
+        async def cancel() -> None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+        self.on_stop(f"{name} watch", cancel)
+
+    def fail(self, reason: str) -> None:
+        """Stop because a part failed for good (see ``stop_when``)."""
+        if self.requested.is_set():
+            return
+        self.failure = reason
+        log.critical("stopping: %s; exiting with status %d for the supervisor to restart "
+                     "the process", reason, EXIT_FAILED)
+        self.request()
+
     def _begin(self) -> float:
         """The stop's clock starts: its deadline, and the timer that enforces it if the loop
         cannot."""
@@ -134,6 +171,12 @@ class Shutdown:
         self._timer.name = "sems-stop-deadline"
         self._timer.start()
         return self._deadline
+
+    def disarm(self) -> None:
+        """Cancel the hard-exit timer: for a caller that goes on after the stop (a test).
+        The commands keep it armed until they have exited."""
+        if self._timer is not None:
+            self._timer.cancel()
 
     def on_stop(self, name: str, call: Callable[[], Awaitable[object]], *,
                 within_s: float | None = None) -> None:

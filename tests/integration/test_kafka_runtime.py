@@ -3,13 +3,18 @@ local runtime."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.consumer.fetcher import OffsetResetStrategy
 
 from connectors import kafka as topics
 from connectors.mqtt import RawMessage
@@ -162,4 +167,90 @@ async def test_records_breaking_the_readings_contract_are_dead_letters_and_the_r
         await eventually(committed_past_them, timeout_s=30,
                          what="offsets committed past the bad records")
     finally:
+        await worker.stop()
+
+
+def _partition_states(worker: KafkaRuntime) -> dict[Any, Any]:
+    """aiokafka's state of each partition assigned to the worker's consumer."""
+    consumer: Any = worker.app.consumer
+    assignment = consumer._thread._consumer._subscription.subscription.assignment
+    return {tp: assignment.state_value(TopicPartition(tp.topic, tp.partition))
+            for tp in consumer.assignment()}
+
+
+async def test_a_partition_awaiting_its_position_neither_crashes_nor_stops_the_worker(
+    own_kafka: Kafka, tmp_path: Path
+) -> None:
+    """After the seek to the beginning of a never-committed partition (a restarted worker),
+    aiokafka holds no position until it has reset it. Faust's livelock check, every 2.5 s,
+    read that position: aiokafka 0.14 asserts it is set, so the check raised, the consumer
+    crashed, and the worker ran on consuming nothing (the production-profile crash test lost
+    its second half this way). Here a partition awaiting its position is checked the way that
+    check does, and readings go on being stored."""
+    fleet = build_fleet(facilities=2, meters_per_facility=3, seed=3)
+    recorded: list[tuple[str, bytes]] = []
+
+    async def keep(topic: str, payload: bytes) -> None:
+        recorded.append((topic, payload))
+
+    await Simulation(fleet, keep, seed=5).run_range(START, START + timedelta(minutes=10))
+    half = len(recorded) // 2
+    cfg = settings(tmp_path, runtime="kafka", kafka_bootstrap=own_kafka.bootstrap,
+                   kafka_partitions=4, kafka_app_id=f"sems-{uuid.uuid4().hex[:6]}",
+                   idle_timeout_s=3600.0)
+    worker = await provision(KafkaRuntime(cfg), fleet)
+    failed = asyncio.ensure_future(worker.until_failed())
+    try:
+        await replay(worker.raw, recorded[:half])
+        db = cfg.database_path
+
+        async def some_stored() -> bool:
+            return scalar(db, "SELECT COUNT(*) FROM readings") > 0
+
+        await eventually(some_stored, timeout_s=60, what="the first readings stored")
+
+        async def every_partition_fetched() -> bool:
+            states = _partition_states(worker)
+            return len(states) > 0 and all(s is not None and s.timestamp for s in
+                                           states.values())
+
+        await eventually(every_partition_fetched, timeout_s=30, what="a fetch of every "
+                         "assigned partition")
+        consumer: Any = worker.app.consumer
+        for tp, state in _partition_states(worker).items():
+            state.await_reset(OffsetResetStrategy.EARLIEST)  # what seek_to_beginning does
+            consumer.verify_event_path(time.monotonic(), tp)
+        await consumer.verify_all_partitions_active()
+        assert not consumer.crashed and not failed.done()
+
+        await replay(worker.raw, recorded[half:])
+        expected = 6 * 40  # 6 meters x 10 minutes of 15 s readings
+
+        async def all_stored() -> bool:
+            return scalar(db, "SELECT COUNT(*) FROM readings") == expected
+
+        await eventually(all_stored, timeout_s=60, what=f"{expected} readings stored")
+        assert not consumer.crashed and not failed.done()
+    finally:
+        failed.cancel()
+        await worker.stop()
+
+
+async def test_a_crashed_consumer_is_the_worker_failing(own_kafka: Kafka, tmp_path: Path) -> None:
+    """What ``sems run``/``sems worker`` watch to stop and exit non-zero (its supervisor
+    restarts it) instead of running on with a dead consumer."""
+    fleet = build_fleet(facilities=1, meters_per_facility=1, seed=3)
+    cfg = settings(tmp_path, runtime="kafka", kafka_bootstrap=own_kafka.bootstrap,
+                   kafka_partitions=2, kafka_app_id=f"sems-{uuid.uuid4().hex[:6]}")
+    worker = await provision(KafkaRuntime(cfg), fleet)
+    failed = asyncio.ensure_future(worker.until_failed())
+    try:
+        await asyncio.sleep(0)
+        assert not failed.done()
+        consumer: Any = worker.app.consumer
+        await consumer.crash(RuntimeError("broken fetch loop"))
+        reason = await asyncio.wait_for(failed, timeout=10)
+        assert "crashed" in reason and "broken fetch loop" in reason
+    finally:
+        failed.cancel()
         await worker.stop()
