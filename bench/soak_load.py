@@ -28,6 +28,9 @@ HOSTILE_TIMES = ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "0001-01-01T00:
                  "2026-01-01T00:00:00Z\x00junk", "now", "", "1e308", "-1",
                  "2026-01-01T00:00:00+24:00", "x" * 5000)
 RESTART_SLACK_S = 2.0
+DEGRADED_ON_PURPOSE = "health degraded (503) while restarted on purpose"
+"""``/healthz``'s 503 naming only the checks of a dependency the soak restarted: counted
+apart, not among the 5xx (``Tally.server_errors`` counts statuses starting with 5)."""
 OUTAGE_SLACK_S = 10.0
 """SEMS reconnects within a second of a dependency coming back; /healthz may say degraded
 until then (and the soak's outage end is taken after the server is up)."""
@@ -151,7 +154,8 @@ class Traffic:
             return 0, b""
         if path == "/healthz" and status == 503 and self.tally.expected_degraded(
                 _failing_checks(data), sent, time.monotonic()):
-            self.tally.count(kind, "503 (health degraded: restarted on purpose)")
+            # The documented answer while a dependency is down, not a server error.
+            self.tally.count(kind, DEGRADED_ON_PURPOSE)
             return status, data
         self.tally.count(kind, status)
         self._check(kind, method, path, params, body, status, data,

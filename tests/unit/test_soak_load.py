@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from bench.soak_load import Tally, _failing_checks
+from bench.soak_load import DEGRADED_ON_PURPOSE, Tally, _failing_checks
 
 pytestmark = pytest.mark.unit
 
@@ -37,3 +37,12 @@ def test_degraded_is_expected_only_for_the_dependency_restarted_then() -> None:
     assert not tally.expected_degraded(frozenset(), during)  # not a degraded answer
     assert not tally.expected_degraded(frozenset({"mqtt"}), before - 1)  # before the outage
     assert not tally.expected_degraded(frozenset({"mqtt"}), time.monotonic() + 60)  # long after
+
+
+def test_a_degraded_health_answer_during_an_outage_is_not_a_server_error() -> None:
+    tally = Tally()
+    tally.count("GET as viewer", DEGRADED_ON_PURPOSE)
+    assert tally.server_errors == 0
+    tally.count("GET as viewer", 503)
+    tally.count("GET as admin", 500)
+    assert tally.server_errors == 2
