@@ -28,6 +28,7 @@ from agents.dr_audit import as_before, held_by_others, release_of, shed_loads
 from agents.dr_baseline import BaselineSource, NoBaseline
 from agents.dr_inventory import InventorySource
 from agents.item_failures import ItemFailures, reason_of
+from agents.offload import off_loop
 from schemas.dr import BmsCommandRecord, CommandKind, CommandPhase, DrEvent, command_uuid
 from schemas.metadata import Facility
 from streams.logs import trace_id_var
@@ -273,7 +274,7 @@ class DrService:
         # Off the loop: HiGHS solves without the GIL, and a large campus's lexicographic solves
         # held the API's loop for up to 0.5 s (bench/dr_stall.py). A raise fails this event
         # alone, as inline; HiGHS's own time limit bounds the thread.
-        plan = await asyncio.to_thread(
+        plan = await off_loop(
             plan_reduction, inventory, target_reduction_kw=target_kw, forecast_upper_kw=upper,
             baseline_kw=baseline.baseline_kw, event_start=e.event_start, event_end=e.event_end,
             event_id=e.id, release_stages=self.release_stages,
@@ -368,7 +369,7 @@ class DrService:
             return now + timedelta(seconds=self.poll_s)  # the last rollups are not final yet
         baseline = await self._settlement_baseline(e, facility, now)
         try:
-            report = await asyncio.to_thread(  # pandas on minutes of history: off the loop
+            report = await off_loop(  # pandas on minutes of history: off the loop
                 achieved_reduction, baseline, metered,
                 target_reduction_kw=e.target_reduction_kw, event_id=e.event_id or e.id)
         except InsufficientMeterDataError as exc:

@@ -9,7 +9,6 @@ chosen method, its days and its adjustment are stored with the event.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -24,6 +23,7 @@ from agents.dr.baseline_types import (
 from agents.dr.baselines import compute_baseline, forecast_baseline
 from agents.dr.meter_before import meter_before
 from agents.dr.series import BaselineError, local_date
+from agents.offload import off_loop
 from schemas.forecast import LoadForecastPoint
 from schemas.metadata import DrBaselineMethod, Facility
 from schemas.rollup import Scope, WindowName
@@ -101,7 +101,7 @@ class BaselineSource:
             raise BaselineError("no metered history")
         # Weeks of history through pandas: ~45 ms a facility, on a thread so that the API's
         # event loop is not held (bench/dr_stall.py, docs/performance.md).
-        result = await asyncio.to_thread(
+        result = await off_loop(
             compute_baseline,
             cfg.model_copy(update={
                 "method": method,

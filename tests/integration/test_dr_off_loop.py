@@ -1,6 +1,6 @@
 """The DR agent's CPU work runs off the event loop that serves the API (issue 13, property 9):
 ``plan_reduction`` (HiGHS, which solves without the GIL) and ``achieved_reduction`` on a
-thread. The plan is the one inline planning gives, and a raise on the thread fails that event
+thread (``agents.offload``). The plan is the one inline planning gives, and a raise on the thread fails that event
 alone. bench/dr_stall.py measures the loop's lag each way."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agents import demand_response
+from agents import demand_response, offload
 from agents.demand_response import baseline_of
 from agents.dr.performance import achieved_reduction
 from agents.dr.planner import plan_reduction
@@ -50,10 +50,11 @@ async def test_a_campus_plan_on_a_thread_is_the_inline_plan(seed: int, share: fl
     assert await asyncio.to_thread(plan) == inline
 
 
-def watched(fn: Callable[..., Any], threads: dict[str, int], name: str) -> Callable[..., Any]:
-    """``fn``, noting the thread it runs on."""
+def watched(fn: Callable[..., Any], threads: dict[str, tuple[int, str]],
+            name: str) -> Callable[..., Any]:
+    """``fn``, noting the thread it runs on (id and name)."""
     def call(*args: Any, **kwargs: Any) -> Any:
-        threads[name] = threading.get_ident()
+        threads[name] = (threading.get_ident(), threading.current_thread().name)
         return fn(*args, **kwargs)
     return call
 
@@ -62,9 +63,10 @@ async def test_the_agent_plans_and_reports_on_a_thread_with_the_inline_plan(
     rig: Rig, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An event planned, applied, released and reported: the solve and the report ran on
-    another thread than the loop's, and the stored plan is what inline planning gives for the
-    same baseline and inventory."""
-    threads: dict[str, int] = {}
+    another thread than the loop's, the same one (``agents.offload``: one thread, so one
+    malloc arena, keeps a process's memory to what one solve needs), and the stored plan is
+    what inline planning gives for the same baseline and inventory."""
+    threads: dict[str, tuple[int, str]] = {}
     monkeypatch.setattr(demand_response, "plan_reduction",
                         watched(plan_reduction, threads, "plan"))
     monkeypatch.setattr(demand_response, "achieved_reduction",
@@ -95,7 +97,9 @@ async def test_the_agent_plans_and_reports_on_a_thread_with_the_inline_plan(
     assert done.achieved_reduction_kw == pytest.approx(70.0)  # 400 kW baseline - 330 metered
     loop_thread = threading.get_ident()
     assert set(threads) == {"plan", "report"}
-    assert loop_thread not in threads.values()
+    assert threads["plan"] == threads["report"]
+    ident, name = threads["plan"]
+    assert ident != loop_thread and name.startswith(offload.THREAD_NAME)
 
 
 async def test_a_solve_that_raises_on_its_thread_fails_that_event_alone(
