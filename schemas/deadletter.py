@@ -8,6 +8,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 
 class RejectReason(StrEnum):
+    PAYLOAD_TOO_LARGE = "payload_too_large"
     MALFORMED_JSON = "malformed_json"
     NOT_AN_OBJECT = "not_an_object"
     MISSING_FIELD = "missing_field"

@@ -56,6 +56,15 @@ def reason_for(errors: list[dict[str, Any]]) -> tuple[RejectReason, dict[str, An
     return RejectReason.WRONG_TYPE, errors[0]
 
 
+MAX_PAYLOAD_BYTES = 16_384
+"""The largest payload parsed as a reading. A reading is under 400 bytes; anything much larger
+is garbage or an attack, refused (``payload_too_large``) before it is parsed."""
+KEPT_PAYLOAD_BYTES = 2_048
+"""A dead letter keeps at most the first this many bytes of its payload (and says so): a
+garbage message of megabytes must not become megabytes in the store, on the dead-letter
+topic and in every ``GET /api/dead-letters`` answer."""
+
+
 def encode_payload(payload: bytes) -> tuple[str, str]:
     try:
         return payload.decode("utf-8"), "utf-8"
@@ -72,6 +81,9 @@ def dead_letter(
     received_at: datetime,
     details: list[dict[str, Any]] | None = None,
 ) -> DeadLetter:
+    if len(payload) > KEPT_PAYLOAD_BYTES:
+        message = f"{message} (first {KEPT_PAYLOAD_BYTES:,} of {len(payload):,} bytes kept)"
+        payload = payload[:KEPT_PAYLOAD_BYTES]
     text, encoding = encode_payload(payload)
     return DeadLetter(
         reason=reason,
@@ -95,6 +107,12 @@ def _clean_errors(errors: list[Any]) -> list[dict[str, Any]]:
 def decode_reading(payload: bytes, *, source: str, now: datetime) -> SensorReading | DeadLetter:
     """Parse and type-check one reading (the ``sensor-readings`` contract) without the registry
     and clock checks; a dead letter with the reason if it does not hold. Never raises."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return dead_letter(
+            RejectReason.PAYLOAD_TOO_LARGE,
+            f"payload_too_large: {len(payload):,} bytes, more than the "
+            f"{MAX_PAYLOAD_BYTES:,} a reading may have",
+            payload=payload, source=source, received_at=now)
     try:
         return SensorReading.model_validate_json(payload)
     except ValidationError as exc:

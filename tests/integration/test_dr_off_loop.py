@@ -1,7 +1,7 @@
 """The DR agent's CPU work runs off the event loop that serves the API (issue 13, property 9):
 ``plan_reduction`` (HiGHS, which solves without the GIL) and ``achieved_reduction`` on a
-thread (``agents.offload``). The plan is the one inline planning gives, and a raise on the thread fails that event
-alone. bench/dr_stall.py measures the loop's lag each way."""
+thread (``agents.offload``). The plan is the one inline planning gives, and a raise on the
+thread fails that event alone. bench/dr_stall.py measures the loop's lag each way."""
 
 from __future__ import annotations
 

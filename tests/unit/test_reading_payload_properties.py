@@ -25,7 +25,7 @@ from schemas.reading import (
     VOLTAGE_V_MAX,
     SensorReading,
 )
-from schemas.validation import decode_reading
+from schemas.validation import KEPT_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES, decode_reading
 from tests.unit.test_validation import NOW, SETTINGS, TOPIC, VALID, validate
 
 pytestmark = pytest.mark.unit
@@ -36,7 +36,8 @@ CI = settings(derandomize=True, database=None, deadline=None, max_examples=300,
 
 def check(raw: bytes, topic: str = TOPIC) -> SensorReading | DeadLetter:
     """The property: a reading within bounds, or a dead letter with a reason and the payload
-    exactly as it arrived. ``decode_reading`` (the Kafka worker's path) holds it too."""
+    as it arrived (its first ``KEPT_PAYLOAD_BYTES``). ``decode_reading`` (the Kafka worker's
+    path) holds it too."""
     result = validate(raw, topic)
     decoded = decode_reading(raw, source=topic, now=NOW)
     assert isinstance(decoded, SensorReading | DeadLetter)
@@ -54,7 +55,13 @@ def check(raw: bytes, topic: str = TOPIC) -> SensorReading | DeadLetter:
     assert result.message
     kept = (result.raw_payload.encode() if result.payload_encoding == "utf-8"
             else base64.b64decode(result.raw_payload))
-    assert kept == raw
+    if len(raw) <= KEPT_PAYLOAD_BYTES:
+        assert kept == raw
+    else:  # the first KEPT_PAYLOAD_BYTES, and the message says so
+        assert kept == raw[:KEPT_PAYLOAD_BYTES]
+        assert result.message.endswith(f"of {len(raw):,} bytes kept)")
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        assert result.reason is RejectReason.PAYLOAD_TOO_LARGE
     result.model_dump_json()  # the dead letter itself can be stored and published
     return result
 

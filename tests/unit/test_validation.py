@@ -11,7 +11,12 @@ import pytest
 from schemas.deadletter import DeadLetter, RejectReason
 from schemas.metadata import Facility, Meter, MeterType, Registry
 from schemas.reading import SensorReading
-from schemas.validation import ValidationSettings, validate_reading
+from schemas.validation import (
+    KEPT_PAYLOAD_BYTES,
+    MAX_PAYLOAD_BYTES,
+    ValidationSettings,
+    validate_reading,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -193,7 +198,8 @@ def test_rejections(raw: bytes, topic: str, reason: RejectReason, mentions: str)
 
 def test_every_reason_but_late_has_a_case() -> None:
     covered = {
-        RejectReason.MALFORMED_JSON, RejectReason.NOT_AN_OBJECT, RejectReason.MISSING_FIELD,
+        RejectReason.PAYLOAD_TOO_LARGE, RejectReason.MALFORMED_JSON,
+        RejectReason.NOT_AN_OBJECT, RejectReason.MISSING_FIELD,
         RejectReason.UNKNOWN_FIELD, RejectReason.WRONG_TYPE, RejectReason.NON_FINITE,
         RejectReason.OUT_OF_RANGE, RejectReason.INVALID_ID, RejectReason.NAIVE_TIMESTAMP,
         RejectReason.FUTURE_TIMESTAMP, RejectReason.EXPIRED_TIMESTAMP,
@@ -307,3 +313,33 @@ def test_submeter_reading_passes() -> None:
 def test_topic_outside_the_meters_layout_is_not_checked() -> None:
     # Only meters/{facility}/{meter} topics are compared with the payload.
     assert isinstance(validate(payload(), "replay"), SensorReading)
+
+
+def test_a_payload_over_the_bound_is_refused_unparsed_and_kept_in_part() -> None:
+    """A valid reading padded past 16 KiB (the soak's garbage): refused before parsing, and
+    its dead letter keeps the first 2 KiB and says how much there was, so megabytes of garbage
+    do not become megabytes in the store, on the topic and in every dead-letter listing."""
+    raw = payload()[:-1] + b', "pad": "' + b"x" * 200_000 + b'"}'
+    result = validate(raw)
+    assert isinstance(result, DeadLetter)
+    assert result.reason is RejectReason.PAYLOAD_TOO_LARGE
+    assert f"{len(raw):,} bytes" in result.message and f"{MAX_PAYLOAD_BYTES:,}" in result.message
+    assert result.message.endswith(f"(first {KEPT_PAYLOAD_BYTES:,} of {len(raw):,} bytes kept)")
+    assert result.raw_payload.encode() == raw[:KEPT_PAYLOAD_BYTES]
+
+
+def test_a_reading_at_the_bound_is_parsed() -> None:
+    raw = payload()
+    assert len(raw) < KEPT_PAYLOAD_BYTES < MAX_PAYLOAD_BYTES
+    padded = raw[:-1] + b" " * (MAX_PAYLOAD_BYTES - len(raw)) + b"}"
+    assert len(padded) == MAX_PAYLOAD_BYTES
+    assert isinstance(validate(padded), SensorReading)
+
+
+def test_a_malformed_payload_under_the_bound_is_kept_in_part_too() -> None:
+    raw = b"not json " * 1_000  # 9,000 bytes
+    result = validate(raw)
+    assert isinstance(result, DeadLetter)
+    assert result.reason is RejectReason.MALFORMED_JSON
+    assert result.raw_payload.encode() == raw[:KEPT_PAYLOAD_BYTES]
+    assert result.message.endswith(f"(first {KEPT_PAYLOAD_BYTES:,} of 9,000 bytes kept)")
