@@ -21,6 +21,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
+from agents import offload
 from agents.dr_baseline import NoBaseline
 from api.bounds import MAX_TIME, MIN_TIME, in_range
 from api.dr_deps import DrApi
@@ -120,6 +121,7 @@ async def create_event(dr: DrApi, metrics: Metrics, facility: Facility, req: DrE
     it may see the facility."""
     check_times(req.event_start, req.event_end, now=now, max_lead_s=dr.max_lead_s,
                 tolerance_s=dr.signature_tolerance_s)
+    offload.LANE.set("request")  # this handler's task only: never behind the agent's solves
     try:
         baseline = await dr.baselines.baseline(facility, event_start=req.event_start,
                                                event_end=req.event_end, now=now)

@@ -1,7 +1,7 @@
 """How long the event loop stalls while the DR agent plans and reports: inline on the loop
-(as before issue 13), on a thread (``asyncio.to_thread``, what the agent does now) and in a
-worker process (``agents/forecast_pool.ProcessRunner``), beside a baseline with nothing
-running, in the same run.
+(as before issue 13), on a thread (``agents.offload.off_loop``: the agent's CPU thread, what
+it does now) and in a worker process (``agents/forecast_pool.ProcessRunner``), beside a
+baseline with nothing running, in the same run.
 
 The probe is ``bench/forecast_stall.py``'s: a coroutine that sleeps ``--probe-ms`` and records
 how late it wakes up (the lag an API request would wait). A planning phase plans a batch of
@@ -51,6 +51,7 @@ from agents.dr.plan import Plan
 from agents.dr.planner import plan_reduction
 from agents.dr_inventory import ComfortLimits, SimulatorInventory
 from agents.forecast_pool import ProcessRunner
+from agents.offload import off_loop
 from bench.forecast_stall import measure, quantile
 from bench.report import cpu_model, sems_revision
 from simulators.fleet import build_fleet
@@ -138,7 +139,7 @@ async def inline(calls: Sequence[Call]) -> None:
 
 async def threaded(calls: Sequence[Call]) -> None:
     for call in calls:
-        await asyncio.to_thread(call)
+        await off_loop(call)
 
 
 async def in_worker(runner: ProcessRunner, calls: Sequence[Call]) -> None:

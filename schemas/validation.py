@@ -72,6 +72,18 @@ def encode_payload(payload: bytes) -> tuple[str, str]:
         return base64.b64encode(payload).decode("ascii"), "base64"
 
 
+def _prefix(payload: bytes, size: int) -> bytes:
+    """The first ``size`` bytes, or up to 3 fewer so as not to cut a UTF-8 character in two
+    (a text payload stays text, not base64)."""
+    kept = payload[:size]
+    try:
+        kept.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data" and exc.start >= size - 3:
+            return kept[:exc.start]
+    return kept
+
+
 def dead_letter(
     reason: RejectReason,
     message: str,
@@ -82,8 +94,9 @@ def dead_letter(
     details: list[dict[str, Any]] | None = None,
 ) -> DeadLetter:
     if len(payload) > KEPT_PAYLOAD_BYTES:
-        message = f"{message} (first {KEPT_PAYLOAD_BYTES:,} of {len(payload):,} bytes kept)"
-        payload = payload[:KEPT_PAYLOAD_BYTES]
+        kept = _prefix(payload, KEPT_PAYLOAD_BYTES)
+        message = f"{message} (first {len(kept):,} of {len(payload):,} bytes kept)"
+        payload = kept
     text, encoding = encode_payload(payload)
     return DeadLetter(
         reason=reason,

@@ -17,7 +17,7 @@ from streams.logs import configure_logging
 from streams.looplag import freeze_startup_heap, probe_loop_lag
 from streams.metrics import Metrics
 from streams.settings import DEFAULT_DATA_DIR, Settings, SettingsError, load_settings
-from streams.shutdown import EXIT_FAILED, Shutdown, exit_abandoned
+from streams.shutdown import Shutdown, exit_abandoned
 
 if TYPE_CHECKING:
     from streams.kafka import KafkaRuntime
@@ -173,8 +173,8 @@ async def _stopping(settings: Settings, work: Callable[[Shutdown], Coroutine[Any
         print("stopping...", flush=True)
         abandoned = await shutdown.stop()
         if abandoned:
-            exit_abandoned()
-    return EXIT_FAILED if shutdown.failure is not None else 0
+            exit_abandoned(shutdown.exit_code(abandoned=True))
+    return shutdown.exit_code(abandoned=False)
 
 
 def _lag_probe(shutdown: Shutdown, metrics: Metrics) -> None:

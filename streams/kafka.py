@@ -308,15 +308,26 @@ class _RewindingConsumer(faust_aiokafka.Consumer):
         and consuming nothing. Such a partition has nothing to verify yet."""
         if self._awaiting_position(tp):
             return None
-        return super().verify_event_path(now, tp)
+        try:
+            return super().verify_event_path(now, tp)
+        except (AssertionError, AttributeError):
+            # aiokafka's fetcher thread reset the position (an out-of-range offset) or a
+            # rebalance took the partition between the check above and Faust's read.
+            if self._awaiting_position(tp) or not self._assigned_state(tp):
+                return None
+            raise
 
-    def _awaiting_position(self, tp: Any) -> bool:
+    def _assigned_state(self, tp: Any) -> Any:
+        """aiokafka's state of the partition, None when it is not assigned (now)."""
         consumer = self._thread._consumer
         subscription = consumer._subscription.subscription if consumer is not None else None
         assignment = subscription.assignment if subscription is not None else None
         if assignment is None:
-            return False  # Faust's own check logs that there is no active assignment
-        state = assignment.state_value(TopicPartition(tp.topic, tp.partition))
+            return None
+        return assignment.state_value(TopicPartition(tp.topic, tp.partition))
+
+    def _awaiting_position(self, tp: Any) -> bool:
+        state = self._assigned_state(tp)  # None: Faust's own check logs it is not assigned
         return state is not None and not state.has_valid_position
 
     async def perform_seek(self) -> None:

@@ -61,7 +61,7 @@ def _exit_now(signum: int, _frame: FrameType | None) -> None:
     os._exit(128 + signum)
 
 
-def exit_abandoned() -> None:
+def exit_abandoned(code: int = EXIT_ABANDONED) -> None:
     """Leave the process at once, after writing out what is buffered for the log."""
     for handler in logging.getLogger().handlers:
         with contextlib.suppress(Exception):
@@ -69,17 +69,17 @@ def exit_abandoned() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    os._exit(EXIT_ABANDONED)
+    os._exit(code)
 
 
-def _hard_exit(grace_s: float) -> None:
+def _hard_exit(shutdown: Shutdown) -> None:
     """The timer thread's exit: the loop could not end the stop (it is held, or the exit is
     waiting for a thread)."""
     with contextlib.suppress(OSError):
-        os.write(2, f"sems: the stop did not end within the grace of {grace_s:g} s "
+        os.write(2, f"sems: the stop did not end within the grace of {shutdown.grace_s:g} s "
                     "(SEMS_SHUTDOWN_GRACE_S); the event loop or a thread is stuck: exiting "
                     "now\n".encode())
-    os._exit(EXIT_ABANDONED)
+    os._exit(shutdown.exit_code(abandoned=True))
 
 
 def _task_label(task: asyncio.Task[Any]) -> str:
@@ -108,8 +108,10 @@ class Shutdown:
         self._deadline: float | None = None
         self._bounded: dict[str, float] = {}
         self._timer: threading.Timer | None = None
+        self._installed = False
 
     def install(self) -> None:
+        self._installed = True
         loop = asyncio.get_running_loop()
         for sig in SIGNALS:
             loop.add_signal_handler(sig, self.request, sig)
@@ -121,13 +123,28 @@ class Shutdown:
         self.signal = sig
         self._begin()
         self.requested.set()
+        self._second_signal_exits()
         if sig is not None:
-            loop = asyncio.get_running_loop()
-            for s in SIGNALS:
-                loop.remove_signal_handler(s)
-                signal.signal(s, _exit_now)
             log.info("%s: stopping within %g s (SEMS_SHUTDOWN_GRACE_S); send it again to exit "
                      "at once", sig.name, self.grace_s)
+
+    def _second_signal_exits(self) -> None:
+        """From the stop on, a SIGTERM/SIGINT exits at once (a plain handler: it works while
+        the loop is held). Only for a process whose handlers ``install`` set."""
+        if not self._installed:
+            return
+        self._installed = False
+        loop = asyncio.get_running_loop()
+        for s in SIGNALS:
+            loop.remove_signal_handler(s)
+            signal.signal(s, _exit_now)
+
+    def exit_code(self, *, abandoned: bool) -> int:
+        """What the process exits with: ``EXIT_FAILED`` when a part failed (whatever the stop
+        did), ``EXIT_ABANDONED`` when the stop abandoned work, else 0."""
+        if self.failure is not None:
+            return EXIT_FAILED
+        return EXIT_ABANDONED if abandoned else 0
 
     def stop_when(self, name: str, failed: Coroutine[Any, Any, str]) -> None:
         """Watch ``failed``, which returns (with the reason) once a part the process cannot
@@ -162,11 +179,13 @@ class Shutdown:
         self.request()
 
     def _begin(self) -> float:
-        """The stop's clock starts: its deadline, and the timer that enforces it if the loop
-        cannot."""
+        """The stop's clock starts (once): its deadline, and the timer that enforces it if the
+        loop cannot."""
+        if self._deadline is not None:
+            return self._deadline
         self._deadline = time.monotonic() + self.grace_s
         self._timer = threading.Timer(self.grace_s + HARD_EXIT_SLACK_S, _hard_exit,
-                                      args=(self.grace_s,))
+                                      args=(self,))
         self._timer.daemon = True
         self._timer.name = "sems-stop-deadline"
         self._timer.start()

@@ -62,3 +62,22 @@ async def test_a_signal_first_is_an_orderly_stop_not_a_failure(shutdown: Shutdow
     shutdown.request()
     assert await shutdown.stop() == []
     assert shutdown.failure is None
+
+
+async def test_a_failed_process_exits_70_even_when_its_stop_abandons_work(
+    shutdown: Shutdown,
+) -> None:
+    assert shutdown.exit_code(abandoned=True) == 1 and shutdown.exit_code(abandoned=False) == 0
+    shutdown.fail("faust worker: Consumer crashed")
+    assert shutdown.exit_code(abandoned=True) == EXIT_FAILED
+    assert shutdown.exit_code(abandoned=False) == EXIT_FAILED
+
+
+async def test_the_stop_clock_starts_once(shutdown: Shutdown) -> None:
+    """A failure reported after the stop began neither moves its deadline nor arms a second
+    hard-exit timer (which disarm would miss)."""
+    shutdown.request()
+    deadline, timer = shutdown._deadline, shutdown._timer
+    shutdown.fail("late")
+    assert shutdown.failure is None  # a stop was already under way: not a failure
+    assert shutdown._begin() == deadline and shutdown._timer is timer

@@ -343,3 +343,23 @@ def test_a_malformed_payload_under_the_bound_is_kept_in_part_too() -> None:
     assert result.reason is RejectReason.MALFORMED_JSON
     assert result.raw_payload.encode() == raw[:KEPT_PAYLOAD_BYTES]
     assert result.message.endswith(f"(first {KEPT_PAYLOAD_BYTES:,} of 9,000 bytes kept)")
+
+
+def test_a_kept_text_payload_is_not_cut_inside_a_character() -> None:
+    """A UTF-8 text cut at 2 KiB in the middle of "é" stays text (not base64), one byte
+    shorter, and the message says how much was kept."""
+    raw = b"x" * (KEPT_PAYLOAD_BYTES - 1) + "é".encode() * 10
+    result = validate(raw)
+    assert isinstance(result, DeadLetter)
+    assert result.payload_encoding == "utf-8"
+    assert result.raw_payload == "x" * (KEPT_PAYLOAD_BYTES - 1)
+    assert result.message.endswith(f"(first {KEPT_PAYLOAD_BYTES - 1:,} of {len(raw):,} bytes "
+                                   "kept)")
+
+
+def test_a_binary_payload_is_kept_in_part_as_base64() -> None:
+    raw = b"\xff" * 5_000
+    result = validate(raw)
+    assert isinstance(result, DeadLetter)
+    assert result.payload_encoding == "base64"
+    assert base64.b64decode(result.raw_payload) == raw[:KEPT_PAYLOAD_BYTES]
