@@ -38,9 +38,10 @@ test: $(STAMP) services lint  ## lint, then the whole suite: unit, contract, int
 test-unit: $(STAMP)
 	$(PY) -m pytest -m unit -q
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, mypy --strict, and the layers (import-linter: docs/architecture.md)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 schemas: $(STAMP)  ## regenerate schemas/json after changing a model
 	$(PY) -m schemas.export

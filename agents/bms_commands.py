@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from agents.item_failures import ItemFailures, reason_of
-from connectors.bms import BmsController, CommandResult
+from core.logs import trace_id_var
+from core.metrics import Metrics
 from schemas.dr import BmsCommandRecord, command_uuid
-from streams.logs import trace_id_var
-from streams.metrics import Metrics
-from tables.ports import DrStore, StoreUnavailable
+from tables.ports.bms import BmsController, CommandResult
+from tables.ports.dr import DrStore
+from tables.ports.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

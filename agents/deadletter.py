@@ -13,7 +13,8 @@ import logging
 from collections.abc import AsyncIterator
 
 from schemas.deadletter import DeadLetter
-from tables.ports import CommitBatch, StoreUnavailable, TimeSeriesStore
+from tables.ports.store import StoreUnavailable
+from tables.ports.timeseries import CommitBatch, TimeSeriesStore
 
 log = logging.getLogger(__name__)
 

@@ -20,20 +20,19 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from agents.dr.baseline_types import BaselineResult
-from agents.dr.inventory import Inventory
+from agents.dr.inventory import Inventory, InventorySource
 from agents.dr.performance import InsufficientMeterDataError, achieved_reduction
 from agents.dr.plan import Plan, PlannedAction
 from agents.dr.planner import plan_reduction
 from agents.dr_audit import as_before, held_by_others, release_of, shed_loads
 from agents.dr_baseline import BaselineSource, NoBaseline
-from agents.dr_inventory import InventorySource
 from agents.item_failures import ItemFailures, reason_of
 from agents.offload import off_loop
+from core.logs import trace_id_var
+from core.metrics import Metrics
 from schemas.dr import BmsCommandRecord, CommandKind, CommandPhase, DrEvent, command_uuid
 from schemas.metadata import Facility
-from streams.logs import trace_id_var
-from streams.metrics import Metrics
-from tables.ports import Store, StoreUnavailable
+from tables.ports.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

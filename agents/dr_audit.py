@@ -14,7 +14,7 @@ from datetime import datetime
 
 from agents.dr.inventory import Inventory
 from schemas.dr import BmsCommandRecord, CommandKind, DrEvent, command_uuid
-from tables.ports import DrStore
+from tables.ports.dr import DrStore
 
 NEUTRAL: dict[CommandKind, float] = {"zone_setpoint_offset": 0.0, "lighting_level": 100.0}
 """What a load is put back to when its apply command does not say what it was before."""

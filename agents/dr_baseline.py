@@ -27,7 +27,9 @@ from agents.offload import off_loop
 from schemas.forecast import LoadForecastPoint
 from schemas.metadata import DrBaselineMethod, Facility
 from schemas.rollup import Scope, WindowName
-from tables.ports import DrStore, ForecastStore, TimeSeriesStore
+from tables.ports.dr import DrStore
+from tables.ports.forecasts import ForecastStore
+from tables.ports.timeseries import TimeSeriesStore
 
 MethodSetting = DrBaselineMethod
 AUTO_ORDER: tuple[MethodSetting, ...] = ("forecast", "caiso_10_in_10", "meter_before")

@@ -28,10 +28,11 @@ from datetime import datetime, timedelta
 from agents.bms_commands import BmsCommandExecutor
 from agents.dr_audit import restore_value_of, shed_loads
 from agents.item_failures import ItemFailures, reason_of
+from core.logs import trace_id_var
+from core.metrics import Metrics
 from schemas.dr import BmsCommandRecord, CommandKind, DrEvent
-from streams.logs import trace_id_var
-from streams.metrics import Metrics
-from tables.ports import DrStore, StoreUnavailable
+from tables.ports.dr import DrStore
+from tables.ports.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

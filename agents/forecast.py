@@ -38,20 +38,16 @@ from agents.forecasting import (
     forecast,
 )
 from agents.item_failures import ItemFailures
+from core.logs import new_trace_id, trace_id_var
+from core.metrics import Metrics
 from schemas.forecast import LoadForecast, LoadForecastPoint
 from schemas.metadata import Facility
 from schemas.rollup import Scope, WindowName
-from streams.logs import new_trace_id, trace_id_var
-from streams.metrics import Metrics
-from tables.ports import (
-    ForecastStore,
-    Location,
-    MetadataStore,
-    StoreUnavailable,
-    TimeSeriesStore,
-    WeatherProvider,
-    WeatherUnavailable,
-)
+from tables.ports.forecasts import ForecastStore
+from tables.ports.metadata import MetadataStore
+from tables.ports.store import StoreUnavailable
+from tables.ports.timeseries import TimeSeriesStore
+from tables.ports.weather import Location, WeatherProvider, WeatherUnavailable
 
 log = logging.getLogger(__name__)
 

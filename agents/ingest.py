@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
-from connectors.mqtt import RawMessage
+from core.channels import Sink
+from core.logs import new_trace_id, trace_id_var
+from core.looplag import Yielder
+from core.metrics import Metrics
 from schemas.deadletter import DeadLetter
 from schemas.metadata import Registry
+from schemas.raw import RawMessage
 from schemas.reading import SensorReading
 from schemas.validation import ValidationSettings, validate_reading
-from streams.channels import Sink
-from streams.logs import new_trace_id, trace_id_var
-from streams.looplag import Yielder
-from streams.metrics import Metrics
 
 
 async def ingest_agent(

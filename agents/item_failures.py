@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from streams.metrics import Metrics
+from core.metrics import Metrics
 
 RELOG_S = 600.0
 FORGET_S = 86_400.0

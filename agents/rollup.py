@@ -16,15 +16,16 @@ from typing import Protocol
 from prometheus_client import Gauge
 
 from agents.item_failures import ItemFailures
+from core.channels import Ack, Batch, Sink
+from core.logs import new_trace_id, trace_id_var
+from core.looplag import Yielder
+from core.metrics import Metrics
 from schemas.deadletter import DeadLetter, RejectReason
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, WindowName
 from schemas.validation import dead_letter
-from streams.channels import Ack, Batch, Sink
-from streams.logs import new_trace_id, trace_id_var
-from streams.looplag import Yielder
-from streams.metrics import Metrics
-from tables.ports import CommitBatch, StoreUnavailable, TimeSeriesStore
+from tables.ports.store import StoreUnavailable
+from tables.ports.timeseries import CommitBatch, TimeSeriesStore
 from tables.rollups import (
     Checkpoint,
     FacilityWindows,

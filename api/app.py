@@ -20,9 +20,13 @@ from api.endpoints import UNLIMITED_PATHS, Endpoint
 from api.errors import ApiError, error_response
 from api.principal import Principal
 from api.ratelimit import RateLimiter
-from streams.logs import trace_id_from, trace_id_var
-from streams.metrics import Metrics
-from tables.ports import Cache, ForecastStore, MetadataStore, StoreUnavailable, TimeSeriesStore
+from core.logs import trace_id_from, trace_id_var
+from core.metrics import Metrics
+from tables.ports.cache import Cache
+from tables.ports.forecasts import ForecastStore
+from tables.ports.metadata import MetadataStore
+from tables.ports.store import StoreUnavailable
+from tables.ports.timeseries import TimeSeriesStore
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from api.errors import ApiError
 from api.principal import Principal, Role
 from api.tokens import InvalidToken, KeysUnavailable, TokenVerifier
 from schemas.access import ApiKeyRecord, Utility
-from tables.ports import AccessStore
+from tables.ports.access import AccessStore
 
 CHALLENGE = 'Bearer realm="sems"'
 

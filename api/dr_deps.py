@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from agents.dr_baseline import BaselineSource
 from schemas.dr import DrEvent
-from tables.ports import AccessStore, DrStore
+from tables.ports.access import AccessStore
+from tables.ports.dr import DrStore
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,12 @@ from agents import offload
 from agents.dr_baseline import NoBaseline
 from api.bounds import MAX_TIME, MIN_TIME, in_range
 from api.dr_deps import DrApi
+from core.metrics import Metrics
 from schemas.access import Utility
 from schemas.dr import DrEvent, DrEventRequest, DrNotification, webhook_event_uuid
 from schemas.metadata import Facility
-from streams.metrics import Metrics
-from tables.ports import DrCreation, MetadataStore
+from tables.ports.dr import DrCreation
+from tables.ports.metadata import MetadataStore
 
 
 class IntakeError(Exception):

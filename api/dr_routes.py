@@ -54,9 +54,9 @@ from api.signatures import (
     SignatureError,
     verify,
 )
+from core.logs import trace_id_var
 from schemas.access import Utility
 from schemas.dr import BmsCommandRecord, DrEvent, DrEventRequest, DrNotification
-from streams.logs import trace_id_var
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from api.endpoints import EVERY_ROLE, FACILITY_ID, Endpoint, Param
 from api.errors import ApiError, bad_parameter
 from api.routes import facility_or_404, parse_time
 from schemas.forecast import LoadForecastPoint
-from tables.ports import ForecastRow
+from tables.ports.forecasts import ForecastRow
 
 HORIZON = timedelta(hours=24)
 QUARTER_S = 900

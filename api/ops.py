@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api import models
 from api.app import DEPS, json_response
 from api.endpoints import ADMIN, Endpoint
-from tables.ports import StoreUnavailable
+from tables.ports.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from api.params import INTEGER
 from schemas.metadata import Facility, MeterType
 from schemas.reading import SensorReading
 from schemas.rollup import Scope, WindowName
-from tables.ports import CacheUnavailable
+from tables.ports.cache import CacheUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -39,13 +39,13 @@ import orjson
 
 from bench.report import machine_facts
 from connectors.postgres.migrate import upgrade
+from core.metrics import Metrics
 from schemas.reading import SensorReading
 from simulators.fleet import Fleet, build_fleet
 from simulators.publish import Simulation
-from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.stores import build_store
-from tables.ports import CommitBatch
+from tables.ports.timeseries import CommitBatch
 from tests.servers import (
     INFLUX_ORG,
     INFLUX_TOKEN,

@@ -41,6 +41,7 @@ from functools import partial
 from agents.dr.baseline_types import BaselineConfig, BaselineResult
 from agents.dr.baselines import compute_baseline
 from agents.dr.inventory import (
+    ComfortLimits,
     DeferrableLoad,
     HvacZoneResource,
     Inventory,
@@ -49,12 +50,12 @@ from agents.dr.inventory import (
 from agents.dr.performance import achieved_reduction
 from agents.dr.plan import Plan
 from agents.dr.planner import plan_reduction
-from agents.dr_inventory import ComfortLimits, SimulatorInventory
 from agents.forecast_pool import ProcessRunner
 from agents.offload import off_loop
 from bench.forecast_stall import measure, quantile
 from bench.report import cpu_model, sems_revision
 from simulators.fleet import build_fleet
+from simulators.inventory import SimulatorInventory
 
 START = datetime(2026, 7, 15, 18, tzinfo=UTC)  # 14:00 in New York, a July Wednesday
 END = START + timedelta(hours=2)

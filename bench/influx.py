@@ -33,10 +33,10 @@ import aiohttp
 from bench.report import machine_facts
 from connectors.influx import InfluxBuckets, InfluxTimeSeries
 from connectors.influx.store import reading_line
+from core.metrics import Metrics
 from schemas.reading import SensorReading
 from simulators.fleet import build_fleet
 from simulators.publish import Simulation
-from streams.metrics import Metrics
 from tests.servers import INFLUX_ORG, INFLUX_TOKEN, InfluxDB, store_server_versions
 
 SEMS = "SEMS InfluxTimeSeries.write"

@@ -45,7 +45,7 @@ from bench.sems import SemsRuntime, cpu_use
 from connectors import kafka as topics
 from connectors.mqtt import BrokerAddress
 from simulators.fleet import Fleet, build_fleet
-from streams.kafka import KafkaRuntime
+from streams import compose
 from tests.integration.helpers import provision, settings
 from tests.integration.kafka_helpers import (
     Worker,
@@ -291,7 +291,7 @@ async def e2e_run(bench: Bench, run_id: str, *, workers: int) -> Drain:
                    mqtt_client_id=client_id, mqtt_share_group=f"g-{run_id}")
     expected = bench.backlog.count
     # Connect once so the MQTT session exists, then queue the backlog in it.
-    first = await provision(KafkaRuntime(cfg), bench.fleet)
+    first = await provision(compose.kafka(cfg), bench.fleet)
     try:
         assert first.mqtt is not None
         await asyncio.wait_for(first.mqtt.connected.wait(), 30)
@@ -314,7 +314,7 @@ async def e2e_run(bench: Bench, run_id: str, *, workers: int) -> Drain:
         broker_cpu.start()
         started = time.perf_counter()
         cpu_started = (time.thread_time(), time.process_time())
-        runtime = KafkaRuntime(cfg)
+        runtime = compose.kafka(cfg)
         await runtime.open()
         await runtime.reload_registry()
         await runtime.start(ingest=True, worker=workers == 0)

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from connectors.postgres.migrate import upgrade
-from streams.metrics import Metrics
+from core.metrics import Metrics
 from streams.settings import Settings
 from streams.stores import build_store
 from tests.servers import INFLUX_ORG, INFLUX_TOKEN, InfluxDB, Postgres, Redis

@@ -20,8 +20,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
-from streams.channels import Ack
-from streams.logs import TRACE_HEADER, trace_id_var
+from core.channels import Ack
+from core.logs import TRACE_HEADER, trace_id_var
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """MQTT ingestion: a reconnecting QoS 1 subscriber with a persistent session.
 
 Every message is acknowledged (PUBACK) only after the pipeline has stored what it became, by
-hanging the ack on the event (see ``streams.channels``). Unacknowledged messages stay with the
+hanging the ack on the event (see ``core.channels``). Unacknowledged messages stay with the
 broker, which caps how many are in flight to one client (``max_inflight_messages``): memory
 here is bounded, the broker's queue absorbs bursts, and a crash loses nothing that was stored.
 
@@ -33,8 +33,9 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from streams.channels import Ack, Channel
-from streams.metrics import Metrics
+from core.channels import Ack, Channel
+from core.metrics import Metrics
+from schemas.raw import RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +137,6 @@ class ReadGate:
             self._loop.add_reader(self._fd, callback, *args)
             # Bytes already read ahead raise no socket event: handle them now.
             self._loop.call_soon(callback, *args)
-
-
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """A payload as it arrived, before validation."""
-
-    topic: str
-    payload: bytes
-    received_at: datetime
-    ack: Ack | None = None
 
 
 @dataclass(frozen=True, slots=True)

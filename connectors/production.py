@@ -24,7 +24,8 @@ from schemas.forecast import LoadForecast
 from schemas.metadata import Facility, Meter
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, Scope, WindowName
-from tables.ports import CommitBatch, ForecastRow
+from tables.ports.forecasts import ForecastRow
+from tables.ports.timeseries import CommitBatch
 from tables.rollups import Checkpoint
 
 

@@ -15,7 +15,7 @@ from api import apikeys
 from api.principal import Role
 from schemas.access import Utility
 from streams.settings import Settings
-from tables.ports import Store
+from tables.ports.store import Store
 
 MAX_TTL_S = 366 * 24 * 3600.0
 """A year and a day: a local token cannot be revoked, so it must expire."""
@@ -84,7 +84,7 @@ def create_token(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def utility(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.metrics import Metrics
+    from core.metrics import Metrics
     from streams.stores import build_store
 
     store = build_store(settings, Metrics())

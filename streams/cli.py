@@ -12,16 +12,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.logs import configure_logging
+from core.looplag import freeze_startup_heap, probe_loop_lag
+from core.metrics import Metrics
 from streams import admin_cli, forecast_cli
-from streams.logs import configure_logging
-from streams.looplag import freeze_startup_heap, probe_loop_lag
-from streams.metrics import Metrics
 from streams.settings import DEFAULT_DATA_DIR, Settings, SettingsError, load_settings
 from streams.shutdown import Shutdown, exit_abandoned
 
 if TYPE_CHECKING:
-    from streams.kafka import KafkaRuntime
-    from streams.local import LocalRuntime
+    from streams.runtime import Runtime
 
 API_SHUTDOWN_S = 2.0
 """How long in-flight API requests may finish at the stop."""
@@ -192,17 +191,17 @@ def _lag_probe(shutdown: Shutdown, metrics: Metrics) -> None:
 async def _worker(settings: Settings, *, ingest: bool = False) -> int:
     """A kafka-runtime worker (takes a share of the partitions), or with ``ingest`` the ingest
     service alone (MQTT -> Kafka); no API."""
-    from streams.kafka import KafkaRuntime
+    from streams import compose
 
     async def start(shutdown: Shutdown) -> bool:
-        runtime = KafkaRuntime(settings)
+        runtime = compose.kafka(settings)
         shutdown.metrics = runtime.metrics
         _lag_probe(shutdown, runtime.metrics)
         shutdown.on_stop_steps(runtime.stop_steps)
         await runtime.open()
         await runtime.start(ingest=ingest, worker=not ingest)
         if not ingest:
-            shutdown.stop_when("faust worker", runtime.until_failed())
+            shutdown.stop_when(runtime.vital, runtime.until_failed())
         freeze_startup_heap()
         what = (f"ingest from {settings.mqtt_url}" if ingest
                 else f"worker (group {settings.kafka_app_id})")
@@ -223,33 +222,27 @@ async def _start_run(settings: Settings, shutdown: Shutdown) -> bool:
 
     from api import ApiDeps, create_app
     from api.aiohttp_protocol_errors import api_runner
-    from connectors.mqtt import BrokerAddress, MqttPublisher, RawMessage
+    from connectors.mqtt import BrokerAddress, MqttPublisher
+    from schemas.raw import RawMessage
     from simulators.fleet import build_fleet
     from simulators.publish import Simulation
-    from streams.kafka import KafkaRuntime
-    from streams.local import LocalRuntime
+    from streams import compose
     from streams.security import security
 
-    runtime: LocalRuntime | KafkaRuntime
-    if settings.runtime == "kafka":
-        runtime = KafkaRuntime(settings)
-    else:
-        runtime = LocalRuntime(settings)
+    fleet = build_fleet(facilities=settings.simulate_facilities,
+                        meters_per_facility=settings.simulate_meters, seed=settings.simulate_seed)
+    # The in-process BMS commands the buildings the simulator reads.
+    runtime = compose.runtime(settings, bms_models=fleet.models if settings.simulate else None)
     shutdown.metrics = runtime.metrics
     _lag_probe(shutdown, runtime.metrics)
     shutdown.on_stop_steps(runtime.stop_steps)
     await runtime.open()
-    fleet = build_fleet(facilities=settings.simulate_facilities,
-                        meters_per_facility=settings.simulate_meters, seed=settings.simulate_seed)
     if settings.demo_fleet:
         await runtime.store.upsert_facilities(list(fleet.facilities))
         await runtime.store.upsert_meters(list(fleet.meters))
         await runtime.reload_registry()
-    if settings.simulate:  # the in-process BMS commands the buildings the simulator reads
-        runtime.dr.wiring.models = fleet.models
     await runtime.start()
-    if isinstance(runtime, KafkaRuntime):
-        shutdown.stop_when("faust worker", runtime.until_failed())
+    shutdown.stop_when(runtime.vital, runtime.until_failed())
 
     async def health_mqtt() -> tuple[bool, str]:
         if runtime.mqtt is None:
@@ -267,7 +260,7 @@ async def _start_run(settings: Settings, shutdown: Shutdown) -> bool:
                              rate_limiter=guard.rate_limiter,
                              client_rate_limiter=guard.client_rate_limiter, jwks=guard.jwks,
                              max_body_bytes=settings.api_max_body_bytes,
-                             forecasts=runtime.store, dr=runtime.dr.wiring.api))
+                             forecasts=runtime.store, dr=runtime.dr.api))
     # In-flight requests get a moment at the stop, not aiohttp's default minute.
     web_runner = api_runner(app, access_log=None,
                             shutdown_timeout=min(API_SHUTDOWN_S, settings.shutdown_grace_s / 4))
@@ -310,9 +303,9 @@ async def _start_run(settings: Settings, shutdown: Shutdown) -> bool:
     return True
 
 
-def _banner(settings: Settings, runtime: LocalRuntime | KafkaRuntime, *, first: str) -> None:
+def _banner(settings: Settings, runtime: Runtime, *, first: str) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
-    bms_server = runtime.dr.wiring.bms_server
+    bms_server = runtime.dr.bms_server
     bms_url = settings.bms_url or (bms_server.wsdl_url if bms_server else "none (SEMS_BMS_URL)")
     stores = (f"store {settings.database_path}" if settings.profile == "embedded" else
               f"InfluxDB {settings.influx_url}, PostgreSQL, Redis "
@@ -354,8 +347,8 @@ async def _import_facilities(settings: Settings, content: bytes, path: Path) -> 
     import orjson
     from pydantic import ValidationError
 
+    from core.metrics import Metrics
     from schemas.metadata import Facility, Meter, Registry
-    from streams.metrics import Metrics
     from streams.stores import build_store
 
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas.metadata import Registry
-from tables.ports import MetadataStore
+from tables.ports.metadata import MetadataStore
 
 
 class RegistryHolder:

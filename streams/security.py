@@ -12,7 +12,7 @@ from api.auth import Authenticator
 from api.ratelimit import RateLimiter
 from api.tokens import KeySource, LocalIssuer, RemoteJwks, StaticKeys, TokenVerifier
 from streams.settings import Settings
-from tables.ports import AccessStore
+from tables.ports.access import AccessStore
 
 
 @dataclass(frozen=True)

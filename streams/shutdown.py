@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import FrameType
 from typing import Any, TypeVar
 
-from streams.metrics import Metrics
+from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

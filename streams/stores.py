@@ -1,13 +1,16 @@
-"""The stores of a profile: the embedded one needs nothing installed; production talks to
+"""The adapters of a profile: the embedded one needs nothing installed; production talks to
 InfluxDB, PostgreSQL and Redis. Runtimes and the API see only the ports."""
 
 from __future__ import annotations
 
 from connectors.cache import MemoryCache, RedisCache
 from connectors.sqlite import SqliteStore
-from streams.metrics import Metrics
-from streams.settings import Settings
-from tables.ports import Cache, Store
+from connectors.weather import ClimatologyWeather, NoWeather, WeatherApiClient
+from core.metrics import Metrics
+from streams.settings import Settings, SettingsError
+from tables.ports.cache import Cache
+from tables.ports.store import Store
+from tables.ports.weather import WeatherProvider
 
 
 def build_store(settings: Settings, metrics: Metrics) -> Store:
@@ -38,3 +41,18 @@ def build_cache(settings: Settings) -> Cache | None:
     if settings.profile == "production":
         return RedisCache(settings.redis_url) if settings.redis_url else None
     return MemoryCache()
+
+
+def build_weather(settings: Settings) -> WeatherProvider:
+    """The configured provider, not yet open: the composition root opens it at start-up and
+    closes it at shutdown."""
+    if settings.weather_provider == "none":
+        return NoWeather()
+    if settings.weather_provider == "offline":
+        return ClimatologyWeather()
+    if settings.weather_api_key is None:  # the settings refuse this already
+        raise SettingsError(
+            "SEMS_WEATHER_API_KEY is required with SEMS_WEATHER_PROVIDER=weatherapi")
+    return WeatherApiClient(api_key=settings.weather_api_key.get_secret_value(),
+                            base_url=settings.weather_api_url,
+                            timeout_s=settings.weather_timeout_s)

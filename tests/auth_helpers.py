@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from api.auth import Authenticator
 from api.principal import Role
 from api.tokens import LocalIssuer, StaticKeys, TokenVerifier
-from tables.ports import AccessStore
+from tables.ports.access import AccessStore
 
 ISSUER = "sems-local"
 AUDIENCE = "sems-api"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from connectors.bms import BmsCommand, CommandObserver, CommandResult
+from tables.ports.bms import BmsCommand, CommandObserver, CommandResult
 
 log = logging.getLogger("connectors.bms")
 

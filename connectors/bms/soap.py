@@ -26,7 +26,8 @@ import zeep.exceptions
 from zeep.proxy import AsyncServiceProxy
 from zeep.transports import AsyncTransport
 
-from connectors.bms import (
+from connectors.bms.observe import report_command
+from tables.ports.bms import (
     BmsCommand,
     BmsRequestFailed,
     CommandObserver,
@@ -37,7 +38,6 @@ from connectors.bms import (
     PointValues,
     ZoneInfo,
 )
-from connectors.bms.observe import report_command
 
 BMS_NS = "urn:sems:bms:1"
 BINDING = f"{{{BMS_NS}}}BmsBinding"

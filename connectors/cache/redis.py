@@ -14,7 +14,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from tables.ports import CacheUnavailable
+from tables.ports.cache import CacheUnavailable
 
 
 class RedisCache:

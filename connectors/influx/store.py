@@ -30,11 +30,11 @@ from influxdb_client.rest import ApiException
 from influxdb_client.service.buckets_service import BucketsService
 from influxdb_client.service.organizations_service import OrganizationsService
 
+from core.metrics import Metrics
 from schemas.metadata import MeterType
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, Scope, WindowName
-from streams.metrics import Metrics
-from tables.ports import StoreUnavailable
+from tables.ports.store import StoreUnavailable
 
 DAY_S = 86_400
 READINGS = "energy_readings"

@@ -21,13 +21,8 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from schemas.dr import BmsCommandRecord, DrEvent, DrStatus
-from tables.ports import (
-    OVERLAPPING_STATUSES,
-    DrCreation,
-    DrEventOrder,
-    DrEventOverlaps,
-    StoreUnavailable,
-)
+from tables.ports.dr import OVERLAPPING_STATUSES, DrCreation, DrEventOrder, DrEventOverlaps
+from tables.ports.store import StoreUnavailable
 
 Conn = AsyncConnection[TupleRow]
 

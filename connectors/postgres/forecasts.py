@@ -10,7 +10,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from schemas.forecast import LoadForecast, LoadForecastPoint
-from tables.ports import ForecastRow
+from tables.ports.forecasts import ForecastRow
 
 Conn = AsyncConnection[TupleRow]
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
 from connectors.postgres.store import describe
-from tables.ports import StoreUnavailable
+from tables.ports.store import StoreUnavailable
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Concurrent upgrades (several SEMS hosts starting at once) take turns on this advisory lock;

@@ -41,10 +41,10 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 from connectors.postgres.access import PostgresAccess
 from connectors.postgres.dr import PostgresDr
 from connectors.postgres.forecasts import PostgresForecasts
+from core.metrics import Metrics
 from schemas.deadletter import DeadLetter
 from schemas.metadata import Facility, Meter, MeterType
-from streams.metrics import Metrics
-from tables.ports import StoreUnavailable
+from tables.ports.store import StoreUnavailable
 from tables.rollups import Checkpoint
 
 Conn = AsyncConnection[TupleRow]

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from schemas.dr import BmsCommandRecord, DrEvent, DrStatus
-from tables.ports import OVERLAPPING_STATUSES, DrCreation, DrEventOrder, DrEventOverlaps
+from tables.ports.dr import OVERLAPPING_STATUSES, DrCreation, DrEventOrder, DrEventOverlaps
 
 _ORDER: dict[str, str] = {"start_desc": "event_start_ms DESC", "start_asc": "event_start_ms",
                           "end_desc": "event_end_ms DESC"}

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from schemas.forecast import LoadForecast, LoadForecastPoint
-from tables.ports import ForecastRow
+from tables.ports.forecasts import ForecastRow
 
 
 def _ms(ts: datetime) -> int:

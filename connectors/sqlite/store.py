@@ -23,12 +23,13 @@ import orjson
 from connectors.sqlite.access import SqliteAccess
 from connectors.sqlite.dr import SqliteDr, add_event_ends
 from connectors.sqlite.forecasts import SqliteForecasts
+from core.metrics import Metrics
 from schemas.deadletter import DeadLetter
 from schemas.metadata import Facility, Meter, MeterType
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, Scope, WindowName
-from streams.metrics import Metrics
-from tables.ports import CommitBatch, StoreUnavailable
+from tables.ports.store import StoreUnavailable
+from tables.ports.timeseries import CommitBatch
 from tables.rollups import Checkpoint
 
 T = TypeVar("T")

@@ -13,11 +13,10 @@ import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from connectors.weather.offline import ClimatologyWeather, typical_temperature_c
 from connectors.weather.weatherapi import WeatherApiClient, WeatherApiError
-from streams.settings import Settings, SettingsError
-from tables.ports import Location, WeatherProvider, WeatherUnavailable
+from tables.ports.weather import Location, WeatherProvider, WeatherUnavailable
 
 __all__ = ["ClimatologyWeather", "Location", "NoWeather", "WeatherApiClient", "WeatherApiError",
-           "WeatherProvider", "WeatherUnavailable", "build_weather", "typical_temperature_c"]
+           "WeatherProvider", "WeatherUnavailable", "typical_temperature_c"]
 
 
 class NoWeather:
@@ -34,18 +33,3 @@ class NoWeather:
     async def hourly_temperature_c(self, location: Location, *, start: datetime,
                                    end: datetime) -> pd.Series[float]:
         raise WeatherUnavailable("weather is switched off (SEMS_WEATHER_PROVIDER=none)")
-
-
-def build_weather(settings: Settings) -> WeatherProvider:
-    """The configured provider, not yet open: the composition root opens it at start-up and
-    closes it at shutdown."""
-    if settings.weather_provider == "none":
-        return NoWeather()
-    if settings.weather_provider == "offline":
-        return ClimatologyWeather()
-    if settings.weather_api_key is None:  # the settings refuse this already
-        raise SettingsError(
-            "SEMS_WEATHER_API_KEY is required with SEMS_WEATHER_PROVIDER=weatherapi")
-    return WeatherApiClient(api_key=settings.weather_api_key.get_secret_value(),
-                            base_url=settings.weather_api_url,
-                            timeout_s=settings.weather_timeout_s)

@@ -26,7 +26,7 @@ import numpy.typing as npt
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from connectors.weather.hours import epoch_seconds, hourly_index, temperature_series
-from tables.ports import Location
+from tables.ports.weather import Location
 
 DAY_S = 86_400
 YEAR_DAYS = 365.2425

@@ -57,7 +57,7 @@ from connectors.weather.wire import (
     parse_forecastdays,
     query_for,
 )
-from tables.ports import Location, WeatherUnavailable
+from tables.ports.weather import Location, WeatherUnavailable
 
 log = logging.getLogger(__name__)
 

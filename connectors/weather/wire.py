@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import orjson
 
-from tables.ports import Location
+from tables.ports.weather import Location
 
 HISTORY_CHUNK_DAYS = 30  # dates per history request, end_dt - dt <= 29 d (the API allows 30)
 

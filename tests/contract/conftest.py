@@ -12,9 +12,10 @@ import pytest
 
 from connectors.cache import MemoryCache, RedisCache
 from connectors.sqlite import SqliteStore
-from streams.metrics import Metrics
+from core.metrics import Metrics
 from streams.stores import build_store
-from tables.ports import Cache, Store
+from tables.ports.cache import Cache
+from tables.ports.store import Store
 from tests.integration.helpers import production_settings
 from tests.servers import InfluxDB, Redis
 

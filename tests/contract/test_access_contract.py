@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from api import apikeys
 from schemas.access import Utility
 from schemas.metadata import Facility
-from tables.ports import Store
+from tables.ports.store import Store
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tables.ports import Cache
+from tables.ports.cache import Cache
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ import pytest
 
 from schemas.dr import BmsCommandRecord, DrEvent, DrStatus, command_uuid, webhook_event_uuid
 from schemas.metadata import Facility
-from tables.ports import DrEventOverlaps, Store
+from tables.ports.dr import DrEventOverlaps
+from tables.ports.store import Store
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import pytest
 
 from schemas.forecast import LoadForecast, LoadForecastPoint
 from schemas.metadata import Facility
-from tables.ports import Store
+from tables.ports.store import Store
 
 pytestmark = pytest.mark.integration
 

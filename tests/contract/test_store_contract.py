@@ -13,7 +13,8 @@ from schemas.deadletter import DeadLetter, RejectReason
 from schemas.metadata import Facility, Meter, MeterType
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, Scope, WindowName
-from tables.ports import CommitBatch, Store
+from tables.ports.store import Store
+from tables.ports.timeseries import CommitBatch
 from tables.rollups import Checkpoint
 
 pytestmark = pytest.mark.integration

@@ -21,11 +21,11 @@ import orjson
 import pytest
 import requests
 
-from agents.dr.inventory import inventory_from_building
 from agents.dr.planner import plan_reduction
 from api.signatures import sign
 from schemas.metadata import MeterType
 from simulators.fleet import Fleet, build_fleet
+from simulators.inventory import inventory_from_building
 from tests.servers import InfluxDB, Kafka, Redis, free_port, spawn, stop_process, wait_until
 
 pytestmark = pytest.mark.e2e

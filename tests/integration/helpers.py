@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from simulators.fleet import Fleet
+from streams import compose
 from streams.kafka import KafkaRuntime
 from streams.local import LocalRuntime
 from streams.settings import Settings
@@ -62,7 +63,7 @@ async def provision(runtime: R, fleet: Fleet) -> R:
 
 
 async def start_runtime(cfg: Settings, fleet: Fleet) -> LocalRuntime:
-    return await provision(LocalRuntime(cfg), fleet)
+    return await provision(compose.local(cfg), fleet)
 
 
 def count(runtime: LocalRuntime, sql: str) -> int:

@@ -20,14 +20,14 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 
 from connectors import kafka as topics
-from connectors.mqtt import RawMessage
 from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
+from schemas.raw import RawMessage
 from schemas.reading import SensorReading
 from schemas.validation import ValidationSettings, validate_reading
 from simulators.fleet import Fleet
 from simulators.publish import Faults, Simulation
-from streams.metrics import Metrics
-from tables.ports import MetadataStore
+from tables.ports.metadata import MetadataStore
 from tests.integration.helpers import eventually, settings, start_runtime
 from tests.servers import spawn, stop_process
 
@@ -109,7 +109,7 @@ async def local_baseline(data_dir: Path, fleet: Fleet, recorded: Recorded,
     db = cfg.database_path
     try:
         for topic, payload in recorded:
-            await local.topics.raw.send(RawMessage(topic, payload, datetime.now(UTC)))
+            await local.raw.send(RawMessage(topic, payload, datetime.now(UTC)))
 
         async def stored() -> bool:
             return scalar(db, "SELECT COUNT(*) FROM readings") == expected_readings

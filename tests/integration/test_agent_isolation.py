@@ -28,22 +28,24 @@ from agents.deadletter import dead_letter_agent
 from agents.forecast import ForecastService, forecast_agent
 from agents.forecast_pool import WorkerLost, WorkTimeout
 from agents.rollup import RollupService, idle_timer
-from connectors.mqtt import RawMessage
 from connectors.postgres.migrate import upgrade
 from connectors.sqlite import SqliteStore
 from connectors.weather import ClimatologyWeather
+from core.channels import Channel
+from core.logs import TraceIdFilter
+from core.metrics import Metrics
 from schemas.deadletter import DeadLetter
 from schemas.forecast import LoadForecast
 from schemas.metadata import Facility, Meter, MeterType, Registry
+from schemas.raw import RawMessage
 from schemas.reading import SensorReading
 from schemas.rollup import Scope, WindowName
 from schemas.validation import ValidationSettings, validate_reading
 from simulators.fleet import build_fleet
-from streams.channels import Channel
-from streams.logs import TraceIdFilter
-from streams.metrics import Metrics
 from streams.stores import build_store
-from tables.ports import CommitBatch, Location, StoreUnavailable
+from tables.ports.store import StoreUnavailable
+from tables.ports.timeseries import CommitBatch
+from tables.ports.weather import Location
 from tables.rollups import RollupAggregator, WindowSettings
 from tests.integration.helpers import (
     count_is,
@@ -406,8 +408,8 @@ async def test_the_ingest_agent_keeps_running_after_hostile_payloads(tmp_path: P
             timeout_s=30, what="a dead letter per hostile payload")
         await eventually(lambda: count_is(runtime, "SELECT COUNT(*) FROM readings", 1),
                          timeout_s=30, what="the valid reading after them")
-        ingest = runtime._agents[0]
-        assert not ingest.done(), "the ingest agent stopped"
+        ingest = runtime._ingest
+        assert ingest is not None and not ingest.done(), "the ingest agent stopped"
         # and it still takes readings: the next one lands too
         await runtime.raw.send(RawMessage(f"meters/{second.facility_id}/{second.meter_id}",
                                           second.model_dump_json().encode(), datetime.now(UTC)))

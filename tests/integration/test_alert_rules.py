@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.metrics import Metrics
+from core.metrics import Metrics
 
 pytestmark = pytest.mark.integration
 

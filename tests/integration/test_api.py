@@ -15,11 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api import ApiDeps, create_app
 from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
 from schemas.metadata import Facility, Meter, MeterType
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, Scope, WindowName
-from streams.metrics import Metrics
-from tables.ports import CommitBatch, StoreUnavailable
+from tables.ports.store import StoreUnavailable
+from tables.ports.timeseries import CommitBatch
 from tests.auth_helpers import authenticator, bearer
 
 pytestmark = pytest.mark.integration

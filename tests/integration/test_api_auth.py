@@ -28,10 +28,10 @@ from api.ratelimit import RateLimiter
 from api.signatures import sign
 from api.tokens import LocalIssuer, RemoteJwks, StaticKeys, TokenVerifier
 from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
 from schemas.access import Utility
 from schemas.dr import DrEvent, webhook_event_uuid
 from schemas.metadata import Facility, Meter, MeterType
-from streams.metrics import Metrics
 from tests.auth_helpers import AUDIENCE, ISSUER, authenticator, bearer, issuer, token
 
 pytestmark = pytest.mark.integration

@@ -18,10 +18,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from api import ApiDeps, create_app
 from connectors.cache import RedisCache
 from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
 from schemas.metadata import Facility, Meter, MeterType
 from schemas.reading import SensorReading
-from streams.metrics import Metrics
-from tables.ports import CommitBatch
+from tables.ports.timeseries import CommitBatch
 from tests.auth_helpers import authenticator, bearer
 from tests.integration.helpers import eventually
 from tests.servers import Redis

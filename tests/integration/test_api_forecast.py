@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api import ApiDeps, create_app
 from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
 from schemas.forecast import LoadForecast, LoadForecastPoint
 from schemas.metadata import Facility
-from streams.metrics import Metrics
 from tests.auth_helpers import authenticator, bearer
 
 pytestmark = pytest.mark.integration

@@ -32,9 +32,9 @@ from api.principal import Role
 from api.ratelimit import RateLimiter
 from api.signatures import sign
 from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
 from schemas.access import Utility
 from schemas.metadata import Facility, Meter, MeterType
-from streams.metrics import Metrics
 from tests.auth_helpers import authenticator, bearer, issuer
 from tests.integration.test_api_auth import FixedBaseline
 

@@ -20,18 +20,18 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from connectors.bms import (
+from connectors.bms.soap import BmsClient
+from simulators.bms import BmsServer, BmsService
+from simulators.bms_local import LocalBms
+from simulators.building import BuildingModel
+from simulators.fleet import Fleet, build_fleet
+from tables.ports.bms import (
     BmsCommand,
     BmsCommandFailed,
     BmsController,
     BmsRequestFailed,
     CommandResult,
 )
-from connectors.bms.local import LocalBms
-from connectors.bms.soap import BmsClient
-from simulators.bms import BmsServer, BmsService
-from simulators.building import BuildingModel
-from simulators.fleet import Fleet, build_fleet
 
 pytestmark = pytest.mark.integration
 

@@ -18,18 +18,20 @@ from agents.bms_commands import BmsCommandExecutor, bms_command_agent
 from agents.demand_response import DrService, command_for
 from agents.dr.plan import Plan
 from agents.dr_baseline import BaselineSource
-from agents.dr_inventory import SimulatorInventory
-from connectors.bms import BmsCommand, CommandResult
-from connectors.bms.local import LocalBms
 from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
 from schemas.dr import BmsCommandRecord, DrEvent
 from schemas.rollup import Rollup, Scope, WindowName
+from simulators.bms_local import LocalBms
 from simulators.bms_service import BmsService
 from simulators.fleet import Fleet, build_fleet
+from simulators.inventory import SimulatorInventory
 from streams.dr_wiring import DrWiring
-from streams.metrics import Metrics
 from streams.settings import Settings
-from tables.ports import CommitBatch, DrStore, StoreUnavailable
+from tables.ports.bms import BmsCommand, CommandResult
+from tables.ports.dr import DrStore
+from tables.ports.store import StoreUnavailable
+from tables.ports.timeseries import CommitBatch
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration

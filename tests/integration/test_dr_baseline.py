@@ -12,12 +12,12 @@ import pytest
 
 from agents.dr_baseline import BaselineSource, NoBaseline
 from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
 from schemas.dr import DrEvent
 from schemas.forecast import LoadForecast, LoadForecastPoint
 from schemas.metadata import Facility
 from schemas.rollup import Rollup, Scope, WindowName
-from streams.metrics import Metrics
-from tables.ports import CommitBatch
+from tables.ports.timeseries import CommitBatch
 
 pytestmark = pytest.mark.integration
 

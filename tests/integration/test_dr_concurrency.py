@@ -26,12 +26,12 @@ from api.dr_deps import DrApi
 from api.ratelimit import RateLimiter
 from connectors.postgres.migrate import upgrade
 from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
 from schemas.access import Utility
 from schemas.dr import DrEvent, DrStatus, webhook_event_uuid
 from schemas.metadata import Facility, Meter, MeterType
-from streams.metrics import Metrics
 from streams.stores import build_store
-from tables.ports import Store
+from tables.ports.store import Store
 from tests.auth_helpers import authenticator, issuer
 from tests.integration.helpers import production_settings
 from tests.integration.test_api_auth import FixedBaseline

@@ -20,22 +20,25 @@ import pytest
 from agents.bms_commands import BmsCommandExecutor, bms_command_agent
 from agents.demand_response import DrService
 from agents.dr_baseline import BaselineSource
-from agents.dr_inventory import SimulatorInventory
 from agents.dr_watchdog import DrWatchdog
-from connectors.bms import BmsController
-from connectors.bms.local import LocalBms
 from connectors.bms.soap import BmsClient
 from connectors.sqlite import SqliteStore
+from core.logs import TraceIdFilter
+from core.metrics import Metrics
 from schemas.dr import BmsCommandRecord, DrEvent
 from schemas.rollup import Rollup, Scope, WindowName
 from simulators.bms import BmsServer
+from simulators.bms_local import LocalBms
 from simulators.bms_service import BmsService
 from simulators.fleet import Fleet, build_fleet
-from streams.dr_wiring import LocalDr
-from streams.logs import TraceIdFilter
-from streams.metrics import Metrics
+from simulators.inventory import SimulatorInventory
+from streams import compose
+from streams.dr_wiring import DrWiring
 from streams.settings import Settings
-from tables.ports import CommitBatch, DrStore, StoreUnavailable
+from tables.ports.bms import BmsController
+from tables.ports.dr import DrStore
+from tables.ports.store import StoreUnavailable
+from tables.ports.timeseries import CommitBatch
 from tests.integration.helpers import eventually
 
 pytestmark = pytest.mark.integration
@@ -390,17 +393,24 @@ async def test_back_to_back_events_give_back_the_settings_from_before_the_first(
 
 async def test_both_runtimes_run_the_watchdog_on_the_bms_they_attach(rig: Rig,
                                                                      tmp_path: Path) -> None:
-    """The wiring starts a dr-watchdog task next to the DR scheduler, on the BMS client the
-    runtime opened (SEMS_BMS_URL here, the SOAP simulator), with the release grace setting."""
+    """Both runtimes run the registered dr-watchdog service next to the DR scheduler, on the
+    BMS client the wiring opened (SEMS_BMS_URL here, the SOAP simulator), with the release
+    grace setting."""
+    assert {"dr-scheduler", "dr-watchdog"} <= {spec.name for spec in compose.SERVICES}
     before = rig.settings_of("fac-001")
+
+    async def ignore(_: object) -> None:
+        pass
+
     async with BmsServer(rig.service, host="127.0.0.1", port=0) as server:
         s = Settings(data_dir=tmp_path, bms_url=server.wsdl_url, dr_release_grace_s=120)
-        local = LocalDr(s, rig.store, rig.metrics, rig.clock)
-        tasks = await local.start()
+        wiring = DrWiring(s, rig.store, rig.metrics, rig.clock, publish_event=ignore,
+                          publish_command=ignore)
+        await wiring.open()
         try:
-            assert [name for _, name in tasks][-2:] == ["dr-scheduler", "dr-watchdog"]
-            watchdog = local.wiring.watchdog
-            assert watchdog.grace_s == 120 and watchdog.executor is local.wiring.executor
+            watchdog = wiring.watchdog
+            assert watchdog.grace_s == 120 and watchdog.executor is wiring.executor
+            assert wiring.executor.bms is not None
             e = await rig.event("fac-001")
             shed = BmsCommandExecutor(rig.store, rig.metrics, rig.clock,
                                       bms=LocalBms(rig.service))
@@ -415,9 +425,7 @@ async def test_both_runtimes_run_the_watchdog_on_the_bms_they_attach(rig: Rig,
             assert await watchdog.check() == 1
             assert rig.settings_of("fac-001") == before
         finally:
-            for coro, _ in tasks:
-                coro.close()
-            await local.close()
+            await wiring.close()
 
 
 async def test_an_apply_that_comes_after_its_release_is_not_sent(rig: Rig) -> None:

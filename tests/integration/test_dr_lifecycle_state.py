@@ -38,16 +38,17 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from agents.bms_commands import BmsCommandExecutor, bms_command_agent
 from agents.demand_response import DrService
 from agents.dr_baseline import BaselineSource
-from agents.dr_inventory import SimulatorInventory
 from agents.dr_watchdog import DrWatchdog
-from connectors.bms.local import LocalBms
 from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
 from schemas.dr import BmsCommandRecord, DrEvent
 from schemas.rollup import Rollup, Scope, WindowName
+from simulators.bms_local import LocalBms
 from simulators.bms_service import BmsService
 from simulators.fleet import build_fleet
-from streams.metrics import Metrics
-from tables.ports import CommitBatch, StoreUnavailable
+from simulators.inventory import SimulatorInventory
+from tables.ports.store import StoreUnavailable
+from tables.ports.timeseries import CommitBatch
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ from agents import demand_response, offload
 from agents.demand_response import baseline_of
 from agents.dr.performance import achieved_reduction
 from agents.dr.planner import plan_reduction
-from agents.dr_inventory import SimulatorInventory
 from bench.dr_stall import END as CAMPUS_END
 from bench.dr_stall import START as CAMPUS_START
 from bench.dr_stall import UPPER_KW, campus, most_kw
-from tables.ports import CommitBatch
+from simulators.inventory import SimulatorInventory
+from tables.ports.timeseries import CommitBatch
 from tests.integration import test_dr_isolation
 from tests.integration.test_dr_isolation import END, GAP_S, START, Rig, rollups
 

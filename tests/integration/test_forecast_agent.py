@@ -14,11 +14,12 @@ import pytest
 from agents.forecast import ForecastService, forecast_agent
 from connectors.sqlite import SqliteStore
 from connectors.weather import ClimatologyWeather
+from core.metrics import Metrics
 from schemas.forecast import LoadForecast
 from schemas.metadata import Facility
 from schemas.rollup import Rollup, Scope, WindowName
-from streams.metrics import Metrics
-from tables.ports import CommitBatch, Location, WeatherUnavailable
+from tables.ports.timeseries import CommitBatch
+from tables.ports.weather import Location, WeatherUnavailable
 from tests.integration.helpers import eventually
 
 pytestmark = pytest.mark.integration

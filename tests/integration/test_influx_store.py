@@ -21,11 +21,12 @@ import pytest
 from connectors.influx import InfluxBuckets, InfluxRejected, InfluxTimeSeries
 from connectors.influx.store import reading_line, rollup_line
 from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
 from schemas.metadata import Facility, Meter, MeterType
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, Scope, WindowName
-from streams.metrics import Metrics
-from tables.ports import CommitBatch, StoreUnavailable
+from tables.ports.store import StoreUnavailable
+from tables.ports.timeseries import CommitBatch
 from tests.integration.helpers import eventually
 from tests.servers import INFLUX_ORG, INFLUX_TOKEN, InfluxDB
 

@@ -24,11 +24,12 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from connectors import kafka as topics
 from connectors.kafka import ensure_topics, partition_for, topic_specs
-from connectors.mqtt import RawMessage
 from schemas.deadletter import DeadLetter
+from schemas.raw import RawMessage
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup
 from simulators.fleet import Fleet, build_fleet
+from streams import compose
 from streams.kafka import KafkaRuntime
 from tests.integration.helpers import eventually, provision, settings
 from tests.integration.kafka_helpers import (
@@ -254,7 +255,7 @@ async def start_kafka_runtime(broker: Kafka, tmp_path: Path, fleet: Fleet) -> Ka
     cfg = settings(tmp_path, runtime="kafka", kafka_bootstrap=broker.bootstrap,
                    kafka_partitions=PARTITIONS, kafka_app_id=app_id(),
                    idle_timeout_s=IDLE_TIMEOUT_S)
-    return await provision(KafkaRuntime(cfg), fleet)
+    return await provision(compose.kafka(cfg), fleet)
 
 
 async def test_pipeline_recovers_by_itself_from_a_broker_restart_mid_stream(
@@ -388,7 +389,7 @@ async def test_a_worker_leaves_the_windows_of_partitions_it_handed_over_alone(
     clock = ShiftedClock()
     cfg = settings(tmp_path, runtime="kafka", kafka_bootstrap=own_kafka.bootstrap,
                    kafka_partitions=PARTITIONS, kafka_app_id=app_id(), idle_timeout_s=60)
-    first = KafkaRuntime(cfg, clock=clock)
+    first = compose.kafka(cfg, clock=clock)
     db = cfg.database_path
     await first.open()
     await register(first.store, replay.fleet)
@@ -448,7 +449,7 @@ async def test_a_rebalance_while_fetches_wait_for_a_stalled_store_loses_nothing(
     cfg = settings(tmp_path, runtime="kafka", kafka_bootstrap=own_kafka.bootstrap,
                    kafka_partitions=PARTITIONS, kafka_app_id=app_id(),
                    idle_timeout_s=IDLE_TIMEOUT_S, batch_max=200)
-    first = KafkaRuntime(cfg)
+    first = compose.kafka(cfg)
     db = cfg.database_path
     await first.open()
     await register(first.store, replay.fleet)

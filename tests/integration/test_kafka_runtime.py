@@ -18,10 +18,11 @@ from aiokafka import TopicPartition
 from aiokafka.consumer.fetcher import OffsetResetStrategy
 
 from connectors import kafka as topics
-from connectors.mqtt import RawMessage
+from core.channels import Channel
+from schemas.raw import RawMessage
 from simulators.fleet import Fleet, build_fleet
 from simulators.publish import Faults, Simulation
-from streams.channels import Channel
+from streams import compose
 from streams.kafka import KafkaRuntime
 from tests.integration.helpers import count_is, eventually, provision, settings, start_runtime
 from tests.integration.kafka_helpers import (
@@ -70,7 +71,7 @@ async def test_kafka_and_local_runtimes_give_identical_rollups(
 
     local = await start_runtime(settings(tmp_path / "local"), fleet)
     try:
-        await replay(local.topics.raw, recorded)
+        await replay(local.raw, recorded)
         await eventually(lambda: count_is(local, "SELECT COUNT(*) FROM readings",
                                           expected_readings), timeout_s=30, what="local")
     finally:
@@ -78,7 +79,7 @@ async def test_kafka_and_local_runtimes_give_identical_rollups(
 
     cfg = settings(tmp_path / "kafka", runtime="kafka", kafka_bootstrap=kafka.bootstrap,
                    kafka_partitions=4, kafka_app_id=f"sems-{uuid.uuid4().hex[:6]}")
-    remote = await provision(KafkaRuntime(cfg), fleet)
+    remote = await provision(compose.kafka(cfg), fleet)
     try:
         await replay(remote.raw, recorded)
         db = cfg.database_path
@@ -135,7 +136,7 @@ async def test_records_breaking_the_readings_contract_are_dead_letters_and_the_r
     cfg = settings(tmp_path, runtime="kafka", kafka_bootstrap=own_kafka.bootstrap,
                    kafka_partitions=4, kafka_app_id=f"sems-{uuid.uuid4().hex[:6]}",
                    idle_timeout_s=3600.0)
-    worker = KafkaRuntime(cfg)
+    worker = compose.kafka(cfg)
     await worker.open()
     await register(worker.store, fleet)
     await worker.reload_registry()
@@ -206,7 +207,7 @@ async def test_a_partition_awaiting_its_position_neither_crashes_nor_stops_the_w
     cfg = settings(tmp_path, runtime="kafka", kafka_bootstrap=own_kafka.bootstrap,
                    kafka_partitions=4, kafka_app_id=f"sems-{uuid.uuid4().hex[:6]}",
                    idle_timeout_s=3600.0)
-    worker = await provision(KafkaRuntime(cfg), fleet)
+    worker = await provision(compose.kafka(cfg), fleet)
     failed = asyncio.ensure_future(worker.until_failed())
     try:
         await replay(worker.raw, recorded[:half])
@@ -260,7 +261,7 @@ async def test_a_crashed_consumer_is_the_worker_failing(own_kafka: Kafka, tmp_pa
     fleet = build_fleet(facilities=1, meters_per_facility=1, seed=3)
     cfg = settings(tmp_path, runtime="kafka", kafka_bootstrap=own_kafka.bootstrap,
                    kafka_partitions=2, kafka_app_id=f"sems-{uuid.uuid4().hex[:6]}")
-    worker = await provision(KafkaRuntime(cfg), fleet)
+    worker = await provision(compose.kafka(cfg), fleet)
     failed = asyncio.ensure_future(worker.until_failed())
     try:
         await asyncio.sleep(0)

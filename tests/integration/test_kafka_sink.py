@@ -21,7 +21,7 @@ from connectors.kafka import (
     partition_for,
     producer,
 )
-from streams.logs import TRACE_HEADER, trace_id_var
+from core.logs import TRACE_HEADER, trace_id_var
 from tests.servers import Kafka
 
 pytestmark = pytest.mark.integration

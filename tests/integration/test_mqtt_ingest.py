@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from connectors.mqtt import BrokerAddress, MqttPublisher, MqttSource, RawMessage
+from connectors.mqtt import BrokerAddress, MqttPublisher, MqttSource
+from core.channels import Channel
+from core.metrics import Metrics
+from schemas.raw import RawMessage
 from simulators.fleet import build_fleet
 from simulators.publish import Faults, Simulation
-from streams.channels import Channel
-from streams.metrics import Metrics
 from tests.integration.helpers import count_is, eventually, settings, start_runtime
 from tests.servers import Mosquitto
 

@@ -28,11 +28,11 @@ from connectors.postgres.migrate import (
     upgrade,
 )
 from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
 from schemas.deadletter import DeadLetter, RejectReason
 from schemas.dr import DrEvent, webhook_event_uuid
 from schemas.metadata import Facility, Meter, MeterType
-from streams.metrics import Metrics
-from tables.ports import StoreUnavailable
+from tables.ports.store import StoreUnavailable
 from tables.rollups import Checkpoint
 from tests.servers import Postgres
 

@@ -25,13 +25,13 @@ from api import ApiDeps, create_app
 from connectors import kafka as topics
 from connectors.postgres.migrate import upgrade
 from connectors.production import ProductionStore
+from core.metrics import Metrics
 from schemas.metadata import Facility
 from schemas.rollup import Rollup, Scope, WindowName
 from simulators.fleet import build_fleet
 from simulators.publish import Simulation
-from streams.metrics import Metrics
 from streams.stores import build_store
-from tables.ports import Store, StoreUnavailable
+from tables.ports.store import Store, StoreUnavailable
 from tests.auth_helpers import authenticator, bearer
 from tests.integration.helpers import eventually, production_settings
 from tests.integration.kafka_helpers import (

@@ -11,9 +11,9 @@ import pytest
 
 from agents.rollup import RollupService
 from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
 from schemas.metadata import Facility, Meter, MeterType, Registry
 from schemas.reading import SensorReading
-from streams.metrics import Metrics
 from tables.rollups import RollupAggregator, WindowSettings
 
 pytestmark = pytest.mark.integration

@@ -13,11 +13,12 @@ import pytest
 
 from agents.rollup import RollupService
 from connectors.sqlite import SqliteStore
+from core.logs import TraceIdFilter, trace_id_var
+from core.metrics import Metrics
 from schemas.metadata import Facility, Meter, MeterType, Registry
 from schemas.reading import SensorReading
-from streams.logs import TraceIdFilter, trace_id_var
-from streams.metrics import Metrics
-from tables.ports import CommitBatch, StoreUnavailable
+from tables.ports.store import StoreUnavailable
+from tables.ports.timeseries import CommitBatch
 from tables.rollups import RollupAggregator, WindowSettings
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from connectors.sqlite import SqliteStore
-from streams.metrics import Metrics
-from tables.ports import StoreUnavailable
+from core.metrics import Metrics
+from tables.ports.store import StoreUnavailable
 
 pytestmark = pytest.mark.integration
 

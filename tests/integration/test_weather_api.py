@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from connectors.weather import ClimatologyWeather, WeatherApiClient, WeatherApiError
-from tables.ports import Location, WeatherProvider, WeatherUnavailable
+from tables.ports.weather import Location, WeatherProvider, WeatherUnavailable
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration

@@ -10,11 +10,11 @@ import pytest
 import zeep.exceptions
 from lxml import etree  # type: ignore[import-untyped]
 
-from connectors.bms import CommandResult
 from connectors.bms.soap import classify, result_from_answer
 from simulators.bms_service import BmsFault, BmsService
 from simulators.bms_soap import NS, SOAP_ENV_NS, handle_soap, parse_request, wsdl_for
 from simulators.building import BuildingModel
+from tables.ports.bms import CommandResult
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from streams.channels import Channel
+from core.channels import Channel
 
 pytestmark = pytest.mark.unit
 

@@ -13,16 +13,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from agents.dr.inventory import (
-    DeferrableLoad,
-    HvacZoneResource,
-    Inventory,
-    LightingGroupResource,
-    inventory_from_building,
-)
+from agents.dr.inventory import DeferrableLoad, HvacZoneResource, Inventory, LightingGroupResource
 from agents.dr.plan import Plan, release_schedule
 from agents.dr.planner import plan_reduction
 from simulators.building import BuildingModel, Climate
+from simulators.inventory import inventory_from_building
 
 pytestmark = pytest.mark.unit
 

@@ -9,15 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from agents.dr.inventory import ComfortLimits
 from agents.dr.planner import plan_reduction
-from agents.dr_inventory import (
-    ComfortLimits,
-    RuledInventory,
-    SimulatorInventory,
-    SiteRules,
-    load_site_rules,
-)
+from agents.dr.site_rules import RuledInventory, SiteRules, load_site_rules
 from simulators.fleet import build_fleet
+from simulators.inventory import SimulatorInventory
 
 pytestmark = pytest.mark.unit
 

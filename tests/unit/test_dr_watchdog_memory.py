@@ -15,12 +15,12 @@ import pytest
 
 from agents.bms_commands import BmsCommandExecutor
 from agents.dr_watchdog import DrWatchdog
-from connectors.bms.local import LocalBms
 from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
 from schemas.dr import BmsCommandRecord, DrEvent
+from simulators.bms_local import LocalBms
 from simulators.bms_service import BmsService
 from simulators.fleet import build_fleet
-from streams.metrics import Metrics
 
 pytestmark = pytest.mark.unit
 

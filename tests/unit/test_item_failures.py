@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from agents.item_failures import ItemFailures
-from streams.metrics import Metrics
+from core.metrics import Metrics
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from streams.logs import configure_logging, trace_id_from, trace_id_var
+from core.logs import configure_logging, trace_id_from, trace_id_var
 from streams.settings import load_settings
 
 pytestmark = pytest.mark.unit

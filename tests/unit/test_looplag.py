@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
-from streams.looplag import Yielder, probe_loop_lag
+from core.looplag import Yielder, probe_loop_lag
 
 pytestmark = pytest.mark.unit
 

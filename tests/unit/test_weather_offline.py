@@ -14,7 +14,6 @@ from connectors.weather import (
     ClimatologyWeather,
     NoWeather,
     WeatherApiClient,
-    build_weather,
     typical_temperature_c,
 )
 from connectors.weather.hours import HOUR_S, hourly_index, onto_hours
@@ -25,7 +24,8 @@ from connectors.weather.wire import (
     query_for,
 )
 from streams.settings import SettingsError, load_settings
-from tables.ports import Location, WeatherProvider, WeatherUnavailable
+from streams.stores import build_weather
+from tables.ports.weather import Location, WeatherProvider, WeatherUnavailable
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from connectors.bms import (
+from connectors.bms.observe import report_command
+from simulators.bms_service import BmsFault, BmsService, CommandOutcome
+from tables.ports.bms import (
     BmsCommand,
     BmsRequestFailed,
     CommandObserver,
@@ -22,8 +24,6 @@ from connectors.bms import (
     PointValues,
     ZoneInfo,
 )
-from connectors.bms.observe import report_command
-from simulators.bms_service import BmsFault, BmsService, CommandOutcome
 
 T = TypeVar("T")
 

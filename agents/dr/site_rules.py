@@ -1,6 +1,5 @@
-"""What the planner may shed at a facility: from the building model when the BMS is the
-in-process simulator (its kW per degC at the event's weather and occupancy), else from the
-BMS's own lists with design estimates."""
+"""A facility manager's rules for demand response (``SEMS_DR_SITES``): loads never shed,
+limits only tightened, priorities; applied on top of any inventory source."""
 
 from __future__ import annotations
 
@@ -9,84 +8,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from agents.dr.inventory import (
+    ComfortLimits,
     HvacZoneResource,
     Inventory,
+    InventorySource,
     LightingGroupResource,
-    inventory_from_building,
 )
-from connectors.bms import BmsController
-from simulators.building import BuildingModel
-
-DESIGN_FAN_FRACTION = 0.12  # the share of a zone's rated kW that is fans, not compressor
-DESIGN_GAP_C = 16.0  # a zone reaches rated kW at this many degC outside its dead band
-DESIGN_FLOOR_FRACTION = 0.05  # egress lighting that is never dimmed
-
-
-class InventorySource(Protocol):
-    async def inventory(self, facility_id: str, *, at: datetime) -> Inventory: ...
-
-
-@dataclass(frozen=True)
-class ComfortLimits:
-    max_setpoint_offset_c: float = 4.0
-    min_lighting_pct: float = 30.0
-    setpoint_step_c: float = 0.5
-    lighting_step_pct: float = 10.0
-
-
-@dataclass
-class SimulatorInventory:
-    """The simulated buildings the in-process BMS commands (``fleet.models``)."""
-
-    models: Mapping[str, BuildingModel]
-    limits: ComfortLimits = ComfortLimits()
-
-    async def inventory(self, facility_id: str, *, at: datetime) -> Inventory:
-        model = self.models.get(facility_id)
-        if model is None:
-            raise LookupError(f"the BMS has no building {facility_id!r}")
-        lim = self.limits
-        return inventory_from_building(
-            model, at=at, max_setpoint_offset_c=lim.max_setpoint_offset_c,
-            setpoint_step_c=lim.setpoint_step_c, min_lighting_level_pct=lim.min_lighting_pct,
-            lighting_step_pct=lim.lighting_step_pct)
-
-
-@dataclass
-class BmsInventory:
-    """Zones and lighting groups as a BMS lists them, sized by design rules (a zone's
-    compressor kW spread over a 16 degC gap; a group's dimmable kW at 100 %), from where each
-    is now (its offset, its level), which the release restores. Cooling is assumed: a positive
-    offset sheds (the BMS's zone list says nothing of the mode)."""
-
-    bms: BmsController
-    limits: ComfortLimits = ComfortLimits()
-
-    async def inventory(self, facility_id: str, *, at: datetime) -> Inventory:
-        lim = self.limits
-        zones = tuple(
-            HvacZoneResource(
-                zone_id=z.zone_id,
-                # the BMS accepts offsets within +-max_offset_c, from wherever the zone is
-                max_setpoint_offset_c=max(0.0, min(lim.max_setpoint_offset_c,
-                                                   z.max_offset_c - z.setpoint_offset_c)),
-                setpoint_step_c=lim.setpoint_step_c,
-                kw_per_degc=z.rated_kw * (1 - DESIGN_FAN_FRACTION) / DESIGN_GAP_C,
-                comfort_cost_per_degc=10.0, current_offset_c=z.setpoint_offset_c)
-            for z in await self.bms.list_zones(facility_id))
-        groups = tuple(
-            LightingGroupResource(
-                group_id=g.group_id,
-                kw_at_full=g.rated_kw * (1 - DESIGN_FLOOR_FRACTION),
-                min_level_pct=lim.min_lighting_pct, comfort_cost_per_pct=1.0,
-                dim_step_pct=lim.lighting_step_pct, level_pct=g.level_pct)
-            for g in await self.bms.list_lighting_groups(facility_id))
-        return Inventory(facility_id=facility_id, zones=zones, lighting_groups=groups)
 
 
 class _Closed(BaseModel):
