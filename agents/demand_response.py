@@ -16,13 +16,14 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from agents.dr.baseline_types import BaselineResult
+from agents.dr.baseline_types import BaselineResult, baseline_of
+from agents.dr.commands import command_for
 from agents.dr.inventory import Inventory, InventorySource
 from agents.dr.performance import InsufficientMeterDataError, achieved_reduction
-from agents.dr.plan import Plan, PlannedAction
+from agents.dr.plan import Plan
 from agents.dr.planner import plan_reduction
 from agents.dr_audit import as_before, held_by_others, release_of, shed_loads
 from agents.dr_baseline import BaselineSource, NoBaseline
@@ -30,52 +31,13 @@ from agents.item_failures import ItemFailures, reason_of
 from agents.offload import off_loop
 from core.logs import trace_id_var
 from core.metrics import Metrics
-from schemas.dr import BmsCommandRecord, CommandKind, CommandPhase, DrEvent, command_uuid
+from schemas.dr import BmsCommandRecord, DrEvent
 from schemas.metadata import Facility
 from tables.ports.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 PublishCommand = Callable[[BmsCommandRecord], Awaitable[None]]
-
-
-def baseline_of(stored: dict[str, Any]) -> BaselineResult:
-    """The ``BaselineResult`` an event stored (``to_dict()``), without its adjustment."""
-    return BaselineResult(
-        method=stored["method"], interval_s=int(stored["interval_s"]),
-        interval_starts=tuple(datetime.fromisoformat(t) for t in stored["interval_starts"]),
-        baseline_kw=tuple(float(v) for v in stored["baseline_kw"]),
-        unadjusted_kw=tuple(float(v) for v in stored["unadjusted_kw"]),
-        days_used=tuple(date.fromisoformat(d) for d in stored.get("days_used", ())),
-        provisional=bool(stored.get("provisional", False)))
-
-
-def command_for(event: DrEvent, action: PlannedAction, phase: CommandPhase,
-                now: datetime) -> BmsCommandRecord | None:
-    """The BMS command of a plan action (apply) or of undoing it (release); None for an
-    action no BMS operation carries out (deferring a load)."""
-    kind: CommandKind
-    setting: float | None
-    if action.kind == "hvac_setpoint":
-        kind, setting = "zone_setpoint_offset", action.setpoint_offset_c
-        restore = action.restore_setpoint_offset_c or 0.0
-    elif action.kind == "lighting_dim":
-        kind, setting = "lighting_level", action.dim_level_pct
-        restore = 100.0 if action.restore_level_pct is None else action.restore_level_pct
-    else:
-        return None
-    value = restore if setting is None else setting  # 0 % is a level, not a missing one
-    source = f"{event.utility_id}/{event.event_id}" if event.event_id else "api"
-    why = (f"DR event {event.id} ({source}): {action.reason}" if phase == "apply" else
-           f"DR event {event.id} ({source}): release stage {action.release_stage} "
-           f"after the event")
-    return BmsCommandRecord(
-        command_id=command_uuid(event.id, phase, kind, action.target_id), dr_event_id=event.id,
-        facility_id=event.facility_id, kind=kind, target_id=action.target_id,
-        value=value if phase == "apply" else restore, phase=phase,
-        release_stage=None if phase == "apply" else action.release_stage, why=why,
-        trace_id=event.trace_id, requested_at=now,
-        restore_value=restore if phase == "apply" else None)
 
 
 @dataclass

@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 from prometheus_client import Gauge
 
@@ -26,9 +25,9 @@ from schemas.rollup import Rollup, WindowName
 from schemas.validation import dead_letter
 from tables.ports.store import StoreUnavailable
 from tables.ports.timeseries import CommitBatch, TimeSeriesStore
+from tables.ports.window_state import WindowStateStore
 from tables.rollups import (
     Checkpoint,
-    FacilityWindows,
     Outcome,
     RollupAggregator,
     to_datetime,
@@ -39,21 +38,6 @@ from tables.windows import WINDOW_MS, window_start
 log = logging.getLogger(__name__)
 
 READINGS_SOURCE = "sensor-readings"
-
-
-class WindowStateStore(Protocol):
-    """Where a worker keeps its facilities' open windows between batches (the kafka runtime's
-    changelog-backed table). The local runtime has none: it rebuilds from the store."""
-
-    def load(self, facility_id: str) -> FacilityWindows | None: ...
-
-    def encode(self, state: FacilityWindows) -> bytes:
-        """The state as it is now: taken when a batch is folded, saved once it is stored."""
-        ...
-
-    def save(self, encoded: Mapping[str, bytes]) -> None: ...
-
-    def facility_ids(self) -> Iterable[str]: ...
 
 
 @dataclass(slots=True)

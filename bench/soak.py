@@ -56,7 +56,8 @@ from bench.soak_system import (
 )
 from bench.soak_system import cli as sems_cli
 from connectors.mqtt import BrokerAddress, MqttPublisher
-from simulators.bms import BmsServer, BmsService
+from simulators.bms.server import BmsServer
+from simulators.bms.service import BmsService
 from simulators.fleet import build_fleet
 from simulators.publish import align
 from tests.servers import Mosquitto, free_port, wait_until

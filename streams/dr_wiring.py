@@ -28,7 +28,8 @@ from api.dr_deps import DrApi
 from connectors.bms.soap import BmsClient
 from core.metrics import Metrics
 from schemas.dr import BmsCommandRecord, DrEvent
-from simulators.bms import BmsServer, BmsService
+from simulators.bms.server import BmsServer
+from simulators.bms.service import BmsService
 from simulators.building import BuildingModel
 from simulators.inventory import SimulatorInventory
 from streams.settings import Settings

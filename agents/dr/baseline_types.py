@@ -138,3 +138,14 @@ class BaselineResult:
                 "capped": adj.capped,
             },
         }
+
+
+def baseline_of(stored: dict[str, Any]) -> BaselineResult:
+    """The ``BaselineResult`` an event stored (``to_dict()``), without its adjustment."""
+    return BaselineResult(
+        method=stored["method"], interval_s=int(stored["interval_s"]),
+        interval_starts=tuple(datetime.fromisoformat(t) for t in stored["interval_starts"]),
+        baseline_kw=tuple(float(v) for v in stored["baseline_kw"]),
+        unadjusted_kw=tuple(float(v) for v in stored["unadjusted_kw"]),
+        days_used=tuple(date.fromisoformat(d) for d in stored.get("days_used", ())),
+        provisional=bool(stored.get("provisional", False)))

@@ -21,8 +21,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from connectors.bms.soap import BmsClient
-from simulators.bms import BmsServer, BmsService
-from simulators.bms_local import LocalBms
+from simulators.bms.local import LocalBms
+from simulators.bms.server import BmsServer
+from simulators.bms.service import BmsService
 from simulators.building import BuildingModel
 from simulators.fleet import Fleet, build_fleet
 from tables.ports.bms import (
@@ -278,7 +279,7 @@ async def test_a_query_for_an_unknown_facility_raises_with_the_fault(bms: Adapte
 async def test_the_shipped_wsdl_file_with_a_service_url(server: BmsServer) -> None:
     from importlib import resources
 
-    wsdl_path = str(resources.files("simulators").joinpath("bms.wsdl"))
+    wsdl_path = str(resources.files("simulators.bms").joinpath("bms.wsdl"))
     async with BmsClient(wsdl_path, service_url=server.url, timeout_s=TIMEOUT_S) as client:
         zones = await client.list_zones("fac-002")
     assert len(zones) == 4 and all(math.isfinite(z.rated_kw) for z in zones)

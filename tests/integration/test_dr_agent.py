@@ -15,15 +15,16 @@ from typing import Any, cast
 import pytest
 
 from agents.bms_commands import BmsCommandExecutor, bms_command_agent
-from agents.demand_response import DrService, command_for
+from agents.demand_response import DrService
+from agents.dr.commands import command_for
 from agents.dr.plan import Plan
 from agents.dr_baseline import BaselineSource
 from connectors.sqlite import SqliteStore
 from core.metrics import Metrics
 from schemas.dr import BmsCommandRecord, DrEvent
 from schemas.rollup import Rollup, Scope, WindowName
-from simulators.bms_local import LocalBms
-from simulators.bms_service import BmsService
+from simulators.bms.local import LocalBms
+from simulators.bms.service import BmsService
 from simulators.fleet import Fleet, build_fleet
 from simulators.inventory import SimulatorInventory
 from streams.dr_wiring import DrWiring

@@ -27,9 +27,9 @@ from core.logs import TraceIdFilter
 from core.metrics import Metrics
 from schemas.dr import BmsCommandRecord, DrEvent
 from schemas.rollup import Rollup, Scope, WindowName
-from simulators.bms import BmsServer
-from simulators.bms_local import LocalBms
-from simulators.bms_service import BmsService
+from simulators.bms.local import LocalBms
+from simulators.bms.server import BmsServer
+from simulators.bms.service import BmsService
 from simulators.fleet import Fleet, build_fleet
 from simulators.inventory import SimulatorInventory
 from streams import compose

@@ -43,8 +43,8 @@ from connectors.sqlite import SqliteStore
 from core.metrics import Metrics
 from schemas.dr import BmsCommandRecord, DrEvent
 from schemas.rollup import Rollup, Scope, WindowName
-from simulators.bms_local import LocalBms
-from simulators.bms_service import BmsService
+from simulators.bms.local import LocalBms
+from simulators.bms.service import BmsService
 from simulators.fleet import build_fleet
 from simulators.inventory import SimulatorInventory
 from tables.ports.store import StoreUnavailable

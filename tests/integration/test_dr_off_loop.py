@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from agents import demand_response, offload
-from agents.demand_response import baseline_of
+from agents.dr.baseline_types import baseline_of
 from agents.dr.performance import achieved_reduction
 from agents.dr.planner import plan_reduction
 from bench.dr_stall import END as CAMPUS_END

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from simulators.bms_service import BmsFault, BmsService, CommandOutcome
+from simulators.bms.service import BmsFault, BmsService, CommandOutcome
 from simulators.building import BuildingModel
 
 pytestmark = pytest.mark.unit

@@ -11,8 +11,8 @@ import zeep.exceptions
 from lxml import etree  # type: ignore[import-untyped]
 
 from connectors.bms.soap import classify, result_from_answer
-from simulators.bms_service import BmsFault, BmsService
-from simulators.bms_soap import NS, SOAP_ENV_NS, handle_soap, parse_request, wsdl_for
+from simulators.bms.service import BmsFault, BmsService
+from simulators.bms.soap import NS, SOAP_ENV_NS, handle_soap, parse_request, wsdl_for
 from simulators.building import BuildingModel
 from tables.ports.bms import CommandResult
 

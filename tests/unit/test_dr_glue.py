@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agents.demand_response import baseline_of, command_for
-from agents.dr.baseline_types import BaselineResult, DayOfAdjustment, MeterBeforeParams
+from agents.dr.baseline_types import BaselineResult, DayOfAdjustment, MeterBeforeParams, baseline_of
+from agents.dr.commands import command_for
 from agents.dr.meter_before import meter_before
 from agents.dr.plan import PlannedAction
 from agents.dr.series import InsufficientHistoryError

@@ -18,8 +18,8 @@ from agents.dr_watchdog import DrWatchdog
 from connectors.sqlite import SqliteStore
 from core.metrics import Metrics
 from schemas.dr import BmsCommandRecord, DrEvent
-from simulators.bms_local import LocalBms
-from simulators.bms_service import BmsService
+from simulators.bms.local import LocalBms
+from simulators.bms.service import BmsService
 from simulators.fleet import build_fleet
 
 pytestmark = pytest.mark.unit

@@ -1,7 +1,7 @@
 """A simulated building management system: SOAP 1.1 over HTTP, contract in ``bms.wsdl``.
 
-The behaviour is ``simulators.bms_service.BmsService`` (it commands the building models the
-meter simulator reads), the envelopes are ``simulators.bms_soap``; this module serves them on
+The behaviour is ``simulators.bms.service.BmsService`` (it commands the building models the
+meter simulator reads), the envelopes are ``simulators.bms.soap``; this module serves them on
 aiohttp, in-process (``BmsServer``) or standalone (``python -m simulators.bms --port 8085``).
 """
 
@@ -14,7 +14,7 @@ from types import TracebackType
 
 from aiohttp import web
 
-from simulators.bms_service import (
+from simulators.bms.service import (
     BmsFault,
     BmsService,
     CommandOutcome,
@@ -23,7 +23,7 @@ from simulators.bms_service import (
     PointValue,
     ZoneState,
 )
-from simulators.bms_soap import handle_soap, wsdl_for
+from simulators.bms.soap import handle_soap, wsdl_for
 
 __all__ = [
     "BMS_PATH",

@@ -19,7 +19,7 @@ from typing import Any
 
 from lxml import etree  # type: ignore[import-untyped]
 
-from simulators.bms_service import BmsFault, BmsService, CommandOutcome
+from simulators.bms.service import BmsFault, BmsService, CommandOutcome
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ NSMAP = {"soapenv": SOAP_ENV_NS, "bms": NS}
 @functools.cache
 def wsdl_bytes() -> bytes:
     """The shipped WSDL, read on first use (never at import)."""
-    return resources.files("simulators").joinpath("bms.wsdl").read_bytes()
+    return resources.files("simulators.bms").joinpath("bms.wsdl").read_bytes()
 
 
 @functools.cache

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from connectors.bms.observe import report_command
-from simulators.bms_service import BmsFault, BmsService, CommandOutcome
+from simulators.bms.service import BmsFault, BmsService, CommandOutcome
 from tables.ports.bms import (
     BmsCommand,
     BmsRequestFailed,
