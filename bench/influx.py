@@ -32,7 +32,7 @@ import aiohttp
 
 from bench.report import machine_facts
 from connectors.influx import InfluxBuckets, InfluxTimeSeries
-from connectors.influx.store import reading_line
+from connectors.influx.protocol import reading_line
 from core.metrics import Metrics
 from schemas.reading import SensorReading
 from simulators.fleet import build_fleet

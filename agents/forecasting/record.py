@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.forecasting.forecast import Forecast
+from agents.forecasting.cycle import Forecast
 from schemas.forecast import LoadForecast, LoadForecastPoint
 
 

@@ -1,3 +1,4 @@
-from connectors.influx.store import InfluxBuckets, InfluxRejected, InfluxTimeSeries
+from connectors.influx.protocol import InfluxRejected
+from connectors.influx.store import InfluxBuckets, InfluxTimeSeries
 
 __all__ = ["InfluxBuckets", "InfluxRejected", "InfluxTimeSeries"]

@@ -11,8 +11,6 @@ value into null reads back as null, as in the SQLite store's ``INSERT OR REPLACE
 from __future__ import annotations
 
 import asyncio
-import functools
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,17 +28,26 @@ from influxdb_client.rest import ApiException
 from influxdb_client.service.buckets_service import BucketsService
 from influxdb_client.service.organizations_service import OrganizationsService
 
+from connectors.influx.protocol import (
+    CARRIES,
+    HAS_READING,
+    LATEST_READINGS,
+    MINUTE_ROLLUPS,
+    READINGS_SINCE,
+    ROLLUPS_QUERY,
+    InfluxRejected,
+    ms_of,
+    reading_line,
+    reading_of,
+    rollup_line,
+    rollup_of,
+)
 from core.metrics import Metrics
-from schemas.metadata import MeterType
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, Scope, WindowName
 from tables.ports.store import StoreUnavailable
 
 DAY_S = 86_400
-READINGS = "energy_readings"
-ROLLUPS = "energy_rollups"
-_MAX_NULL = 1
-_MIN_NULL = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Flux's range() needs a stop; the SQLite store has no upper bound, and meters may run ahead of
 # the server clock by up to SEMS_MAX_FUTURE_S, so "now" would be wrong. 2262 is Flux's limit.
@@ -48,43 +55,6 @@ _END_OF_TIME = datetime(2262, 1, 1, tzinfo=UTC)
 _STORE = "influxdb"
 # WritePrecision.MS is the str "ms"; the client annotates the parameter as the class.
 _MS_PRECISION = cast(WritePrecision, WritePrecision.MS)
-
-# -- Flux: parameters are bound as options (p_*), never formatted into the text -------------
-# range + filter on measurement and tags is pushed down to the storage engine, and so is a
-# bare first()/last() right after it; pivot turns each point's fields into one row.
-# latest_readings and carries start at 1970, as the SQLite store has no horizon: shards exist
-# only within the retention, so this costs what -90d would (15 vs 17 ms over 89 daily shards).
-_ROWS = ('|> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
-         '|> drop(columns: ["_start", "_stop", "_measurement"])\n')
-_FROM = "from(bucket: p_bucket) |> range(start: p_start, stop: p_stop)\n"
-HAS_READING = (_FROM + f'|> filter(fn: (r) => r._measurement == "{READINGS}" and '
-               'r.meter_id == p_meter and r._field == "active_power_kw")\n'
-               '|> first() |> keep(columns: ["_time"])')
-LATEST_READINGS = (_FROM + f'|> filter(fn: (r) => r._measurement == "{READINGS}" and '
-                   'r.facility_id == p_facility)\n|> last()\n' + _ROWS)
-CARRIES = (_FROM + f'|> filter(fn: (r) => r._measurement == "{READINGS}" and '
-           'r.facility_id == p_facility and r._field == "active_power_kw")\n'
-           '|> last() |> keep(columns: ["_time", "_value", "meter_id"])')
-READINGS_SINCE = (_FROM + f'|> filter(fn: (r) => r._measurement == "{READINGS}" and '
-                  'r.facility_id == p_facility)\n' + _ROWS
-                  + '|> group() |> sort(columns: ["_time", "meter_id"])')
-ROLLUPS_QUERY = (_FROM + f'|> filter(fn: (r) => r._measurement == "{ROLLUPS}" and '
-                 'r.scope == p_scope and r.scope_id == p_scope_id and r["window"] == p_window)\n'
-                 + _ROWS + '|> group() |> sort(columns: ["_time"]) |> limit(n: p_limit)')
-MINUTE_ROLLUPS = (_FROM + f'|> filter(fn: (r) => r._measurement == "{ROLLUPS}" and '
-                  'r.facility_id == p_facility and r["window"] == "1m")\n' + _ROWS
-                  + '|> group() |> sort(columns: ["_time", "scope", "scope_id"])')
-
-
-class InfluxRejected(ValueError):
-    """InfluxDB refused the request (HTTP 4xx): bad data or a bad query. Retrying the same
-    request cannot succeed, so this is not ``StoreUnavailable``."""
-
-    def __init__(self, message: str, *, status: int | None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 @dataclass(frozen=True, slots=True)
 class InfluxBuckets:
     """Bucket names and retention (days): raw readings, 1-minute rollups, and the 15-minute
@@ -114,91 +84,12 @@ class InfluxBuckets:
 
 # -- line protocol -------------------------------------------------------------------------
 
-_PLAIN_TAG = re.compile(r"[A-Za-z0-9_.\-]+").fullmatch
-_TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
-
-
-def _tag(value: str) -> str:
-    """A tag value escaped for line protocol. InfluxDB unescapes ``\\,`` ``\\=`` ``\\ `` but
-    not ``\\\\``, so a value with a backslash (or a line break) cannot round-trip: refused."""
-    if _PLAIN_TAG(value):
-        return value
-    if not value or any(c in value for c in "\\\n\r"):
-        raise InfluxRejected(f"tag value {value!r} cannot be written as line protocol",
-                             status=None)
-    return value.translate(_TAG_ESCAPES)
-
-
-def _ms(ts: datetime) -> int:
-    return round(ts.timestamp() * 1000)
-
-
-@functools.lru_cache(maxsize=65_536)
-def _reading_series(facility_id: str, meter_id: str, meter_type: str) -> str:
-    """Measurement and tags (in key order, as the server sorts them) of a meter's series:
-    cached, it takes a fifth off the cost of a line."""
-    return (f"{READINGS},facility_id={_tag(facility_id)},meter_id={_tag(meter_id)},"
-            f"meter_type={_tag(meter_type)}")
-
-
-def reading_line(r: SensorReading) -> str:
-    # Floats by repr, which round-trips exactly; a number without the i suffix is a float.
-    return (f"{_reading_series(r.facility_id, r.meter_id, r.meter_type.value)} "
-            f"active_power_kw={r.active_power_kw!r},reactive_power_kvar={r.reactive_power_kvar!r},"
-            f"voltage_v={r.voltage_v!r},frequency_hz={r.frequency_hz!r} {_ms(r.timestamp)}")
-
-
-def rollup_line(r: Rollup) -> str:
-    meter = f",meter_id={_tag(r.meter_id)}" if r.meter_id is not None else ""
-    scope_id = r.meter_id or r.facility_id
-    nulls = 0
-    extremes = ""
-    if r.max_power_kw is None:
-        nulls |= _MAX_NULL
-    else:
-        extremes += f",max_power_kw={r.max_power_kw!r}"
-    if r.min_power_kw is None:
-        nulls |= _MIN_NULL
-    else:
-        extremes += f",min_power_kw={r.min_power_kw!r}"
-    return (f"{ROLLUPS},facility_id={_tag(r.facility_id)}{meter},scope={r.scope.value},"
-            f"scope_id={_tag(scope_id)},window={r.window.value} "
-            f"avg_power_kw={r.avg_power_kw!r}{extremes},total_energy_kwh={r.total_energy_kwh!r},"
-            f"sample_count={r.sample_count}i,covered_s={r.covered_s!r},coverage={r.coverage!r},"
-            f"window_end_ms={_ms(r.window_end)}i,null_fields={nulls}i {_ms(r.window_start)}")
-
-
-# -- rows ----------------------------------------------------------------------------------
-
-def _reading(row: dict[str, Any]) -> SensorReading:
-    return SensorReading.model_construct(
-        facility_id=row["facility_id"], meter_id=row["meter_id"],
-        meter_type=MeterType(row["meter_type"]), timestamp=row["_time"],
-        active_power_kw=row["active_power_kw"], reactive_power_kvar=row["reactive_power_kvar"],
-        voltage_v=row["voltage_v"], frequency_hz=row["frequency_hz"],
-    )
-
-
-def _rollup(row: dict[str, Any]) -> Rollup:
-    nulls = row.get("null_fields") or 0
-    return Rollup.model_construct(
-        scope=Scope(row["scope"]), facility_id=row["facility_id"], meter_id=row.get("meter_id"),
-        window=WindowName(row["window"]), window_start=row["_time"],
-        window_end=datetime.fromtimestamp(row["window_end_ms"] / 1000, tz=UTC),
-        avg_power_kw=row["avg_power_kw"],
-        max_power_kw=None if nulls & _MAX_NULL else row.get("max_power_kw"),
-        min_power_kw=None if nulls & _MIN_NULL else row.get("min_power_kw"),
-        total_energy_kwh=row["total_energy_kwh"], sample_count=row["sample_count"],
-        covered_s=row["covered_s"], coverage=row["coverage"],
-    )
-
-
 def _bound(ts: datetime, what: str) -> datetime:
     """A query bound at the millisecond the points are stored at, as the SQLite store
     compares it; a naive datetime is a caller's bug."""
     if ts.tzinfo is None:
         raise ValueError(f"{what} must be timezone-aware, got {ts.isoformat()}")
-    return datetime.fromtimestamp(_ms(ts) / 1000, tz=UTC)
+    return datetime.fromtimestamp(ms_of(ts) / 1000, tz=UTC)
 
 
 def _default_shard_group_s(retention_s: int) -> int:
@@ -430,7 +321,7 @@ class InfluxTimeSeries:
         rows = await self._query(LATEST_READINGS, p_bucket=self.buckets.raw,
                                  p_facility=facility_id, p_start=_EPOCH, p_stop=_END_OF_TIME)
         newest: dict[str, SensorReading] = {}
-        for r in map(_reading, rows):  # one row per series; a meter may have had two
+        for r in map(reading_of, rows):  # one row per series; a meter may have had two
             seen = newest.get(r.meter_id)
             if seen is None or r.timestamp > seen.timestamp:
                 newest[r.meter_id] = r
@@ -446,7 +337,7 @@ class InfluxTimeSeries:
             p_scope_id=scope_id, p_window=window.value, p_start=start, p_stop=end,
             p_limit=limit if limit > 0 else 2**62,  # SQLite reads LIMIT -1 as no limit
         )
-        return [_rollup(row) for row in rows]
+        return [rollup_of(row) for row in rows]
 
     async def carries(self, facility_id: str,
                       before: datetime) -> dict[str, tuple[datetime, float]]:
@@ -466,7 +357,7 @@ class InfluxTimeSeries:
         since = max(_bound(since, "since"), _EPOCH)
         rows = await self._query(READINGS_SINCE, p_bucket=self.buckets.raw,
                                  p_facility=facility_id, p_start=since, p_stop=_END_OF_TIME)
-        return [_reading(row) for row in rows]
+        return [reading_of(row) for row in rows]
 
     async def minute_rollups(self, facility_id: str, start: datetime,
                              end: datetime) -> list[Rollup]:
@@ -475,4 +366,4 @@ class InfluxTimeSeries:
             return []
         rows = await self._query(MINUTE_ROLLUPS, p_bucket=self.buckets.minute,
                                  p_facility=facility_id, p_start=start, p_stop=end)
-        return [_rollup(row) for row in rows]
+        return [rollup_of(row) for row in rows]

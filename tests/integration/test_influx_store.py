@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from connectors.influx import InfluxBuckets, InfluxRejected, InfluxTimeSeries
-from connectors.influx.store import reading_line, rollup_line
+from connectors.influx.protocol import reading_line, rollup_line
 from connectors.sqlite import SqliteStore
 from core.metrics import Metrics
 from schemas.metadata import Facility, Meter, MeterType

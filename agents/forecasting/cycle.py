@@ -1,4 +1,4 @@
-"""``forecast``: the 15-minute cycle for one facility: refit the chosen model, predict the next
+"""The 15-minute cycle for one facility: refit the chosen model, predict the next
 horizon, add the calibrated bands."""
 
 from __future__ import annotations
