@@ -10,13 +10,11 @@ every incoming PUBLISH in pure Python, which cost ~50 us a message and halved in
 throughput in our profile; 3.1.1 persistent sessions and ``$share`` subscriptions give the
 same guarantees with Mosquitto.
 
-aiomqtt does not expose paho's manual acknowledgement, so the paho client underneath it is
-switched to it before connecting; the rest goes through aiomqtt's public API.
-
-paho reads each packet with three or four tiny ``recv`` calls and aiomqtt decodes one packet
-per event-loop wake-up; :class:`ReadAheadSocket` reads 64 KiB at a time and reports what it
-holds through ``pending()``, which aiomqtt's reader already honours (for TLS), so one wake-up
-drains every packet that has arrived. See docs/performance.md for the effect.
+This module keeps to aiomqtt's public API. What reaches into aiomqtt's and paho's private
+parts lives in ``connectors.mqtt_patches`` (pinned versions, checked when a client is first
+built): manual acknowledgement, batched PUBACKs, a read-ahead socket (one event-loop wake-up
+drains every packet that has arrived, see docs/performance.md) and a gate that stops reading
+while too many messages wait here.
 """
 
 from __future__ import annotations
@@ -24,15 +22,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
 
+from connectors.mqtt_patches import Pubacks, ReadGate, check_versions, patch_subscriber
 from core.channels import Ack, Channel
 from core.metrics import Metrics
 from schemas.raw import RawMessage
@@ -40,103 +37,6 @@ from schemas.raw import RawMessage
 log = logging.getLogger(__name__)
 
 READINGS_TOPIC_FILTER = "meters/+/+"
-
-
-class ReadAheadSocket:
-    """Wraps paho's non-blocking socket with a user-space read buffer."""
-
-    READ_SIZE = 65_536
-
-    def __init__(self, sock: Any, gate: ReadGate | None = None) -> None:
-        self._sock = sock
-        self._buffer = b""
-        self._gate = gate
-
-    def recv(self, bufsize: int) -> bytes:
-        if not self._buffer:
-            data: bytes = self._sock.recv(max(bufsize, self.READ_SIZE))
-            if len(data) <= bufsize:
-                return data
-            self._buffer = data
-        out, self._buffer = self._buffer[:bufsize], self._buffer[bufsize:]
-        return out
-
-    def pending(self) -> int:
-        """What is buffered, unless reading is paused: then the reader stops after the
-        current packet and the rest waits here until :meth:`ReadGate.check` resumes."""
-        if self._gate is not None and self._gate.paused:
-            return 0
-        return len(self._buffer)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-class _ReaderCapture:
-    """The event loop as one aiomqtt client sees it: ``add_reader`` also tells the gate."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, gate: ReadGate) -> None:
-        self._loop = loop
-        self._gate = gate
-
-    def add_reader(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:
-        self._gate._loop, self._gate._fd, self._gate._reader = self._loop, fd, (callback, args)
-        self._loop.add_reader(fd, callback, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loop, name)
-
-
-class ReadGate:
-    """Stops reading the socket while too many messages wait in SEMS, so that the broker (and
-    TCP) hold the rest.
-
-    Mosquitto 2.0 does not keep a subscriber that acknowledges to ``max_inflight_messages``:
-    measured here, up to 199,000 of a 200,000-message backlog sat unacknowledged in the
-    client's queue. Pausing the reader bounds that queue at ``high`` (plus one 64 KiB read).
-    """
-
-    def __init__(self, *, high: int, low: int) -> None:
-        self.high = high
-        self.low = low
-        self.paused = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._fd = -1
-        self._reader: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
-
-    def install(self, client: aiomqtt.Client) -> None:
-        """Wrap paho's socket in a :class:`ReadAheadSocket` when it opens, and keep the reader
-        callback aiomqtt registers for it, to remove and re-add it.
-
-        aiomqtt opens the socket in an executor thread and registers its reader through its own
-        ``_loop`` attribute, so that attribute gets a per-client proxy that notes the callback;
-        nothing shared (the event loop itself) is patched, so clients connecting at the same
-        time in several threads cannot interfere."""
-        paho: Any = client._client
-        open_callback = paho.on_socket_open
-        gate = self
-
-        def on_socket_open(paho_client: Any, userdata: Any, sock: Any) -> None:
-            wrapped = ReadAheadSocket(sock, gate)
-            paho_client._sock = wrapped
-            gate.paused = False
-            open_callback(paho_client, userdata, wrapped)
-
-        paho.on_socket_open = on_socket_open
-        client._loop = _ReaderCapture(client._loop, self)  # type: ignore[assignment]
-
-    def check(self, waiting: int) -> None:
-        if self._loop is None or self._reader is None:
-            return
-        if not self.paused and waiting >= self.high:
-            self._loop.remove_reader(self._fd)
-            self.paused = True
-        elif self.paused and waiting <= self.low:
-            callback, args = self._reader
-            self.paused = False
-            self._loop.add_reader(self._fd, callback, *args)
-            # Bytes already read ahead raise no socket event: handle them now.
-            self._loop.call_soon(callback, *args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,52 +59,6 @@ def subscription(share_group: str | None) -> str:
     return READINGS_TOPIC_FILTER
 
 
-class _NoTopicCallbacks:
-    """paho's per-topic callbacks (``message_callback_add``), of which SEMS has none: paho
-    otherwise walks its empty topic-filter trie for every message (a generator per level),
-    7-9 % of the kafka runtime's ingest CPU."""
-
-    def iter_match(self, topic: str) -> tuple[()]:
-        return ()
-
-
-_NO_TOPIC_CALLBACKS = _NoTopicCallbacks()
-
-_PUBACK = struct.Struct("!BBH")
-PUBACK_TYPE = 0x40
-
-
-class _Pubacks:
-    """The PUBACKs of one connection, written together: acks fire record by record as Kafka
-    (or the store) confirms a batch, and paho queues each as a packet of its own, written with
-    a ``send`` call of its own. Here the acks of one event-loop turn become one write of their
-    concatenated 4-byte packets (MQTT 3.1.1 section 3.4), queued through paho so they never
-    interleave with its other packets."""
-
-    __slots__ = ("_live", "_mids", "_paho", "_scheduled")
-
-    def __init__(self, paho: Any, live: Callable[[], bool]) -> None:
-        self._paho = paho
-        self._live = live
-        self._mids: list[int] = []
-        self._scheduled = False
-
-    def add(self, mid: int) -> None:
-        self._mids.append(mid)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._scheduled = False
-        mids, self._mids = self._mids, []
-        # After a reconnect the broker redelivers what was not acknowledged; acks for the old
-        # connection must not reach the new one.
-        if mids and self._live():
-            packet = b"".join([_PUBACK.pack(PUBACK_TYPE, 2, mid) for mid in mids])
-            self._paho._packet_queue(PUBACK_TYPE, packet, 0, 0)
-
-
 class MqttSource:
     def __init__(
         self,
@@ -218,6 +72,7 @@ class MqttSource:
         reconnect_delay_s: float = 0.5,
         max_waiting: int = 5000,
     ) -> None:
+        check_versions()
         self.broker = broker
         self.client_id = client_id
         self.topic = subscription(share_group)
@@ -275,11 +130,7 @@ class MqttSource:
             keepalive=15,
             timeout=10,
         )
-        paho = client._client  # manual PUBACK, read-ahead, read gate: see the docstrings
-        paho.manual_ack_set(True)
-        paho.disable_logger()  # paho formats a debug line per packet otherwise
-        paho._on_message_filtered = _NO_TOPIC_CALLBACKS  # type: ignore[assignment]
-        gate.install(client)
+        patch_subscriber(client, gate)
         async with client:
             self._generation += 1
             generation = self._generation
@@ -289,19 +140,14 @@ class MqttSource:
             self.metrics.mqtt_connects.inc()
             log.info("subscribed to %s on %s:%s", self.topic, self.broker.host, self.broker.port)
 
-            pubacks = _Pubacks(paho, lambda: generation == self._generation)
+            pubacks = Pubacks(client, lambda: generation == self._generation)
 
             def acker(mid: int, qos: int) -> Ack | None:
                 if qos == 0:
                     return None
                 if qos == 1:
                     return functools.partial(pubacks.add, mid)
-
-                def ack() -> None:  # QoS 2 is never granted (subscribed at 1): paho's way
-                    if generation == self._generation:
-                        paho.ack(mid, qos)
-
-                return ack
+                return functools.partial(pubacks.ack, mid, qos)  # QoS 2: never granted
 
             try:
                 received = self.metrics.readings_received
@@ -339,6 +185,7 @@ class MqttPublisher:
 
     def __init__(self, broker: BrokerAddress, *, client_id: str | None = None,
                  max_inflight: int = 500) -> None:
+        check_versions()
         self.broker = broker
         self.client_id = client_id
         self.max_inflight = max_inflight

@@ -1,5 +1,6 @@
 """Where SEMS works around faust-streaming's and aiokafka's internals: each of these reaches
-into private parts of ``faust-streaming==0.15.3`` and ``aiokafka==0.14.0`` (pinned exactly in
+into private parts of ``faust-streaming==0.15.3``, ``aiokafka==0.14.0`` and
+``mode-streaming==0.7.1`` (pinned exactly in
 pyproject.toml, checked at start-up by ``check_versions``, and watched by
 tests/unit/test_faust_patches.py, which fails the day an upgrade moves an attribute used here).
 
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, cast
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Final, cast
 
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
@@ -27,6 +30,32 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from connectors import kafka as topics
+
+FAUST_STREAMING_VERSION: Final = "0.15.3"
+AIOKAFKA_VERSION: Final = "0.14.0"
+MODE_STREAMING_VERSION: Final = "0.7.1"
+WRITTEN_FOR: Final = {"faust-streaming": FAUST_STREAMING_VERSION, "aiokafka": AIOKAFKA_VERSION,
+                      "mode-streaming": MODE_STREAMING_VERSION}
+"""The distributions (as pip names them) and the versions whose internals this module uses."""
+
+
+@functools.cache
+def check_versions() -> None:
+    """Raise unless the installed faust-streaming and aiokafka are the versions this module was
+    written for. Cheap to call again: a success is cached for the process, a failure raises
+    every time."""
+    for library, expected in WRITTEN_FOR.items():
+        try:
+            installed = version(library)
+        except PackageNotFoundError:
+            installed = "(not installed)"
+        if installed != expected:
+            raise RuntimeError(
+                f"{library} {installed} is installed, but streams/faust_patches.py patches "
+                f"the private parts of {library}=={expected}: re-check every attribute it "
+                f"uses (tests/unit/test_faust_patches.py) against {library} {installed}, then "
+                f"update WRITTEN_FOR there and the pin in pyproject.toml"
+            )
 
 
 @dataclass(slots=True)

@@ -38,6 +38,7 @@ from streams.faust_patches import (
     FETCHED_QUEUE_DEPTH,
     Fetched,
     Transport,
+    check_versions,
     committed_offset,
     crashed,
     hold_flow_until_seek,
@@ -121,6 +122,7 @@ class KafkaRuntime(Runtime):
 
     def __init__(self, parts: Parts, *, agents: tuple[AgentSpec[Any], ...],
                  services: tuple[ServiceSpec, ...]) -> None:
+        check_versions()  # the consumer patches were written for the pinned Faust and aiokafka
         s = parts.settings
         self._rollup_producer = producer(s.kafka_bootstrap)
         self._worker_sinks: list[KafkaSink[Any]] = []
