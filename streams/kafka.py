@@ -55,9 +55,9 @@ LAG_INTERVAL_S = 5.0
 
 class FaustTableState:
     """The window-state port (``tables.ports.window_state``) on a Faust table keyed by
-    facility. ``use_partitioner`` places each key by the same hash as the facility-keyed topics, so state and readings of a facility
-    always share a partition number, and writes outside a stream event (the idle timer) are
-    allowed."""
+    facility. ``use_partitioner`` places each key by the same hash as the facility-keyed
+    topics, so state and readings of a facility always share a partition number, and writes
+    outside a stream event (the idle timer) are allowed."""
 
     def __init__(self, table: Any) -> None:
         self.table = table

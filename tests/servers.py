@@ -144,8 +144,8 @@ class Mosquitto:
             f"persistence_location {self.workdir}/\n"
             "autosave_interval 1\n"
             # Offline and slow persistent sessions keep everything: SEMS bounds its own memory
-            # by pausing its socket reads (connectors/mqtt_patches.py ReadGate), so the broker is where
-            # a burst waits.
+            # by pausing its socket reads (ReadGate, connectors/mqtt_patches.py), so the
+            # broker is where a burst waits.
             "max_queued_messages 0\n"
             "max_queued_bytes 0\n"
             "max_inflight_messages 1000\n"

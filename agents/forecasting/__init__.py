@@ -31,8 +31,8 @@ record (schemas/forecast.py) to publish. See docs/forecasting.md.
 """
 
 from agents.forecasting.backtest import BacktestResult, ModelScore, backtest, rolling_origins
-from agents.forecasting.errors import ForecastInputError, InsufficientHistory
 from agents.forecasting.cycle import Forecast, ForecastPoint, forecast
+from agents.forecasting.errors import ForecastInputError, InsufficientHistory
 from agents.forecasting.intervals import Calibration
 from agents.forecasting.select import (
     ALL_MODELS,
