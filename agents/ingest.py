@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
-from core.channels import Sink
+from core.channels import Batch, Sink
 from core.logs import new_trace_id, trace_id_var
 from core.looplag import Yielder
 from core.metrics import Metrics
@@ -17,7 +17,7 @@ from schemas.validation import ValidationSettings, validate_reading
 
 
 async def ingest_agent(
-    batches: AsyncIterator[list[RawMessage]],
+    batches: AsyncIterator[Batch[RawMessage]],
     *,
     readings: Sink[SensorReading],
     dead_letters: Sink[DeadLetter],
@@ -36,13 +36,15 @@ async def ingest_agent(
         trace_id_var.set(new_trace_id())
         reg = registry()
         now = clock()
-        for msg in batch:
+        # Each message's ack (its PUBACK) goes on with what it became: the broker hears of it
+        # once the reading or its dead letter is stored.
+        for msg, ack in zip(batch.values, batch.acks, strict=True):
             result = validate_reading(
                 msg.payload, topic=msg.topic, registry=reg, now=now, settings=settings
             )
             if isinstance(result, SensorReading):
-                await readings.send(result, ack=msg.ack)
+                await readings.send(result, ack=ack)
             else:
                 rejected.labels(result.reason.value).inc()
-                await dead_letters.send(result, ack=msg.ack)
+                await dead_letters.send(result, ack=ack)
             await give_way()

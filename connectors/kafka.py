@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
-from core.channels import Ack
+from core.acks import Ack
 from core.logs import TRACE_HEADER, trace_id_var
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """MQTT ingestion: a reconnecting QoS 1 subscriber with a persistent session.
 
 Every message is acknowledged (PUBACK) only after the pipeline has stored what it became, by
-hanging the ack on the event (see ``core.channels``). Unacknowledged messages stay with the
+sending its ack beside it (``core.acks``). Unacknowledged messages stay with the
 broker, which caps how many are in flight to one client (``max_inflight_messages``): memory
 here is bounded, the broker's queue absorbs bursts, and a crash loses nothing that was stored.
 
@@ -30,7 +30,8 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from connectors.mqtt_patches import Pubacks, ReadGate, check_versions, patch_subscriber
-from core.channels import Ack, Channel
+from core.acks import Ack
+from core.channels import Channel
 from core.metrics import Metrics
 from schemas.raw import RawMessage
 
@@ -167,12 +168,9 @@ class MqttSource:
                         if not isinstance(payload, bytes | bytearray):
                             payload = str(payload).encode()
                         await self.out.send(
-                            RawMessage(
-                                topic=message.topic.value,
-                                payload=bytes(payload),
-                                received_at=now,
-                                ack=acker(message.mid, message.qos),
-                            )
+                            RawMessage(topic=message.topic.value, payload=bytes(payload),
+                                       received_at=now),
+                            ack=acker(message.mid, message.qos),
                         )
             finally:
                 # Acks of this last turn go out before aiomqtt's DISCONNECT, not after it.

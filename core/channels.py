@@ -1,9 +1,10 @@
 """In-memory topics for the local runtime, with the part of Faust's stream API agents use.
 
-Agents iterate ``stream.take(max_, within=...)`` exactly as on a Faust stream. As in Faust, an
-event is acknowledged when the agent asks for the next batch, i.e. after it has been handled;
-the MQTT connector hangs its PUBACK on that, so a reading is confirmed to the broker only once
-it is stored.
+A producer sends a value with its acknowledgement (``send(value, ack=...)``); a consumer takes
+``Batch``es: the values, each with its ack (``core.acks``: the one envelope from the MQTT client
+to the store's commit). ``stream.take(max_, within=...)`` acknowledges a batch when the agent
+asks for the next one, as Faust does; ``stream.batches(...)`` leaves it to the agent, which
+acknowledges (or hands each ack on) once what it made of the batch is safe.
 
 Each subscriber has a bounded deque rather than an ``asyncio.Queue``: the queue's per-item
 bookkeeping was a visible share of the ingest profile, and batches only need "wake me when
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from core.acks import Ack, SharedAck
+
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
-Ack = Callable[[], None]
 
 
 class Sink(Protocol[T_contra]):
@@ -32,38 +34,21 @@ class Sink(Protocol[T_contra]):
 
 @dataclass(frozen=True, slots=True)
 class Batch(Generic[T]):
-    """Events taken together, and how to acknowledge all of them once they are handled.
-    An agent that hands its work on (to a store writer, say) acks when that is done, not when
-    it takes the next batch."""
+    """Events taken together, each with its acknowledgement (None: nothing upstream waits for
+    it). An agent acknowledges the batch once it has handled it (``ack()``), or hands each
+    value's ack on with what it made of the value (the ingest agent: a reading's PUBACK goes
+    with it to the next channel)."""
 
     values: list[T]
-    ack: Ack
+    acks: list[Ack | None]
 
-
-def _ack_all(acks: list[Ack]) -> Ack:
-    def ack() -> None:
-        for a in acks:
-            a()
-
-    return ack
+    def ack(self) -> None:
+        for ack in self.acks:
+            if ack is not None:
+                ack()
 
 
 FILL_GAP_S = 0.002
-
-
-class _SharedAck:
-    """Fires the producer's ack once every subscriber has handled the event."""
-
-    __slots__ = ("_ack", "_pending")
-
-    def __init__(self, ack: Ack, pending: int) -> None:
-        self._ack = ack
-        self._pending = pending
-
-    def __call__(self) -> None:
-        self._pending -= 1
-        if self._pending == 0:
-            self._ack()
 
 
 class _Subscriber(Generic[T]):
@@ -142,7 +127,7 @@ class Channel(Generic[T]):
                 ack()
             return
         if len(subs) > 1 and ack is not None:
-            ack = _SharedAck(ack, len(subs))
+            ack = SharedAck(ack, len(subs))
         for sub in subs:
             if len(sub.buffer) >= sub.capacity:
                 await sub.room()
@@ -186,8 +171,7 @@ class EventStream(Generic[T]):
             n = min(max_, len(buffer))
             taken = [buffer.popleft() for _ in range(n)]
             sub.wake_producers()
-            yield Batch([value for value, _ in taken],
-                        _ack_all([ack for _, ack in taken if ack is not None]))
+            yield Batch([value for value, _ in taken], [ack for _, ack in taken])
 
     async def _fill(self, max_: int, within: float) -> None:
         """Wait for more events, but stop early when a short gap passes with none arriving:

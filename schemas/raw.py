@@ -1,13 +1,11 @@
 """The ``raw`` channel's record: a meter's payload as it arrived (MQTT topic, bytes, when),
-before validation, with the acknowledgement the broker waits for (a PUBACK, sent once the
-reading it becomes is stored)."""
+before validation. Its acknowledgement (the PUBACK the broker waits for) travels beside it, as
+every value's does (``core.acks``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-
-from core.channels import Ack
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,4 +15,3 @@ class RawMessage:
     topic: str
     payload: bytes
     received_at: datetime
-    ack: Ack | None = None

@@ -24,7 +24,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from agents.ingest import ingest_agent
-from agents.rollup import RollupService
+from agents.rollup_service import RollupService
 from connectors import kafka as topics
 from connectors.kafka import KafkaSink, ensure_topics, partition_for, producer, topic_specs
 from connectors.mqtt import BrokerAddress, MqttSource
@@ -325,7 +325,7 @@ class KafkaRuntime(Runtime):
                                                key=_source, encode=_json)
         self._sinks = [readings, dead]
         self._ingest = asyncio.create_task(ingest_agent(
-            self.raw.stream().take(s.batch_max, within=s.batch_within_s),
+            self.raw.stream().batches(s.batch_max, within=s.batch_within_s),
             readings=readings, dead_letters=dead, registry=self.registry,
             settings=self.parts.validation, metrics=self.metrics, clock=self.clock,
         ), name="ingest")

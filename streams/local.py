@@ -16,7 +16,8 @@ from datetime import timedelta
 from typing import Any
 
 from agents.ingest import ingest_agent
-from agents.rollup import RollupService, idle_timer, rollup_agent
+from agents.rollup import idle_timer, rollup_agent
+from agents.rollup_service import RollupService
 from connectors import kafka as topics
 from connectors.mqtt import BrokerAddress, MqttSource
 from core.channels import Channel, Sink
@@ -108,7 +109,7 @@ class LocalRuntime(Runtime):
     async def _start_ingest(self) -> None:
         s = self.settings
         self._ingest = asyncio.create_task(ingest_agent(
-            self.raw.stream().take(s.batch_max, within=s.batch_within_s),
+            self.raw.stream().batches(s.batch_max, within=s.batch_within_s),
             readings=self.channel(topics.READINGS),
             dead_letters=self.channel(topics.DEAD_LETTERS),
             registry=self.registry,

@@ -27,7 +27,8 @@ import pytest
 from agents.deadletter import dead_letter_agent
 from agents.forecast import ForecastService, forecast_agent
 from agents.forecast_pool import WorkerLost, WorkTimeout
-from agents.rollup import RollupService, idle_timer
+from agents.rollup import idle_timer
+from agents.rollup_service import RollupService
 from connectors.postgres.migrate import upgrade
 from connectors.sqlite import SqliteStore
 from connectors.weather import ClimatologyWeather

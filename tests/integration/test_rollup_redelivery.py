@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.rollup import RollupService
+from agents.rollup_service import RollupService
 from connectors.sqlite import SqliteStore
 from core.metrics import Metrics
 from schemas.metadata import Facility, Meter, MeterType, Registry

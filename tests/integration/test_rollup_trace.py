@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import pytest
 
-from agents.rollup import RollupService
+from agents.rollup_service import RollupService
 from connectors.sqlite import SqliteStore
 from core.logs import TraceIdFilter, trace_id_var
 from core.metrics import Metrics
