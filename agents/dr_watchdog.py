@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from agents.bms_commands import BmsCommandExecutor
+from agents.bms_command_agent import BmsCommandExecutor
 from agents.dr_audit import restore_value_of, shed_loads
 from agents.item_failures import ItemFailures, reason_of
 from core.logs import trace_id_var

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from agents.dr_baseline import BaselineSource
+from agents.dr_baseline_source import BaselineSource
 from schemas.dr import DrEvent
 from tables.ports.access import AccessStore
 from tables.ports.dr import DrStore

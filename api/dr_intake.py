@@ -22,7 +22,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from agents import offload
-from agents.dr_baseline import NoBaseline
+from agents.dr_baseline_source import NoBaseline
 from api.bounds import MAX_TIME, MIN_TIME, in_range
 from api.dr_deps import DrApi
 from core.metrics import Metrics

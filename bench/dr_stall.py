@@ -17,7 +17,7 @@ between two calls, as the agent's store reads give it); two inventories:
 Each inventory is planned at 20, 45, 70 and 90 % of the most it can shed. The report phases
 run ``achieved_reduction`` for ``--reports`` events of 2 hours metered by the minute, and the
 settlement baseline (``compute_baseline``, CAISO 10-in-10 over 46 days of 1-minute rollups),
-which ``agents/dr_baseline.py`` computes on a thread too. Reported per phase: the median over
+which ``agents/dr_baseline_source.py`` computes on a thread too. Reported per phase: the median over
 ``--runs`` of the p50, p99 and max lag, the ratio of p99 to the baseline's, and the wall time
 per call.
 
@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-from agents.dr.baseline_types import BaselineConfig, BaselineResult
+from agents.dr.baseline_result import BaselineConfig, BaselineResult
 from agents.dr.baselines import compute_baseline
 from agents.dr.inventory import (
     ComfortLimits,

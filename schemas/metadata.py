@@ -27,8 +27,8 @@ class MeterType(StrEnum):
 
 DrBaselineMethod = Literal["auto", "forecast", "caiso_10_in_10", "pjm_high_4_of_5",
                           "meter_before"]
-"""How a facility's DR baseline is computed (agents/dr_baseline.py; "auto": the first the data
-allows of forecast, CAISO 10-in-10, meter-before)."""
+"""How a facility's DR baseline is computed (agents/dr_baseline_source.py; "auto": the first
+the data allows of forecast, CAISO 10-in-10, meter-before)."""
 
 
 class Facility(BaseModel):

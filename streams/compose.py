@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.bms_commands import bms_command_agent
+from agents.bms_command_agent import bms_command_agent
 from agents.deadletter import dead_letter_agent
 from agents.forecast import forecast_agent
 from connectors import kafka as topics

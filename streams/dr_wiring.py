@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from agents.bms_commands import BmsCommandExecutor
-from agents.demand_response import DrService
+from agents.bms_command_agent import BmsCommandExecutor
 from agents.dr.bms_inventory import BmsInventory
 from agents.dr.inventory import ComfortLimits, InventorySource
 from agents.dr.site_rules import RuledInventory, load_site_rules
-from agents.dr_baseline import BaselineSource
+from agents.dr_baseline_source import BaselineSource
+from agents.dr_scheduler import DrService
 from agents.dr_watchdog import DrWatchdog
 from api.dr_deps import DrApi
 from connectors.bms.soap import BmsClient

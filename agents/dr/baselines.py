@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from agents.dr.baseline_types import (
+from agents.dr.baseline_result import (
     BaselineConfig,
     BaselineMethod,
     BaselineResult,

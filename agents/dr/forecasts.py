@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from agents.dr.baseline_types import BaselineResult
+from agents.dr.baseline_result import BaselineResult
 from agents.dr.series import BaselineInputError, InsufficientHistoryError, event_intervals
 from schemas.forecast import LoadForecast, LoadForecastPoint
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from agents.dr.baseline_types import BaselineResult, MeterBeforeParams
+from agents.dr.baseline_result import BaselineResult, MeterBeforeParams
 from agents.dr.series import (
     InsufficientHistoryError,
     LoadInput,

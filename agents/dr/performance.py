@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.dr.baseline_types import BaselineMethod, BaselineResult
+from agents.dr.baseline_result import BaselineMethod, BaselineResult
 from agents.dr.series import BaselineInputError, LoadInput, infer_interval_s, to_series, values_at
 
 

@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
-from agents.dr.baseline_types import BaselineResult
-from agents.dr_baseline import BaselineSource, MethodSetting
+from agents.dr.baseline_result import BaselineResult
+from agents.dr_baseline_source import BaselineSource, MethodSetting
 from api import ApiDeps, apikeys, create_app
 from api.app import ENDPOINTS
 from api.auth import Authenticator

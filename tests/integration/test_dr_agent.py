@@ -14,11 +14,11 @@ from typing import Any, cast
 
 import pytest
 
-from agents.bms_commands import BmsCommandExecutor, bms_command_agent
-from agents.demand_response import DrService
+from agents.bms_command_agent import BmsCommandExecutor, bms_command_agent
 from agents.dr.commands import command_for
 from agents.dr.plan import Plan
-from agents.dr_baseline import BaselineSource
+from agents.dr_baseline_source import BaselineSource
+from agents.dr_scheduler import DrService
 from connectors.sqlite import SqliteStore
 from core.metrics import Metrics
 from schemas.dr import BmsCommandRecord, DrEvent

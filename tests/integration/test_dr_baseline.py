@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.dr_baseline import BaselineSource, NoBaseline
+from agents.dr_baseline_source import BaselineSource, NoBaseline
 from connectors.sqlite import SqliteStore
 from core.metrics import Metrics
 from schemas.dr import DrEvent

@@ -17,9 +17,9 @@ from typing import Any, cast
 
 import pytest
 
-from agents.bms_commands import BmsCommandExecutor, bms_command_agent
-from agents.demand_response import DrService
-from agents.dr_baseline import BaselineSource
+from agents.bms_command_agent import BmsCommandExecutor, bms_command_agent
+from agents.dr_baseline_source import BaselineSource
+from agents.dr_scheduler import DrService
 from agents.dr_watchdog import DrWatchdog
 from connectors.bms.soap import BmsClient
 from connectors.sqlite import SqliteStore

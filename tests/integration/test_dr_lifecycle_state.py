@@ -35,9 +35,9 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from agents.bms_commands import BmsCommandExecutor, bms_command_agent
-from agents.demand_response import DrService
-from agents.dr_baseline import BaselineSource
+from agents.bms_command_agent import BmsCommandExecutor, bms_command_agent
+from agents.dr_baseline_source import BaselineSource
+from agents.dr_scheduler import DrService
 from agents.dr_watchdog import DrWatchdog
 from connectors.sqlite import SqliteStore
 from core.metrics import Metrics

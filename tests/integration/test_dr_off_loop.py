@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from agents import demand_response, offload
-from agents.dr.baseline_types import baseline_of
+from agents import dr_scheduler, offload
+from agents.dr.baseline_result import baseline_of
 from agents.dr.performance import achieved_reduction
 from agents.dr.planner import plan_reduction
 from bench.dr_stall import END as CAMPUS_END
@@ -67,9 +67,9 @@ async def test_the_agent_plans_and_reports_on_a_thread_with_the_inline_plan(
     malloc arena, keeps a process's memory to what one solve needs), and the stored plan is
     what inline planning gives for the same baseline and inventory."""
     threads: dict[str, tuple[int, str]] = {}
-    monkeypatch.setattr(demand_response, "plan_reduction",
+    monkeypatch.setattr(dr_scheduler, "plan_reduction",
                         watched(plan_reduction, threads, "plan"))
-    monkeypatch.setattr(demand_response, "achieved_reduction",
+    monkeypatch.setattr(dr_scheduler, "achieved_reduction",
                         watched(achieved_reduction, threads, "report"))
     e = await rig.event("fac-001")
     dr = rig.agent(rig.executor())
@@ -112,7 +112,7 @@ async def test_a_solve_that_raises_on_its_thread_fails_that_event_alone(
             raise RuntimeError("HiGHS gave up")
         return plan_reduction(inventory, **kwargs)
 
-    monkeypatch.setattr(demand_response, "plan_reduction", plan_or_raise)
+    monkeypatch.setattr(dr_scheduler, "plan_reduction", plan_or_raise)
     good, bad = await rig.event("fac-001"), await rig.event("fac-002")
     dr = rig.agent(rig.executor())
     await dr.tick()

@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agents.dr.baseline_types import BaselineResult, DayOfAdjustment, MeterBeforeParams, baseline_of
+from agents.dr.baseline_result import (
+    BaselineResult,
+    DayOfAdjustment,
+    MeterBeforeParams,
+    baseline_of,
+)
 from agents.dr.commands import command_for
 from agents.dr.meter_before import meter_before
 from agents.dr.plan import PlannedAction

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.bms_commands import BmsCommandExecutor
+from agents.bms_command_agent import BmsCommandExecutor
 from agents.dr_watchdog import DrWatchdog
 from connectors.sqlite import SqliteStore
 from core.metrics import Metrics

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from agents.dr.baseline_types import BaselineResult, baseline_of
+from agents.dr.baseline_result import BaselineResult, baseline_of
 from agents.dr.commands import command_for
 from agents.dr.inventory import Inventory, InventorySource
 from agents.dr.performance import InsufficientMeterDataError, achieved_reduction
 from agents.dr.plan import Plan
 from agents.dr.planner import plan_reduction
 from agents.dr_audit import as_before, held_by_others, release_of, shed_loads
-from agents.dr_baseline import BaselineSource, NoBaseline
+from agents.dr_baseline_source import BaselineSource, NoBaseline
 from agents.item_failures import ItemFailures, reason_of
 from agents.offload import off_loop
 from core.logs import trace_id_var
@@ -290,7 +290,7 @@ class DrService:
     async def _unrecorded(self, e: DrEvent, plan: Plan) -> list[BmsCommandRecord]:
         """Published commands (``_commands``) without a result in the audit trail. One
         recorded without a result was in flight when a process died: asked again, the agent
-        sends it with the same id, which the BMS absorbs (bms_commands.py)."""
+        sends it with the same id, which the BMS absorbs (bms_command_agent.py)."""
         expected = self._commands(e, plan)
         if not expected:
             return []

@@ -1,4 +1,5 @@
-"""Baseline parameters, configuration and results (see agents/dr/baselines.py)."""
+"""What a baseline is: its method, parameters and configuration, and its result (computed by
+agents/dr/baselines.py)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from agents.dr.baseline_types import (
+from agents.dr.baseline_result import (
     BaselineConfig,
     BaselineResult,
     HighFourOfFiveParams,
