@@ -1,3 +1,4 @@
-from api.app import ApiDeps, create_app
+from api.app import create_app
+from api.context import ApiDeps
 
 __all__ = ["ApiDeps", "create_app"]

@@ -6,65 +6,22 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 from aiohttp import web
 
-from api import params
-from api.auth import Authenticator
-from api.dr_deps import DrApi
+from api import openapi, params, route_table
+from api.context import DEPS, PRINCIPAL, ApiDeps, limit_rate
 from api.endpoints import UNLIMITED_PATHS, Endpoint
 from api.errors import ApiError, error_response
-from api.principal import Principal
-from api.ratelimit import RateLimiter
+from api.ops import SPEC
 from core.logs import trace_id_from, trace_id_var
-from core.metrics import Metrics
-from tables.ports.cache import Cache
-from tables.ports.forecasts import ForecastStore
-from tables.ports.metadata import MetadataStore
 from tables.ports.store import StoreUnavailable
-from tables.ports.timeseries import TimeSeriesStore
 
 log = logging.getLogger(__name__)
 
-HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
-
-
-@dataclass(frozen=True)
-class ApiDeps:
-    timeseries: TimeSeriesStore
-    metadata: MetadataStore
-    metrics: Metrics
-    auth: Authenticator
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    health_checks: dict[str, HealthCheck] = field(default_factory=dict)
-    cache: Cache | None = None
-    """Where ``/current`` keeps each facility's latest readings for ``current_ttl_s``."""
-    current_ttl_s: float = 10.0
-    rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(50.0, 200))
-    """Per credential (``Principal.rate_key``), after authentication."""
-    client_rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(200.0, 400))
-    """Per client address, before authentication (every route but ``/healthz``)."""
-    jwks: dict[str, Any] | None = None
-    """The local issuer's public keys, served at /.well-known/jwks.json (None: an external
-    identity provider publishes its own)."""
-    max_body_bytes: int = 64 * 1024
-    forecasts: ForecastStore | None = None
-    dr: DrApi | None = None
-    """Demand response (``api/dr_routes.py``); None: those routes answer 503."""
-
-
-DEPS = web.AppKey("deps", ApiDeps)
 ENDPOINTS = web.AppKey("endpoints", dict)
 """(method, path) -> Endpoint, for the middleware."""
-PRINCIPAL = web.RequestKey("principal", Principal)
-
-
-def json_response(data: Any, *, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
 
 
 def route_name(request: web.Request) -> str:
@@ -90,16 +47,6 @@ async def admit(request: web.Request, endpoint: Endpoint) -> None:
                            {"facility_id": facility_id})
     limit_rate(deps, principal.rate_key, principal.via)
     request[PRINCIPAL] = principal
-
-
-def limit_rate(deps: ApiDeps, key: str, credential: str) -> None:
-    """One request off ``key``'s bucket, or 429 with when to come back."""
-    wait_s = deps.rate_limiter.take(key, time.monotonic())
-    if wait_s > 0:
-        deps.metrics.api_rate_limited.labels(credential).inc()
-        raise ApiError(429, "rate_limited", "too many requests; slow down",
-                       {"retry_after_s": math.ceil(wait_s)},
-                       headers={"Retry-After": str(math.ceil(wait_s))})
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -193,12 +140,10 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
 
 
 def create_app(deps: ApiDeps) -> web.Application:
-    from api import openapi, routes
-    from api.ops import SPEC
-
     app = web.Application(middlewares=[errors_and_metrics], client_max_size=deps.max_body_bytes)
     app[DEPS] = deps
-    endpoints = routes.setup(app)
+    route_table.setup(app)
+    endpoints = route_table.endpoints(local_issuer=deps.jwks is not None)
     for e in endpoints:
         app.router.add_route(e.method, e.path, e.handler)
     params.check_declared(p for e in endpoints for p in e.params)

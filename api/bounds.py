@@ -20,9 +20,7 @@ _ISO_8601 = RFC3339
 _NAIVE = NAIVE_TIME
 
 
-__all__ = ["MAX_ECHO_CHARS", "MAX_TIME", "MIN_TIME", "check_time", "in_range", "parse_time"]
-
-in_range = in_supported_range
+__all__ = ["MAX_ECHO_CHARS", "MAX_TIME", "MIN_TIME", "check_time", "parse_time"]
 
 
 MAX_ECHO_CHARS = 100
@@ -37,7 +35,7 @@ def check_time(name: str, ts: datetime, *, raw: str | None = None) -> datetime:
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise bad_parameter(name, f"{name} needs a UTC offset, e.g. 2026-01-01T00:00:00Z",
                             **value)
-    if not in_range(ts):
+    if not in_supported_range(ts):
         raise bad_parameter(name, f"{name} must be from {MIN_TIME.isoformat()} and before "
                             f"{MAX_TIME.isoformat()}", minimum=MIN_TIME.isoformat(),
                             maximum_exclusive=MAX_TIME.isoformat(), **value)

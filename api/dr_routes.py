@@ -5,8 +5,8 @@ signature over the body (``api/signatures.py``), checked here before the body is
 unknown ``X-SEMS-Utility`` is answered as a known one with a wrong signature (utility ids
 cannot be enumerated).
 
-The rules below are the intake's (``api/dr_intake.py``), enforced atomically by the store;
-these handlers parse, authenticate and map its refusals to the API's errors.
+The rules below are the intake's (``agents/dr_intake.py``), enforced atomically by the store;
+these handlers parse, authenticate, call it and map its refusals to the API's errors.
 
 A facility takes one event at a time: a new event whose ``[event_start, event_end)`` overlaps
 one of the same facility that is scheduled, active or completed is refused (409
@@ -31,22 +31,21 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from api.app import DEPS, PRINCIPAL, ApiDeps, json_response, limit_rate
-from api.dr_deps import DrApi
-from api.dr_intake import (
+from agents.dr_intake import (
     BaselineUnavailable,
+    DrIntake,
     EventOverlaps,
     FacilitiesForbidden,
     FacilitiesNotFound,
+    FacilityNotFound,
     IntakeError,
     TimeOutOfBounds,
-    create_event,
-    receive_notification,
 )
+from api.context import DEPS, PRINCIPAL, ApiDeps, facility_or_404, json_response, limit_rate
+from api.dr_deps import DrApi
 from api.endpoints import EVERY_ROLE, FACILITY_ID, Endpoint, Param, Source
 from api.errors import ApiError, not_found
 from api.principal import Role
-from api.routes import facility_or_404
 from api.signatures import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -93,10 +92,32 @@ class DrEventList(BaseModel):
     events: list[DrEvent]
 
 
+INTAKE = web.AppKey("dr-intake", DrIntake)
+"""The app's intake, built by ``setup`` when demand response runs in this process."""
+
+
+def setup(app: web.Application) -> None:
+    """This module's state in a new app: the intake, over the API's metadata and metrics."""
+    deps = app[DEPS]
+    if deps.dr is not None:
+        app[INTAKE] = deps.dr.intake(metadata=deps.metadata, metrics=deps.metrics)
+
+
+def _unavailable() -> ApiError:
+    return ApiError(503, "dr_unavailable", "demand response is not running in this process")
+
+
 def _dr(deps: ApiDeps) -> DrApi:
     if deps.dr is None:
-        raise ApiError(503, "dr_unavailable", "demand response is not running in this process")
+        raise _unavailable()
     return deps.dr
+
+
+def _intake(request: web.Request) -> DrIntake:
+    intake = request.app.get(INTAKE)
+    if intake is None:
+        raise _unavailable()
+    return intake
 
 
 def _parse(request: web.Request, body: bytes, model: type[M]) -> M:
@@ -124,6 +145,8 @@ def _refused(exc: IntakeError) -> ApiError:
         case FacilitiesNotFound():
             return ApiError(404, "facility_not_found", str(exc),
                             {"facility_ids": exc.facility_ids})
+        case FacilityNotFound():
+            return not_found("facility", exc.facility_id)
         case TimeOutOfBounds():
             return ApiError(400, "invalid_body", str(exc),
                             [{"loc": [exc.field], "msg": exc.rule}])
@@ -164,15 +187,15 @@ async def _verified_utility(request: web.Request, body: bytes) -> Utility:
 
 async def dr_notification(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    dr = _dr(deps)
+    intake = _intake(request)
     body = await request.read()
     utility = await _verified_utility(request, body)
     # Counted once the signature holds: forged calls cannot spend a utility's budget.
     limit_rate(deps, f"webhook:{utility.utility_id}", "webhook")
     note = _parse(request, body, DrNotification)
     try:
-        created = await receive_notification(dr, deps.metadata, deps.metrics, utility, note,
-                                             now=deps.clock(), trace_id=trace_id_var.get())
+        created = await intake.receive_notification(utility, note, now=deps.clock(),
+                                                    trace_id=trace_id_var.get())
     except IntakeError as exc:
         raise _refused(exc) from None
     out = [{"id": e.id, "facility_id": e.facility_id, "status": e.status,
@@ -184,21 +207,16 @@ async def dr_notification(request: web.Request) -> web.Response:
 
 async def create_dr_event(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    dr = _dr(deps)
+    intake = _intake(request)
     principal = request[PRINCIPAL]
     req = _parse(request, await request.read(), DrEventRequest)
     if not principal.may_access(req.facility_id):
         raise ApiError(403, "facility_forbidden",
                        f"this caller may not see facility {req.facility_id!r}",
                        {"facility_id": req.facility_id})
-    facility = next((f for f in await deps.metadata.facilities()
-                     if f.facility_id == req.facility_id), None)
-    if facility is None:
-        raise not_found("facility", req.facility_id)
     try:
-        event = await create_event(dr, deps.metrics, facility, req,
-                                   utility_id=principal.utility_id, now=deps.clock(),
-                                   trace_id=trace_id_var.get())
+        event = await intake.create_event(req, utility_id=principal.utility_id,
+                                          now=deps.clock(), trace_id=trace_id_var.get())
     except IntakeError as exc:
         raise _refused(exc) from None
     return json_response(_event_json(event), status=201)

@@ -8,10 +8,9 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from api.app import DEPS, json_response
+from api.context import DEPS, facility_or_404, json_response, parse_time
 from api.endpoints import EVERY_ROLE, FACILITY_ID, Endpoint, Param
 from api.errors import ApiError, bad_parameter
-from api.routes import facility_or_404, parse_time
 from schemas.forecast import LoadForecastPoint
 from tables.ports.forecasts import ForecastRow
 

@@ -17,9 +17,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from api.bounds import MAX_TIME, MIN_TIME
 from api.endpoints import UNLIMITED_PATHS, Endpoint, Method, Param, Source
 from api.models import Error
+from schemas.common import MAX_TIME, MIN_TIME
 
 STANDARD_ERRORS: dict[int, str] = {
     400: "invalid request (a parameter or the body); `details` says which",

@@ -1,4 +1,5 @@
-"""Operational routes: health, Prometheus metrics, the OpenAPI document, the issuer's keys."""
+"""Operational routes: health, Prometheus metrics, the OpenAPI document, the issuer's keys,
+the dead letters."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import models
-from api.app import DEPS, json_response
-from api.endpoints import ADMIN, Endpoint
+from api.context import DEPS, json_response, parse_int
+from api.endpoints import ADMIN, Endpoint, Param
 from tables.ports.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,13 @@ async def jwks(request: web.Request) -> web.Response:
     return json_response(keys)
 
 
+async def dead_letters(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    limit = parse_int(request, "limit", default=100, low=1, high=1000)
+    rows = await deps.timeseries.dead_letters(limit=limit)
+    return json_response({"dead_letters": [d.model_dump(mode="json") for d in rows]})
+
+
 def endpoints(*, local_issuer: bool) -> list[Endpoint]:
     out = [
         Endpoint("GET", "/healthz", healthz, "Liveness and dependencies", "operations",
@@ -66,6 +74,11 @@ def endpoints(*, local_issuer: bool) -> list[Endpoint]:
                              "(`authorization: {credentials_file: ...}` in the scrape config)."),
         Endpoint("GET", "/api/openapi.json", openapi, "This document", "operations", roles=None,
                  response_type="application/json", cacheable=True),
+        Endpoint("GET", "/api/dead-letters", dead_letters, "Rejected readings, newest first",
+                 "operations", roles=ADMIN, response=models.DeadLetters, params=(
+                     Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
+                           "most dead letters returned"),
+                 )),
     ]
     if local_issuer:
         out.append(Endpoint("GET", "/.well-known/jwks.json", jwks,

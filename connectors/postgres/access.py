@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
-from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
+from connectors.postgres.db import PostgresDb
 from schemas.access import ApiKeyRecord, Utility
-
-Conn = AsyncConnection[TupleRow]
 
 _UTILITY_COLUMNS = "utility_id, name, facility_ids, webhook_secret"
 _KEY_COLUMNS = "key_id, utility_id, key_sha256, created_at, revoked_at"
@@ -23,48 +19,44 @@ def _utility(row: TupleRow) -> Utility:
 
 
 class PostgresAccess:
-    """Mixed into ``PostgresStore``: the same pool, error handling and metrics."""
+    """``AccessStore`` through the store's pool (``PostgresDb``)."""
 
-    if TYPE_CHECKING:
-        def _transaction(self, op: str) -> AbstractAsyncContextManager[Conn]: ...
-
-        async def _read(self, op: str, sql: str,
-                        params: tuple[Any, ...] = ()) -> list[TupleRow]: ...
-
-        def _written(self, table: str, rows: int) -> None: ...
-
+    def __init__(self, db: PostgresDb) -> None:
+        self._db = db
 
     async def upsert_utility(self, utility: Utility) -> None:
-        async with self._transaction("upsert_utility") as conn:
+        async with self._db.transaction("upsert_utility") as conn:
             await conn.execute(
                 f"INSERT INTO utilities ({_UTILITY_COLUMNS}) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (utility_id) DO UPDATE SET name = excluded.name, "
                 "facility_ids = excluded.facility_ids, webhook_secret = excluded.webhook_secret",
                 (utility.utility_id, utility.name, list(utility.facility_ids),
                  utility.webhook_secret.get_secret_value()))
-        self._written("utilities", 1)
+        self._db.written("utilities", 1)
 
     async def utilities(self) -> list[Utility]:
-        rows = await self._read("utilities", f"SELECT {_UTILITY_COLUMNS} FROM utilities "
-                                             "ORDER BY utility_id")
+        rows = await self._db.read(
+            "utilities", f"SELECT {_UTILITY_COLUMNS} FROM utilities ORDER BY utility_id")
         return [_utility(r) for r in rows]
 
     async def utility(self, utility_id: str) -> Utility | None:
-        rows = await self._read("utility", f"SELECT {_UTILITY_COLUMNS} FROM utilities "
-                                           "WHERE utility_id = %s", (utility_id,))
+        rows = await self._db.read(
+            "utility", f"SELECT {_UTILITY_COLUMNS} FROM utilities "
+            "WHERE utility_id = %s", (utility_id,))
         return _utility(rows[0]) if rows else None
 
     async def add_api_key(self, record: ApiKeyRecord) -> None:
-        async with self._transaction("add_api_key") as conn:
+        async with self._db.transaction("add_api_key") as conn:
             await conn.execute(
                 f"INSERT INTO utility_api_keys ({_KEY_COLUMNS}) VALUES (%s, %s, %s, %s, %s)",
                 (record.key_id, record.utility_id, record.key_sha256, record.created_at,
                  record.revoked_at))
-        self._written("utility_api_keys", 1)
+        self._db.written("utility_api_keys", 1)
 
     async def api_key(self, key_id: str) -> ApiKeyRecord | None:
-        rows = await self._read("api_key", f"SELECT {_KEY_COLUMNS} FROM utility_api_keys "
-                                           "WHERE key_id = %s", (key_id,))
+        rows = await self._db.read(
+            "api_key", f"SELECT {_KEY_COLUMNS} FROM utility_api_keys "
+            "WHERE key_id = %s", (key_id,))
         if not rows:
             return None
         r = rows[0]
@@ -72,7 +64,7 @@ class PostgresAccess:
                             revoked_at=r[4])
 
     async def revoke_api_key(self, key_id: str, *, at: datetime) -> bool:
-        async with self._transaction("revoke_api_key") as conn:
+        async with self._db.transaction("revoke_api_key") as conn:
             cursor = await conn.execute(
                 "UPDATE utility_api_keys SET revoked_at = %s "
                 "WHERE key_id = %s AND revoked_at IS NULL", (at, key_id))

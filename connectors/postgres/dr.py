@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-from psycopg import AsyncConnection, errors
+from psycopg import errors
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
+from connectors.postgres.db import Conn, PostgresDb
 from schemas.dr import BmsCommandRecord, DrEvent, DrStatus
 from tables.ports.dr import OVERLAPPING_STATUSES, DrCreation, DrEventOrder, DrEventOverlaps
 from tables.ports.store import StoreUnavailable
-
-Conn = AsyncConnection[TupleRow]
 
 _EVENT_COLUMNS = (
     "id, event_id, utility_id, facility_id, source, event_start, event_end, "
@@ -151,26 +149,19 @@ async def _try_create(conn: Conn, events: Sequence[DrEvent]) -> DrCreation | Non
 
 
 class PostgresDr:
-    """Mixed into ``PostgresStore``: the same pool, error handling and metrics."""
+    """``DrStore`` through the store's pool (``PostgresDb``)."""
 
-    if TYPE_CHECKING:
-        def _transaction(self, op: str) -> AbstractAsyncContextManager[Conn]: ...
-
-        async def _read(self, op: str, sql: str,
-                        params: tuple[Any, ...] = ()) -> list[TupleRow]: ...
-
-        def _written(self, table: str, rows: int) -> None: ...
-
-        where: str
+    def __init__(self, db: PostgresDb) -> None:
+        self._db = db
 
     async def create_dr_events(self, events: Sequence[DrEvent]) -> DrCreation:
         for _ in range(_ATTEMPTS):
-            async with self._transaction("create_dr_events") as conn:
+            async with self._db.transaction("create_dr_events") as conn:
                 created = await _try_create(conn, events)
             if created is not None:
-                self._written("dr_events", len(created.inserted))
+                self._db.written("dr_events", len(created.inserted))
                 return created
-        raise StoreUnavailable(f"{self.where}: dr_events kept changing during "
+        raise StoreUnavailable(f"{self._db.where}: dr_events kept changing during "
                                f"{_ATTEMPTS} attempts to create an event")
 
     async def insert_dr_event(self, event: DrEvent) -> bool:
@@ -181,25 +172,26 @@ class PostgresDr:
 
     async def update_dr_event(self, event: DrEvent) -> None:
         row = _event_row(event)
-        async with self._transaction("update_dr_event") as conn:
+        async with self._db.transaction("update_dr_event") as conn:
             await conn.execute(
                 f"UPDATE dr_events SET {', '.join(f'{n} = %({n})s' for n in _MUTABLE)} "
                 "WHERE id = %(id)s", row)
-        self._written("dr_events", 1)
+        self._db.written("dr_events", 1)
 
     async def add_dr_event_failure(self, id: str, reason: str) -> None:
-        async with self._transaction("add_dr_event_failure") as conn:
+        async with self._db.transaction("add_dr_event_failure") as conn:
             await conn.execute("UPDATE dr_events SET failures = failures || %s WHERE id = %s",
                                (Jsonb([reason]), uuid.UUID(id)))
-        self._written("dr_events", 1)
+        self._db.written("dr_events", 1)
 
     async def dr_event(self, id: str) -> DrEvent | None:
         try:
             key = uuid.UUID(id)
         except ValueError:
             return None
-        rows = await self._read("dr_event", f"SELECT {_EVENT_COLUMNS} FROM dr_events "
-                                            "WHERE id = %s", (key,))
+        rows = await self._db.read(
+            "dr_event", f"SELECT {_EVENT_COLUMNS} FROM dr_events "
+            "WHERE id = %s", (key,))
         return _event(rows[0]) if rows else None
 
     async def dr_events(self, *, facility_id: str | None = None,
@@ -217,36 +209,37 @@ class PostgresDr:
         if statuses:
             where.append("status = ANY(%s)")
             params.append(list(statuses))
-        rows = await self._read(
+        rows = await self._db.read(
             "dr_events", f"SELECT {_EVENT_COLUMNS} FROM dr_events WHERE {' AND '.join(where)} "
-                         f"ORDER BY {_ORDER[order]}, id LIMIT %s", (*params, limit))
+            f"ORDER BY {_ORDER[order]}, id LIMIT %s", (*params, limit))
         return [_event(r) for r in rows]
 
     async def record_bms_command(self, record: BmsCommandRecord) -> bool:
-        async with self._transaction("record_bms_command") as conn:
+        async with self._db.transaction("record_bms_command") as conn:
             cursor = await conn.execute(
                 f"INSERT INTO bms_commands ({_COMMAND_COLUMNS}) VALUES "
                 f"({', '.join('%(' + n + ')s' for n in _COMMAND_NAMES)}) "
                 "ON CONFLICT (command_id) DO NOTHING", _command_row(record))
             inserted = cursor.rowcount > 0
-        self._written("bms_commands", int(inserted))
+        self._db.written("bms_commands", int(inserted))
         return inserted
 
     async def update_bms_command(self, record: BmsCommandRecord) -> None:
         names = [n for n in _COMMAND_NAMES if n != "command_id"]
-        async with self._transaction("update_bms_command") as conn:
+        async with self._db.transaction("update_bms_command") as conn:
             await conn.execute(
                 f"UPDATE bms_commands SET {', '.join(f'{n} = %({n})s' for n in names)} "
                 "WHERE command_id = %(command_id)s", _command_row(record))
-        self._written("bms_commands", 1)
+        self._db.written("bms_commands", 1)
 
     async def bms_command(self, command_id: str) -> BmsCommandRecord | None:
         try:
             key = uuid.UUID(command_id)
         except ValueError:
             return None
-        rows = await self._read("bms_command", f"SELECT {_COMMAND_COLUMNS} FROM bms_commands "
-                                               "WHERE command_id = %s", (key,))
+        rows = await self._db.read(
+            "bms_command", f"SELECT {_COMMAND_COLUMNS} FROM bms_commands "
+            "WHERE command_id = %s", (key,))
         return _command(rows[0]) if rows else None
 
     async def bms_commands(self, dr_event_id: str) -> list[BmsCommandRecord]:
@@ -254,51 +247,9 @@ class PostgresDr:
             key = uuid.UUID(dr_event_id)
         except ValueError:
             return []
-        rows = await self._read("bms_commands", f"SELECT {_COMMAND_COLUMNS} FROM bms_commands "
-                                                "WHERE dr_event_id = %s "
-                                                "ORDER BY requested_at, command_id", (key,))
+        rows = await self._db.read(
+            "bms_commands", f"SELECT {_COMMAND_COLUMNS} FROM bms_commands "
+            "WHERE dr_event_id = %s "
+            "ORDER BY requested_at, command_id", (key,))
         return [_command(r) for r in rows]
 
-
-class DelegatedDr:
-    """``DrStore`` of a store that keeps its events in a ``PostgresStore`` (``postgres``):
-    mixed into ``ProductionStore``."""
-
-    @property
-    def _events(self) -> PostgresDr:
-        return cast(PostgresDr, vars(self)["postgres"])
-
-    async def create_dr_events(self, events: Sequence[DrEvent]) -> DrCreation:
-        return await self._events.create_dr_events(events)
-
-    async def insert_dr_event(self, event: DrEvent) -> bool:
-        return await self._events.insert_dr_event(event)
-
-    async def update_dr_event(self, event: DrEvent) -> None:
-        await self._events.update_dr_event(event)
-
-    async def add_dr_event_failure(self, id: str, reason: str) -> None:
-        await self._events.add_dr_event_failure(id, reason)
-
-    async def dr_event(self, id: str) -> DrEvent | None:
-        return await self._events.dr_event(id)
-
-    async def dr_events(self, *, facility_id: str | None = None,
-                        statuses: tuple[DrStatus, ...] = (), limit: int = 1000,
-                        order: DrEventOrder = "start_desc",
-                        ended_before: datetime | None = None) -> list[DrEvent]:
-        return await self._events.dr_events(facility_id=facility_id, statuses=statuses,
-                                             limit=limit, order=order,
-                                             ended_before=ended_before)
-
-    async def record_bms_command(self, record: BmsCommandRecord) -> bool:
-        return await self._events.record_bms_command(record)
-
-    async def update_bms_command(self, record: BmsCommandRecord) -> None:
-        await self._events.update_bms_command(record)
-
-    async def bms_command(self, command_id: str) -> BmsCommandRecord | None:
-        return await self._events.bms_command(command_id)
-
-    async def bms_commands(self, dr_event_id: str) -> list[BmsCommandRecord]:
-        return await self._events.bms_commands(dr_event_id)

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
-from psycopg import AsyncConnection
-from psycopg.rows import TupleRow
-
+from connectors.postgres.db import PostgresDb
 from schemas.forecast import LoadForecast, LoadForecastPoint
 from tables.ports.forecasts import ForecastRow
-
-Conn = AsyncConnection[TupleRow]
 
 # A run replaces the values of the same facility and time, unless the stored ones come from a
 # newer run (a replayed old run changes nothing).
@@ -32,30 +26,25 @@ UPSERT_LOAD_FORECASTS = (
 
 
 class PostgresForecasts:
-    """Mixed into ``PostgresStore``: the same pool, error handling and metrics."""
+    """``ForecastStore`` through the store's pool (``PostgresDb``)."""
 
-    if TYPE_CHECKING:
-        def _transaction(self, op: str) -> AbstractAsyncContextManager[Conn]: ...
-
-        async def _read(self, op: str, sql: str,
-                        params: tuple[Any, ...] = ()) -> list[TupleRow]: ...
-
-        def _written(self, table: str, rows: int) -> None: ...
+    def __init__(self, db: PostgresDb) -> None:
+        self._db = db
 
     async def upsert_forecast(self, forecast: LoadForecast) -> None:
         pts = forecast.points
-        async with self._transaction("upsert_forecast") as conn:
+        async with self._db.transaction("upsert_forecast") as conn:
             await conn.execute(UPSERT_LOAD_FORECASTS, (
                 forecast.model, forecast.made_at, forecast.weather_used,
                 [forecast.facility_id] * len(pts), [p.timestamp for p in pts],
                 [p.predicted_load_kw for p in pts], [p.confidence_lower for p in pts],
                 [p.confidence_upper for p in pts], [p.lower_95 for p in pts],
                 [p.upper_95 for p in pts]))
-        self._written("load_forecasts", len(pts))
+        self._db.written("load_forecasts", len(pts))
 
     async def forecast_rows(self, facility_id: str, *, start: datetime,
                             end: datetime) -> list[ForecastRow]:
-        rows = await self._read(
+        rows = await self._db.read(
             "forecast_rows",
             "SELECT forecast_timestamp, predicted_load_kw, confidence_lower, confidence_upper, "
             "lower_95, upper_95, model, made_at, weather_used FROM load_forecasts "

@@ -25,7 +25,7 @@ from sqlalchemy import URL, create_engine, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from connectors.postgres.store import describe
+from connectors.postgres.db import describe
 from tables.ports.store import StoreUnavailable
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"

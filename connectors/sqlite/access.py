@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from connectors.sqlite.db import SqliteDb
 from schemas.access import ApiKeyRecord, Utility
 
 
@@ -26,13 +26,10 @@ def _utility(row: tuple[Any, ...]) -> Utility:
 
 
 class SqliteAccess:
-    """Mixed into ``SqliteStore``: the same connections, threads and error handling."""
+    """``AccessStore`` through the file's connection object, shared with the other areas."""
 
-    if TYPE_CHECKING:
-        async def _read(self, sql: str,
-                        params: Iterable[Any] = ()) -> list[tuple[Any, ...]]: ...
-
-        async def _write(self, fn: Callable[[sqlite3.Connection], None], *, op: str) -> None: ...
+    def __init__(self, db: SqliteDb) -> None:
+        self._db = db
 
     async def upsert_utility(self, utility: Utility) -> None:
         def write(conn: sqlite3.Connection) -> None:
@@ -44,16 +41,16 @@ class SqliteAccess:
                  utility.webhook_secret.get_secret_value()),
             )
 
-        await self._write(write, op="upsert_utility")
+        await self._db.write(write, op="upsert_utility")
 
     async def utilities(self) -> list[Utility]:
-        rows = await self._read("SELECT utility_id, name, facility_ids, webhook_secret "
-                                "FROM utilities ORDER BY utility_id")
+        rows = await self._db.read("SELECT utility_id, name, facility_ids, webhook_secret "
+                                   "FROM utilities ORDER BY utility_id")
         return [_utility(r) for r in rows]
 
     async def utility(self, utility_id: str) -> Utility | None:
-        rows = await self._read("SELECT utility_id, name, facility_ids, webhook_secret "
-                                "FROM utilities WHERE utility_id = ?", (utility_id,))
+        rows = await self._db.read("SELECT utility_id, name, facility_ids, webhook_secret "
+                                   "FROM utilities WHERE utility_id = ?", (utility_id,))
         return _utility(rows[0]) if rows else None
 
     async def add_api_key(self, record: ApiKeyRecord) -> None:
@@ -65,10 +62,10 @@ class SqliteAccess:
                  None if record.revoked_at is None else _ms(record.revoked_at)),
             )
 
-        await self._write(write, op="add_api_key")
+        await self._db.write(write, op="add_api_key")
 
     async def api_key(self, key_id: str) -> ApiKeyRecord | None:
-        rows = await self._read(
+        rows = await self._db.read(
             "SELECT key_id, utility_id, key_sha256, created_at_ms, revoked_at_ms "
             "FROM utility_api_keys WHERE key_id = ?", (key_id,))
         if not rows:
@@ -86,5 +83,5 @@ class SqliteAccess:
                 "UPDATE utility_api_keys SET revoked_at_ms = ? "
                 "WHERE key_id = ? AND revoked_at_ms IS NULL", (_ms(at), key_id)).rowcount > 0
 
-        await self._write(write, op="revoke_api_key")
+        await self._db.write(write, op="revoke_api_key")
         return revoked

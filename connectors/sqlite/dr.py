@@ -12,10 +12,10 @@ on the same file, comes between the check and the insert.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
+from connectors.sqlite.db import SqliteDb
 from schemas.dr import BmsCommandRecord, DrEvent, DrStatus
 from tables.ports.dr import OVERLAPPING_STATUSES, DrCreation, DrEventOrder, DrEventOverlaps
 
@@ -74,25 +74,11 @@ def _create(conn: sqlite3.Connection, events: Sequence[DrEvent]) -> DrCreation:
     return DrCreation(events=tuple(stored), replayed=frozenset(replayed))
 
 
-def add_event_ends(conn: sqlite3.Connection) -> None:
-    """``event_end_ms`` of the rows an older SEMS stored without it (at open, after the column
-    is added), and its index: the overlap check reads it."""
-    rows = conn.execute("SELECT id, record FROM dr_events WHERE event_end_ms IS NULL").fetchall()
-    conn.executemany("UPDATE dr_events SET event_end_ms = ? WHERE id = ?",
-                     [(_ms(DrEvent.model_validate_json(record).event_end), id)
-                      for id, record in rows])
-    conn.execute("CREATE INDEX IF NOT EXISTS dr_events_by_facility_end "
-                 "ON dr_events (facility_id, event_end_ms)")
-
-
 class SqliteDr:
-    """Mixed into ``SqliteStore``: the same connections, threads and error handling."""
+    """``DrStore`` through the file's connection object, shared with the other areas."""
 
-    if TYPE_CHECKING:
-        async def _read(self, sql: str,
-                        params: Iterable[Any] = ()) -> list[tuple[Any, ...]]: ...
-
-        async def _write(self, fn: Callable[[sqlite3.Connection], None], *, op: str) -> None: ...
+    def __init__(self, db: SqliteDb) -> None:
+        self._db = db
 
     async def create_dr_events(self, events: Sequence[DrEvent]) -> DrCreation:
         created = DrCreation()
@@ -101,7 +87,7 @@ class SqliteDr:
             nonlocal created
             created = _create(conn, events)
 
-        await self._write(write, op="create_dr_events")
+        await self._db.write(write, op="create_dr_events")
         return created
 
     async def insert_dr_event(self, event: DrEvent) -> bool:
@@ -117,17 +103,17 @@ class SqliteDr:
                 "record = json_set(?, '$.failures', json(record -> '$.failures')) "
                 "WHERE id = ?", (event.status, event.model_dump_json(), event.id))
 
-        await self._write(write, op="update_dr_event")
+        await self._db.write(write, op="update_dr_event")
 
     async def add_dr_event_failure(self, id: str, reason: str) -> None:
         def write(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE dr_events SET record = json_insert(record, '$.failures[#]', ?) "
                          "WHERE id = ?", (reason, id))
 
-        await self._write(write, op="add_dr_event_failure")
+        await self._db.write(write, op="add_dr_event_failure")
 
     async def dr_event(self, id: str) -> DrEvent | None:
-        rows = await self._read("SELECT record FROM dr_events WHERE id = ?", (id,))
+        rows = await self._db.read("SELECT record FROM dr_events WHERE id = ?", (id,))
         return DrEvent.model_validate_json(rows[0][0]) if rows else None
 
     async def dr_events(self, *, facility_id: str | None = None,
@@ -145,7 +131,7 @@ class SqliteDr:
         if statuses:
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             params.extend(statuses)
-        rows = await self._read(
+        rows = await self._db.read(
             f"SELECT record FROM dr_events WHERE {' AND '.join(where)} "
             f"ORDER BY {_ORDER[order]}, id LIMIT ?", (*params, limit))
         return [DrEvent.model_validate_json(r[0]) for r in rows]
@@ -161,7 +147,7 @@ class SqliteDr:
                 (record.command_id, record.dr_event_id, _ms(record.requested_at),
                  record.model_dump_json())).rowcount > 0
 
-        await self._write(write, op="record_bms_command")
+        await self._db.write(write, op="record_bms_command")
         return inserted
 
     async def update_bms_command(self, record: BmsCommandRecord) -> None:
@@ -169,14 +155,14 @@ class SqliteDr:
             conn.execute("UPDATE bms_commands SET record = ? WHERE command_id = ?",
                          (record.model_dump_json(), record.command_id))
 
-        await self._write(write, op="update_bms_command")
+        await self._db.write(write, op="update_bms_command")
 
     async def bms_command(self, command_id: str) -> BmsCommandRecord | None:
-        rows = await self._read("SELECT record FROM bms_commands WHERE command_id = ?",
-                                (command_id,))
+        rows = await self._db.read("SELECT record FROM bms_commands WHERE command_id = ?",
+                                   (command_id,))
         return BmsCommandRecord.model_validate_json(rows[0][0]) if rows else None
 
     async def bms_commands(self, dr_event_id: str) -> list[BmsCommandRecord]:
-        rows = await self._read("SELECT record FROM bms_commands WHERE dr_event_id = ? "
-                                "ORDER BY requested_at_ms, command_id", (dr_event_id,))
+        rows = await self._db.read("SELECT record FROM bms_commands WHERE dr_event_id = ? "
+                                   "ORDER BY requested_at_ms, command_id", (dr_event_id,))
         return [BmsCommandRecord.model_validate_json(r[0]) for r in rows]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from connectors.sqlite.db import SqliteDb
 from schemas.forecast import LoadForecast, LoadForecastPoint
 from tables.ports.forecasts import ForecastRow
 
@@ -22,13 +21,10 @@ def _dt(ms: int) -> datetime:
 
 
 class SqliteForecasts:
-    """Mixed into ``SqliteStore``: the same connections, threads and error handling."""
+    """``ForecastStore`` through the file's connection object, shared with the other areas."""
 
-    if TYPE_CHECKING:
-        async def _read(self, sql: str,
-                        params: Iterable[Any] = ()) -> list[tuple[Any, ...]]: ...
-
-        async def _write(self, fn: Callable[[sqlite3.Connection], None], *, op: str) -> None: ...
+    def __init__(self, db: SqliteDb) -> None:
+        self._db = db
 
     async def upsert_forecast(self, forecast: LoadForecast) -> None:
         """A newer run replaces an older one's values; a replayed older run changes nothing."""
@@ -52,11 +48,11 @@ class SqliteForecasts:
                 "WHERE load_forecasts.made_at_ms <= excluded.made_at_ms",
                 (orjson.dumps(rows),))
 
-        await self._write(write, op="upsert_forecast")
+        await self._db.write(write, op="upsert_forecast")
 
     async def forecast_rows(self, facility_id: str, *, start: datetime,
                             end: datetime) -> list[ForecastRow]:
-        rows = await self._read(
+        rows = await self._db.read(
             "SELECT ts_ms, predicted_load_kw, confidence_lower, confidence_upper, lower_95, "
             "upper_95, model, made_at_ms, weather_used FROM load_forecasts "
             "WHERE facility_id = ? AND ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms",

@@ -1,4 +1,5 @@
-"""The metadata port: facilities and meters. Adapters: SQLite, PostgreSQL."""
+"""The metadata port: facilities and meters. Adapters: SQLite, PostgreSQL (and the production
+store, which keeps them in PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from schemas.metadata import Facility, Meter
 
 class MetadataStore(Protocol):
     async def facilities(self) -> list[Facility]: ...
+
+    async def facility(self, facility_id: str) -> Facility | None:
+        """One facility by its id (a primary-key lookup), ``None`` when there is none."""
+        ...
 
     async def meters(self) -> list[Meter]: ...
 

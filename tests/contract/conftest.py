@@ -1,5 +1,10 @@
-"""Adapters under one contract: each test here runs unchanged against the embedded adapter and
-the production one, on real servers (InfluxDB, PostgreSQL, Redis) started by tests/servers.py.
+"""Adapters under one contract: each suite here runs unchanged against every adapter of its
+port, on real servers (InfluxDB, PostgreSQL, Redis) started by tests/servers.py:
+
+- time series (``test_store_contract``): SQLite, InfluxDB + PostgreSQL (``store``);
+- metadata, access, forecasts, DR: SQLite, PostgreSQL, InfluxDB + PostgreSQL
+  (``relational``);
+- cache: in-process, Redis (``cache``).
 """
 
 from __future__ import annotations
@@ -11,31 +16,36 @@ from pathlib import Path
 import pytest
 
 from connectors.cache import MemoryCache, RedisCache
-from connectors.sqlite import SqliteStore
-from core.metrics import Metrics
-from streams.stores import build_store
 from tables.ports.cache import Cache
 from tables.ports.store import Store
-from tests.integration.helpers import production_settings
-from tests.servers import InfluxDB, Redis
+from tests.contract.adapters import (
+    RELATIONAL,
+    STORES,
+    Adapter,
+    RelationalStore,
+    opened,
+    opened_store,
+)
+from tests.servers import Redis
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "influxdb+postgresql"])
+@pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """The whole store port (time series and metadata) of each profile."""
-    metrics = Metrics()
-    s: Store
-    if request.param == "sqlite":
-        s = SqliteStore(tmp_path / "sems.db", metrics=metrics)
-    else:
-        influx: InfluxDB = request.getfixturevalue("influxdb")
-        dsn: str = request.getfixturevalue("pg_database")
-        s = build_store(production_settings(tmp_path, influx, dsn), metrics)
-    await s.open()
-    yield s
-    await s.close()
+    adapter: Adapter = request.param
+    async with opened_store(adapter, request, tmp_path) as s:
+        yield s
+
+
+@pytest.fixture(params=RELATIONAL)
+async def relational(request: pytest.FixtureRequest,
+                     tmp_path: Path) -> AsyncIterator[RelationalStore]:
+    """Metadata, access, forecasts and DR of every adapter that has them."""
+    adapter: Adapter = request.param
+    async with opened(adapter, request, tmp_path) as s:
+        yield s
 
 
 @pytest.fixture(params=["memory", "redis"])

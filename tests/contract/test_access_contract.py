@@ -1,4 +1,5 @@
-"""Utilities and API keys: the same behaviour in SQLite and in PostgreSQL."""
+"""Utilities and API keys: the same behaviour in SQLite and in PostgreSQL (alone and in the
+production store)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,26 @@ from pydantic import SecretStr
 from api import apikeys
 from schemas.access import Utility
 from schemas.metadata import Facility
-from tables.ports.store import Store
+from tests.contract.adapters import RelationalStore
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(relational: RelationalStore) -> RelationalStore:
+    """Every adapter of the port: SQLite, PostgreSQL, InfluxDB + PostgreSQL (conftest.py)."""
+    return relational
+
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-async def _facilities(store: Store) -> None:
+async def _facilities(store: RelationalStore) -> None:
     await store.upsert_facilities([
         Facility(facility_id=f, name=f, contract_demand_kw=100) for f in ("fac-a", "fac-b")])
 
 
-async def test_utilities_upsert_replaces_and_list_in_id_order(store: Store) -> None:
+async def test_utilities_upsert_replaces_and_list_in_id_order(store: RelationalStore) -> None:
     await _facilities(store)
     await store.upsert_utility(Utility(utility_id="u2", name="Second", facility_ids=("fac-b",),
                                        webhook_secret=SecretStr("s2")))
@@ -39,7 +47,7 @@ async def test_utilities_upsert_replaces_and_list_in_id_order(store: Store) -> N
     assert await store.utility("nope") is None
 
 
-async def test_api_keys_are_found_by_id_and_revoked_once(store: Store) -> None:
+async def test_api_keys_are_found_by_id_and_revoked_once(store: RelationalStore) -> None:
     await _facilities(store)
     await store.upsert_utility(Utility(utility_id="u1", name="U", webhook_secret=SecretStr("s")))
     issued = apikeys.issue("u1", now=T0)

@@ -1,4 +1,5 @@
-"""DR events and the BMS command audit trail: the same behaviour in SQLite and PostgreSQL."""
+"""DR events and the BMS command audit trail: the same behaviour in SQLite and PostgreSQL
+(alone and in the production store)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,16 @@ import pytest
 from schemas.dr import BmsCommandRecord, DrEvent, DrStatus, command_uuid, webhook_event_uuid
 from schemas.metadata import Facility
 from tables.ports.dr import DrEventOverlaps
-from tables.ports.store import Store
+from tests.contract.adapters import RelationalStore
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(relational: RelationalStore) -> RelationalStore:
+    """Every adapter of the port: SQLite, PostgreSQL, InfluxDB + PostgreSQL (conftest.py)."""
+    return relational
+
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -30,12 +38,12 @@ def _event(facility_id: str, start: datetime, **changes: object) -> DrEvent:
     return DrEvent.model_validate(values)
 
 
-async def _facilities(store: Store) -> None:
+async def _facilities(store: RelationalStore) -> None:
     await store.upsert_facilities([
         Facility(facility_id=f, name=f, contract_demand_kw=100) for f in ("fac-a", "fac-b")])
 
 
-async def test_events_insert_once_update_and_list(store: Store) -> None:
+async def test_events_insert_once_update_and_list(store: RelationalStore) -> None:
     await _facilities(store)
     a = _event("fac-a", T0)
     b = _event("fac-b", T0 + timedelta(hours=1), id=str(uuid.uuid4()), event_id=None,
@@ -67,7 +75,7 @@ async def test_events_insert_once_update_and_list(store: Store) -> None:
         b.id, a.id]
 
 
-async def test_events_soonest_first_and_latest_over_first(store: Store) -> None:
+async def test_events_soonest_first_and_latest_over_first(store: RelationalStore) -> None:
     """The DR agent reads open events soonest first, so a page full of future events never
     hides the active one; the watchdog reads those over by a time, the latest over first."""
     await _facilities(store)
@@ -83,7 +91,7 @@ async def test_events_soonest_first_and_latest_over_first(store: Store) -> None:
     assert await store.dr_events(ended_before=T0) == []
 
 
-async def test_bms_commands_recorded_once_and_updated(store: Store) -> None:
+async def test_bms_commands_recorded_once_and_updated(store: RelationalStore) -> None:
     await _facilities(store)
     event = _event("fac-a", T0)
     await store.insert_dr_event(event)
@@ -117,7 +125,7 @@ def _api_event(facility_id: str, start: datetime, minutes: int = 60,
         "target_reduction_percentage": None, **changes})
 
 
-async def test_create_refuses_overlaps_atomically_and_replays_by_id(store: Store) -> None:
+async def test_create_refuses_overlaps_atomically_and_replays_by_id(store: RelationalStore) -> None:
     await _facilities(store)
     kept = _api_event("fac-a", T0)  # 15:00-16:00
     assert (await store.create_dr_events([kept])).inserted == (kept,)
@@ -147,7 +155,8 @@ async def test_create_refuses_overlaps_atomically_and_replays_by_id(store: Store
 
 
 @pytest.mark.parametrize("status", ["scheduled", "active", "completed"])
-async def test_every_status_but_failed_holds_its_window(store: Store, status: DrStatus) -> None:
+async def test_every_status_but_failed_holds_its_window(store: RelationalStore,
+                                                       status: DrStatus) -> None:
     await _facilities(store)
     held = _api_event("fac-a", T0, status=status)
     await store.insert_dr_event(held)
@@ -161,7 +170,7 @@ async def test_every_status_but_failed_holds_its_window(store: Store, status: Dr
     assert (await store.create_dr_events([dead])).inserted == (dead,)
 
 
-async def test_concurrent_creations_make_one_event(store: Store) -> None:
+async def test_concurrent_creations_make_one_event(store: RelationalStore) -> None:
     """20 different ids for one window at once, and 10 deliveries of one id: one event each."""
     await _facilities(store)
     rivals = [_api_event("fac-a", T0) for _ in range(20)]

@@ -1,4 +1,5 @@
-"""Load forecasts: one row per facility and time, the newest run's, in SQLite and PostgreSQL."""
+"""Load forecasts: one row per facility and time, the newest run's, in SQLite and PostgreSQL
+(alone and in the production store)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ import pytest
 
 from schemas.forecast import LoadForecast, LoadForecastPoint
 from schemas.metadata import Facility
-from tables.ports.store import Store
+from tests.contract.adapters import RelationalStore
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(relational: RelationalStore) -> RelationalStore:
+    """Every adapter of the port: SQLite, PostgreSQL, InfluxDB + PostgreSQL (conftest.py)."""
+    return relational
+
 
 T0 = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 Q = timedelta(minutes=15)
@@ -27,7 +35,7 @@ def run(made_at: datetime, first: datetime, kws: list[float], *, model: str = "f
 
 
 async def test_a_newer_run_replaces_and_a_replayed_older_one_changes_nothing(
-    store: Store,
+    store: RelationalStore,
 ) -> None:
     await store.upsert_facilities([Facility(facility_id=f, name=f, contract_demand_kw=100)
                                    for f in ("plant-a", "plant-b")])
@@ -52,11 +60,3 @@ async def test_a_newer_run_replaces_and_a_replayed_older_one_changes_nothing(
     window = await store.forecast_rows("plant-a", start=T0 + Q, end=T0 + 3 * Q)
     assert [r.point.timestamp for r in window] == [T0 + Q, T0 + 2 * Q]
     assert await store.forecast_rows("plant-c", start=T0, end=T0 + Q) == []
-
-
-async def test_facility_location_and_country_round_trip(store: Store) -> None:
-    site = Facility(facility_id="plant-a", name="A", contract_demand_kw=100,
-                    timezone="America/Chicago", latitude=41.88, longitude=-87.63, country="US")
-    bare = Facility(facility_id="plant-b", name="B", contract_demand_kw=100)
-    await store.upsert_facilities([site, bare])
-    assert await store.facilities() == [site, bare]

@@ -1,7 +1,7 @@
-"""The store port's contract: what the pipeline and the API rely on, whichever profile runs.
-
-Every test runs against SQLite and against InfluxDB + PostgreSQL (see conftest.py).
-"""
+"""The time-series port's contract: what the pipeline and the API rely on, whichever profile
+runs. Every test runs against SQLite and against InfluxDB + PostgreSQL (see conftest.py); the
+metadata the rows belong to is upserted through the same store (its contract:
+test_metadata_contract.py)."""
 
 from __future__ import annotations
 
@@ -10,26 +10,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas.deadletter import DeadLetter, RejectReason
-from schemas.metadata import Facility, Meter, MeterType
 from schemas.reading import SensorReading
 from schemas.rollup import Rollup, Scope, WindowName
 from tables.ports.store import Store
 from tables.ports.timeseries import CommitBatch
 from tables.rollups import Checkpoint
+from tests.contract.test_metadata_contract import FACILITIES, METERS
 
 pytestmark = pytest.mark.integration
 
 # Recent: InfluxDB refuses points older than a bucket's retention (90 days for raw data).
 T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
-FACILITIES = [Facility(facility_id="plant-a", name="Plant A", timezone="Europe/Berlin",
-                       contract_demand_kw=400.0),
-              Facility(facility_id="plant-b", name="Plant B", contract_demand_kw=150.0)]
-METERS = [Meter(meter_id="a-main", facility_id="plant-a", meter_type=MeterType.MAIN,
-                sample_interval_s=15),
-          Meter(meter_id="a-hvac", facility_id="plant-a", meter_type=MeterType.HVAC,
-                sample_interval_s=15),
-          Meter(meter_id="b-main", facility_id="plant-b", meter_type=MeterType.MAIN,
-                sample_interval_s=15)]
 TYPES = {m.meter_id: m.meter_type for m in METERS}
 FACILITY_OF = {m.meter_id: m.facility_id for m in METERS}
 
@@ -76,17 +67,6 @@ async def committed(store: Store, batch: CommitBatch) -> Store:
     await store.upsert_meters(METERS)
     await store.commit(batch)
     return store
-
-
-async def test_metadata_upserts_replace_and_list_in_id_order(store: Store) -> None:
-    await store.upsert_facilities(list(reversed(FACILITIES)))
-    await store.upsert_meters(METERS)
-    changed = FACILITIES[0].model_copy(update={"contract_demand_kw": 450.0,
-                                               "dr_baseline": "pjm_high_4_of_5"})
-    await store.upsert_facilities([changed])
-    assert await store.facilities() == [changed, FACILITIES[1]]
-    assert await store.meters() == sorted(METERS, key=lambda m: m.meter_id)
-    await store.ping()
 
 
 async def test_latest_readings_are_each_meters_newest_in_meter_order(store: Store) -> None:

@@ -370,6 +370,9 @@ class UnavailableMetadata:
     async def facilities(self) -> list[Facility]:
         raise StoreUnavailable("connection refused")
 
+    async def facility(self, facility_id: str) -> Facility | None:
+        raise StoreUnavailable("connection refused")
+
     async def meters(self) -> list[Meter]:
         raise StoreUnavailable("connection refused")
 

@@ -25,9 +25,9 @@ async def test_a_constraint_or_a_bad_value_is_the_request_s_not_an_outage(tmp_pa
             conn.execute("INSERT INTO dr_events (id) VALUES (NULL)")
 
         with pytest.raises(sqlite3.IntegrityError):
-            await store._write(null_id, op="test")
+            await store.db.write(null_id, op="test")
         with pytest.raises((sqlite3.ProgrammingError, sqlite3.InterfaceError)):
-            await store._read("SELECT ?", ({"not": "bindable"},))
+            await store.db.read("SELECT ?", ({"not": "bindable"},))
         assert metrics.registry.get_sample_value(
             "sems_store_errors_total", {"store": "sqlite", "operation": "test"}) is None
         assert await store.dr_events() == []  # the store works on
@@ -41,7 +41,7 @@ async def test_a_store_that_cannot_be_used_is_unavailable(tmp_path: Path) -> Non
     await store.open()
     try:
         with pytest.raises(StoreUnavailable):
-            await store._read(f"ATTACH DATABASE '{tmp_path / 'dir.db'}' AS other")
+            await store.db.read(f"ATTACH DATABASE '{tmp_path / 'dir.db'}' AS other")
     finally:
         await store.close()
     with pytest.raises(StoreUnavailable):

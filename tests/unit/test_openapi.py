@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from api import bounds, dr_routes, forecast_routes, ops, params, routes
+from api import bounds, dr_routes, facility_routes, forecast_routes, ops, params
 from api.endpoints import EVERY_ROLE, Endpoint, Param, Source
 from api.errors import ApiError
 from api.openapi import TIME_PATTERN, LinkError, build
@@ -32,8 +32,8 @@ before a final newline)."""
 
 
 def document() -> dict[str, Any]:
-    endpoints = [*ops.endpoints(local_issuer=True), *routes.ROUTES, *forecast_routes.ENDPOINTS,
-                 *dr_routes.ENDPOINTS]
+    endpoints = [*ops.endpoints(local_issuer=True), *facility_routes.ENDPOINTS,
+                 *forecast_routes.ENDPOINTS, *dr_routes.ENDPOINTS]
     return build(endpoints, title="SEMS API", version="test")
 
 

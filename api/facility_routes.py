@@ -1,23 +1,30 @@
-"""Dashboard routes: facilities, live status, rollups, dead letters."""
+"""Dashboard routes of the facilities: the list, live status, rollups."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import orjson
 from aiohttp import web
 from pydantic import TypeAdapter
 
-from api import bounds, models
-from api.app import DEPS, PRINCIPAL, ApiDeps, json_response
-from api.endpoints import ADMIN, EVERY_ROLE, FACILITY_ID, Endpoint, Param
+from api import models
+from api.context import (
+    DEPS,
+    PRINCIPAL,
+    ApiDeps,
+    facility_or_404,
+    json_response,
+    parse_int,
+    parse_time,
+)
+from api.endpoints import EVERY_ROLE, FACILITY_ID, Endpoint, Param
 from api.errors import bad_parameter, not_found
-from api.params import INTEGER
-from schemas.metadata import Facility, MeterType
+from schemas.metadata import MeterType
 from schemas.reading import SensorReading
 from schemas.rollup import Scope, WindowName
 from tables.ports.cache import CacheUnavailable
@@ -33,42 +40,14 @@ MAX_POINTS = 10_000
 _READINGS = TypeAdapter(list[SensorReading])
 
 
-def setup(app: web.Application) -> list[Endpoint]:
-    """The API's routes; ``create_app`` registers them."""
-    from api import dr_routes, forecast_routes, ops
+Inflight = dict[str, "asyncio.Future[list[SensorReading]]"]
+INFLIGHT = web.AppKey("current-inflight", dict)
+"""Store queries of ``/current`` under way, by facility: concurrent misses share one."""
 
+
+def setup(app: web.Application) -> None:
+    """This module's state in a new app."""
     app[INFLIGHT] = {}
-    return [*ops.endpoints(local_issuer=app[DEPS].jwks is not None), *ROUTES,
-            *forecast_routes.ENDPOINTS, *dr_routes.ENDPOINTS]
-
-
-def parse_time(request: web.Request, name: str) -> datetime | None:
-    """A time query parameter by the exact grammar and range of ``api/bounds.py``."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    return bounds.parse_time(name, raw)
-
-
-def parse_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if INTEGER.fullmatch(raw) is None:  # int() takes " 7", "+7", "7_0" and Unicode digits
-        raise bad_parameter(name, f"{name} must be an integer",
-                            value=raw[:bounds.MAX_ECHO_CHARS])
-    value = int(raw)
-    if not low <= value <= high:
-        raise bad_parameter(name, f"{name} must be between {low} and {high}", value=value)
-    return value
-
-
-async def facility_or_404(request: web.Request) -> Facility:
-    facility_id = request.match_info["facility_id"]
-    for f in await request.app[DEPS].metadata.facilities():
-        if f.facility_id == facility_id:
-            return f
-    raise not_found("facility", facility_id)
 
 
 async def list_facilities(request: web.Request) -> web.Response:
@@ -115,11 +94,6 @@ async def current(request: web.Request) -> web.Response:
         "data_age_s": round((now - oldest_main).total_seconds(), 3) if oldest_main else None,
         "meters": meters,
     })
-
-
-Inflight = dict[str, "asyncio.Future[list[SensorReading]]"]
-INFLIGHT = web.AppKey("current-inflight", dict)
-"""Store queries of ``/current`` under way, by facility: concurrent misses share one."""
 
 
 async def latest_readings(deps: ApiDeps, facility_id: str,
@@ -203,7 +177,7 @@ async def rollups(request: web.Request) -> web.Response:
             raise not_found("meter", meter_id)
         scope, scope_id = Scope.METER, meter_id
     end = parse_time(request, "end") or deps.clock()
-    # end >= 1970 (bounds.MIN_TIME), so subtracting a default span of days cannot overflow
+    # end >= 1970 (MIN_TIME), so subtracting a default span of days cannot overflow
     start = parse_time(request, "start") or end - DEFAULT_SPAN[window]
     if start >= end:
         raise bad_parameter("start", "start must be before end",
@@ -224,15 +198,8 @@ async def rollups(request: web.Request) -> web.Response:
     })
 
 
-async def dead_letters(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    limit = parse_int(request, "limit", default=100, low=1, high=1000)
-    rows = await deps.timeseries.dead_letters(limit=limit)
-    return json_response({"dead_letters": [d.model_dump(mode="json") for d in rows]})
-
-
 _TIME = {"type": "string", "format": "date-time"}
-ROUTES = [
+ENDPOINTS = [
     Endpoint("GET", "/api/facilities", list_facilities, "Facilities the caller may see",
              "facilities", roles=EVERY_ROLE, response=models.Facilities),
     Endpoint("GET", "/api/facilities/{facility_id}/current", current,
@@ -253,10 +220,5 @@ ROUTES = [
                  Param("end", "query", _TIME, "end of the range, exclusive (default: now)"),
                  Param("limit", "query", {"type": "integer", "minimum": 1,
                                           "maximum": MAX_POINTS}, "most rollups returned"),
-             )),
-    Endpoint("GET", "/api/dead-letters", dead_letters, "Rejected readings, newest first",
-             "operations", roles=ADMIN, response=models.DeadLetters, params=(
-                 Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
-                       "most dead letters returned"),
              )),
 ]

@@ -1,5 +1,12 @@
--- Embedded store of the local runtime. Times are epoch milliseconds, UTC.
-PRAGMA journal_mode = WAL;
+-- 0001: the schema of the last release before migrations were numbered (cf168ae). Times are
+-- epoch milliseconds, UTC.
+--
+-- Idempotent (IF NOT EXISTS), because a file that release made has user_version 0 and all of
+-- this already; a file made by an older one still lacks some columns, which the migration's
+-- Python part adds (migrations/__init__.py, BASELINE_COLUMNS). Frozen: the statements are
+-- those that release ran, comments inside them included, since SQLite keeps that text in the
+-- file's schema and a new file must end with the same schema as an upgraded one. Change the
+-- schema with a new migration, never here. (The journal mode is set by the connection.)
 
 CREATE TABLE IF NOT EXISTS facilities (
     facility_id TEXT PRIMARY KEY,
