@@ -5,6 +5,11 @@ port, on real servers (InfluxDB, PostgreSQL, Redis) started by tests/servers.py:
 - metadata, access, forecasts, DR: SQLite, PostgreSQL, InfluxDB + PostgreSQL
   (``relational``);
 - cache: in-process, Redis (``cache``).
+
+Two ports keep their suites beside their adapters' servers: the BMS (SOAP client against the
+simulator's SOAP server, and the simulator's in-process adapter: the ``bms`` fixture of
+``tests/integration/test_bms_soap.py``) and the weather (climatology and WeatherAPI.com against
+a server speaking its protocol: ``tests/integration/test_weather_api.py``).
 """
 
 from __future__ import annotations
