@@ -87,7 +87,11 @@ class ProductionStore(ComposedStore):
 
     async def open(self) -> None:
         await self.postgres.open()
-        await self.influx.open()
+        try:
+            await self.influx.open()
+        except BaseException:
+            await self.postgres.close()  # its pool and reconnect task go with the failed open
+            raise
 
     async def close(self) -> None:
         await self.influx.close()

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from connectors.sqlite.migrations import SchemaTooNew
 from core.logs import configure_logging
 from core.metrics import Metrics
 from streams import admin_cli, forecast_cli, serve
@@ -123,15 +124,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sems: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    if args.command == "run":
-        return asyncio.run(serve.run(settings))
-    if args.command == "worker":
-        return asyncio.run(serve.worker(settings))
-    if args.command == "ingest":
-        if not settings.mqtt_url:
-            print("sems: ingest needs a broker: --mqtt URL or SEMS_MQTT_URL", file=sys.stderr)
+    if args.command == "ingest" and not settings.mqtt_url:
+        print("sems: ingest needs a broker: --mqtt URL or SEMS_MQTT_URL", file=sys.stderr)
+        return 2
+    if args.command in ("run", "worker", "ingest"):
+        try:
+            if args.command == "run":
+                return asyncio.run(serve.run(settings))
+            return asyncio.run(serve.worker(settings, ingest=args.command == "ingest"))
+        except SchemaTooNew as exc:
+            print(f"sems: {exc}", file=sys.stderr)
             return 2
-        return asyncio.run(serve.worker(settings, ingest=True))
     if args.command == "db":
         return _db(settings, args.action)
     if args.command == "token":

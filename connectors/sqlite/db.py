@@ -30,8 +30,10 @@ _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingEr
 
 
 def _data_error(exc: sqlite3.Error) -> bool:
-    # "Cannot operate on a closed database" is a ProgrammingError too, but the store's.
-    return isinstance(exc, _DATA_ERRORS) and "closed" not in str(exc)
+    # "Cannot operate on a closed database." is a ProgrammingError too, but the store's (not
+    # any message that says "closed": a constraint on closed_until_ms is the request's).
+    return isinstance(exc, _DATA_ERRORS) and not str(exc).startswith(
+        "Cannot operate on a closed")
 
 
 class SqliteDb:
@@ -72,8 +74,12 @@ class SqliteDb:
             conn.execute("PRAGMA query_only = ON")
             self._rconn = conn
 
-        await self._run(self._writer, open_writer)
-        await self._run(self._reader, open_reader)
+        try:
+            await self._run(self._writer, open_writer)
+            await self._run(self._reader, open_reader)
+        except BaseException:
+            await self.close()  # a refused or failed open leaves no thread or connection
+            raise
 
     async def close(self) -> None:
         """Idempotent; later calls raise ``StoreUnavailable``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 import tomllib
 from collections.abc import Callable, Iterator
 from fnmatch import fnmatch
@@ -139,3 +140,39 @@ def test_a_new_file_migrates_to_the_latest_version(conn: sqlite3.Connection) -> 
     assert migrate(conn) == list(range(1, LATEST + 1))
     assert version_of(conn) == LATEST
     assert "facilities" in objects(conn) and "dr_events_by_facility_end" in objects(conn)
+
+
+def test_openers_at_once_migrate_a_file_once(tmp_path: Path) -> None:
+    """Four connections migrating one file at the same moment: each migration runs once (a
+    counting step records its runs in a table the migration itself creates), every opener
+    ends at the last version, none fails."""
+
+    path = tmp_path / "shared.db"
+    sqlite3.connect(path).close()
+    counted = (Migration(1, "count", step("CREATE TABLE runs (n INTEGER)")),
+               Migration(2, "count", step("INSERT INTO runs VALUES (2)")),
+               Migration(3, "count", step("INSERT INTO runs VALUES (3)")))
+    start = threading.Barrier(4)
+    applied: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def opener() -> None:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+        try:
+            start.wait()
+            applied.append(migrate(conn, counted))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=opener) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert sorted(applied) == [[], [], [], [1, 2, 3]]
+    with sqlite3.connect(path) as conn:
+        assert version_of(conn) == 3
+        assert conn.execute("SELECT n FROM runs ORDER BY n").fetchall() == [(2,), (3,)]

@@ -18,9 +18,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
-
-from schemas.dr import DrEvent
 
 
 class SchemaTooNew(Exception):
@@ -69,6 +68,15 @@ BASELINE_COLUMNS = {
 them (their ``ADDED_COLUMNS``): migration 1 adds those a file lacks."""
 
 
+def _epoch_ms(rfc3339: str) -> int:
+    """An event's end as the releases before migrations stored it (pydantic's JSON of an aware
+    datetime: ``2026-11-20T15:00:00Z`` or with an offset)."""
+    ts = datetime.fromisoformat(rfc3339)
+    if ts.tzinfo is None:
+        raise ValueError(f"a DR event's end without an offset: {rfc3339!r}")
+    return round(ts.timestamp() * 1000)
+
+
 def _baseline(conn: sqlite3.Connection) -> None:
     _sql("0001_baseline.sql")(conn)
     for table, columns in BASELINE_COLUMNS.items():
@@ -78,10 +86,12 @@ def _baseline(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
     # The end of the events a release before dr_events.event_end_ms stored, and its index:
     # the overlap check reads it.
-    rows = conn.execute("SELECT id, record FROM dr_events WHERE event_end_ms IS NULL").fetchall()
-    conn.executemany("UPDATE dr_events SET event_end_ms = ? WHERE id = ?", [
-        (round(DrEvent.model_validate_json(record).event_end.timestamp() * 1000), id)
-        for id, record in rows])
+    # Read with this migration's own parser, not today's DrEvent model: a migration that has
+    # shipped must not change with the code around it.
+    rows = conn.execute("SELECT id, json_extract(record, '$.event_end') FROM dr_events "
+                        "WHERE event_end_ms IS NULL").fetchall()
+    conn.executemany("UPDATE dr_events SET event_end_ms = ? WHERE id = ?",
+                     [(_epoch_ms(event_end), id) for id, event_end in rows])
     conn.execute("CREATE INDEX IF NOT EXISTS dr_events_by_facility_end "
                  "ON dr_events (facility_id, event_end_ms)")
 
