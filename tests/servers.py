@@ -144,7 +144,7 @@ class Mosquitto:
             f"persistence_location {self.workdir}/\n"
             "autosave_interval 1\n"
             # Offline and slow persistent sessions keep everything: SEMS bounds its own memory
-            # by pausing its socket reads (ReadGate, connectors/mqtt_patches.py), so the
+            # by pausing its socket reads (connectors/mqtt.py), so the
             # broker is where a burst waits.
             "max_queued_messages 0\n"
             "max_queued_bytes 0\n"

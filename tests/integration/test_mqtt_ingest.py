@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors import mqtt_codec as wire
 from connectors.mqtt import BrokerAddress, MqttPublisher, MqttSource
 from core.channels import Channel
 from core.metrics import Metrics
@@ -225,3 +226,82 @@ async def test_acknowledgements_flow_and_unacknowledged_messages_come_back(
     assert first == sent
     again = await asyncio.wait_for(session(until=kept, ack=lambda p: True), 30)
     assert kept <= set(again)
+
+
+async def _connects(source: MqttSource, metrics: Metrics, at_least: int) -> None:
+    async def enough() -> bool:
+        connects = metrics.registry.get_sample_value("sems_mqtt_connects_total") or 0.0
+        return connects >= at_least
+    await eventually(enough, timeout_s=20, what=f"{at_least} MQTT connections")
+
+
+async def test_a_silent_broker_is_given_up_on_and_reconnected(
+    own_mosquitto: Mosquitto,
+) -> None:
+    """A broker that stops answering (its process frozen: no FIN, no RST) is noticed by the
+    keepalive within 1.5 intervals, and the session comes back when the broker does."""
+    metrics = Metrics()
+    raw: Channel[RawMessage] = Channel("raw", capacity=100)
+    stream = raw.stream()
+    source = MqttSource(BrokerAddress.parse(own_mosquitto.url), client_id=unique("sems"),
+                        share_group=None, out=raw, metrics=metrics, keepalive_s=1,
+                        reconnect_delay_s=0.1, timeout_s=2)
+    task = asyncio.create_task(source.run())
+    try:
+        await asyncio.wait_for(source.connected.wait(), 10)
+        own_mosquitto.pause()
+
+        async def given_up() -> bool:
+            return not source.connected.is_set()
+        try:
+            await eventually(given_up, timeout_s=10, what="the frozen broker given up on")
+        finally:
+            own_mosquitto.resume()
+        await _connects(source, metrics, 2)
+        await asyncio.wait_for(source.connected.wait(), 10)
+        async with MqttPublisher(BrokerAddress.parse(own_mosquitto.url),
+                                 client_id=unique("pub")) as pub:
+            await pub.publish("meters/f/m", b"after")
+        batch = await asyncio.wait_for(anext(stream.batches(10, within=0.0)), 10)
+        assert [m.payload for m in batch.values] == [b"after"]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_broker_that_breaks_the_protocol_is_dropped_and_tried_again() -> None:
+    """Mosquitto does not send malformed packets, so a server of the test's own does: a
+    CONNACK, a SUBACK and one PUBLISH; once that is acknowledged, a packet type a subscriber
+    never gets. The source delivers the message, logs, reconnects, and goes on running."""
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)  # CONNECT
+        writer.write(b"\x20\x02\x00\x00")
+        await reader.read(1024)  # SUBSCRIBE, packet id 1
+        writer.write(b"\x90\x03\x00\x01\x01")
+        writer.write(wire.publish("meters/f/m", b"good", qos=1, packet_id=1))
+        if await reader.read(4) == wire.puback(1):
+            writer.write(b"\x40\x02\x00\x01")  # a PUBACK: no broker sends one to a subscriber
+        await reader.read(1024)  # until the subscriber drops the connection
+        writer.close()
+
+    server = await asyncio.start_server(broker, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    metrics = Metrics()
+    raw: Channel[RawMessage] = Channel("raw", capacity=100)
+    stream = raw.stream()
+    source = MqttSource(BrokerAddress("127.0.0.1", port), client_id="c", share_group=None,
+                        out=raw, metrics=metrics, reconnect_delay_s=0.05)
+    task = asyncio.create_task(source.run())
+    try:
+        batch = await asyncio.wait_for(anext(stream.batches(10, within=0.0)), 10)
+        assert [m.payload for m in batch.values] == [b"good"]
+        batch.ack()
+        await _connects(source, metrics, 2)
+        assert not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        server.close()
+        await server.wait_closed()
