@@ -12,7 +12,7 @@ from connectors import mqtt_codec as wire
 
 pytestmark = pytest.mark.unit
 
-topics = st.text(st.characters(blacklist_categories=("Cs",)), max_size=80)
+topics = st.text(st.characters(exclude_categories=["Cs"]), max_size=80)
 publishes = st.builds(
     lambda topic, payload, qos, packet_id, dup, retain: wire.Publish(
         topic, payload, qos, packet_id if qos else None, dup and qos > 0, retain),
