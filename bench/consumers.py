@@ -19,6 +19,11 @@ import orjson
 
 from connectors.mqtt import READINGS_TOPIC_FILTER, BrokerAddress
 
+BROKER_INFLIGHT = 10_000
+"""The broker's ``max_inflight_messages`` in the benchmarks: what docs/operations.md gives for
+production. SEMS acknowledges a message once it is stored, so it takes at most this many per
+store round trip; the baselines acknowledge on receipt and do not notice it."""
+
 
 class DrainTimeout(RuntimeError):
     pass

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from bench.backlog import Backlog, build_backlog, publish_backlog
-from bench.consumers import BareAiomqtt, Consumer, Drain, MosquittoSub
+from bench.consumers import BROKER_INFLIGHT, BareAiomqtt, Consumer, Drain, MosquittoSub
 from bench.report import Results, machine_facts, print_report, write_json
 from bench.sems import SemsRuntime
 from connectors.mqtt import BrokerAddress
@@ -125,7 +125,8 @@ async def run(opts: Options) -> tuple[Results, str | None]:
                       fleet=f"{opts.facilities} facilities x {opts.meters_per_facility} "
                             f"meters, seed {opts.seed}")
     with tempfile.TemporaryDirectory(prefix="sems-bench-") as tmp:
-        mosquitto = Mosquitto(Path(tmp) / "mosquitto").start()
+        mosquitto = Mosquitto(Path(tmp) / "mosquitto",
+                              max_inflight_messages=BROKER_INFLIGHT).start()
         try:
             bench = Bench(BrokerAddress.parse(mosquitto.url), fleet, backlog, Path(tmp))
             for rep in range(opts.repeat):

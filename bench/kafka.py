@@ -39,7 +39,13 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.backlog import Backlog, build_backlog, publish_backlog
-from bench.consumers import Drain, DrainTimeout, drain_timeout_s, forget_session
+from bench.consumers import (
+    BROKER_INFLIGHT,
+    Drain,
+    DrainTimeout,
+    drain_timeout_s,
+    forget_session,
+)
 from bench.report import Results, machine_facts, print_report, write_json
 from bench.sems import SemsRuntime, cpu_use
 from connectors import kafka as topics
@@ -432,7 +438,8 @@ async def run(opts: Options) -> Results:
     kinds = list(measure)
     with tempfile.TemporaryDirectory(prefix="sems-bench-kafka-") as tmp:
         root = Path(tmp)
-        mosquitto = Mosquitto(root / "mosquitto").start()
+        mosquitto = Mosquitto(root / "mosquitto",
+                              max_inflight_messages=BROKER_INFLIGHT).start()
         kafka = Kafka(root / "kafka").start()
         try:
             machine = {**machine_facts(), "kafka": kafka_version(),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.consumers import Drain
+from bench.consumers import BROKER_INFLIGHT, Drain
 from tests.servers import mosquitto_binary
 
 TARGET_PER_S = 10_000
@@ -57,7 +57,7 @@ def machine_facts() -> dict[str, str]:
         "os": platform.platform(),
         "sems": sems_revision(),
         "python": sys.version.split()[0],
-        "mosquitto": mosquitto_version(),
+        "mosquitto": f"{mosquitto_version()}, max_inflight_messages {BROKER_INFLIGHT:,}",
         "aiomqtt": version("aiomqtt"),
         "paho-mqtt": version("paho-mqtt"),
         "pydantic": version("pydantic"),

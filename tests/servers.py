@@ -122,6 +122,10 @@ class Mosquitto:
     workdir: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    max_inflight_messages: int = 1000
+    """Unacknowledged messages in flight to one client. A subscriber that acknowledges once
+    stored takes at most this many per store round trip (the benchmarks use the 10,000 of
+    docs/operations.md; tests keep 1,000 so that a few thousand messages test the flow)."""
 
     @property
     def url(self) -> str:
@@ -148,7 +152,7 @@ class Mosquitto:
             # broker is where a burst waits.
             "max_queued_messages 0\n"
             "max_queued_bytes 0\n"
-            "max_inflight_messages 1000\n"
+            f"max_inflight_messages {self.max_inflight_messages}\n"
             "persistent_client_expiration 1d\n"
             "set_tcp_nodelay true\n"
             f"log_dest file {self.log_path}\n"
