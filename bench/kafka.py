@@ -274,12 +274,14 @@ def e2e_name(workers: int) -> str:
     return f"SEMS kafka: ingest + {workers} worker{'s' if workers > 1 else ''}"
 
 
-def _process_cpu_note(workers: list[Worker], wall_s: float,
+def _process_cpu_note(workers: list[Worker], wall_s: float, *, readings: int,
                       before: Sequence[float] | None = None) -> str:
     cpus = [process_cpu_s(w.process.pid) for w in workers if w.process is not None]
     if before is not None:
         cpus = [c - b for c, b in zip(cpus, before, strict=True)]
-    return "worker CPU: " + ", ".join(f"{c:.2f} s ({c / wall_s:.0%})" for c in cpus)
+    per = max(readings, 1) / 1e6
+    return "worker CPU: " + ", ".join(f"{c:.2f} s ({c / wall_s:.0%}; {c / per:.0f} us a reading)"
+                                      for c in cpus)
 
 
 async def e2e_run(bench: Bench, run_id: str, *, workers: int) -> Drain:
@@ -330,9 +332,10 @@ async def e2e_run(bench: Bench, run_id: str, *, workers: int) -> Drain:
             wall_s = finished - started
             notes = [("this process (ingest and worker): " if workers == 0
                       else "this process (ingest): ")
-                     + cpu_use(cpu_started, wall_s=wall_s)]
+                     + cpu_use(cpu_started, wall_s=wall_s, readings=expected)]
             if procs:
-                notes += [_process_cpu_note(procs, wall_s, before=worker_cpu_before),
+                notes += [_process_cpu_note(procs, wall_s, readings=expected,
+                                            before=worker_cpu_before),
                           ready_note]
             notes.append(broker_cpu.note(wall_s))
         finally:
@@ -370,7 +373,7 @@ async def workers_run(bench: Bench, run_id: str, *, n: int) -> Drain:
         finished, first_stored = await wait_stored(db, expected, started=started,
                                                    workers=workers, logs=bench.workdir / run_id)
         wall_s = finished - started
-        cpu = _process_cpu_note(workers, wall_s)
+        cpu = _process_cpu_note(workers, wall_s, readings=expected)
         broker = broker_cpu.note(wall_s)
     finally:
         for w in workers:

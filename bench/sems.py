@@ -117,12 +117,15 @@ async def wait_accepted(runtime: LocalRuntime, expected: int, *, timeout_s: floa
         await asyncio.sleep(POLL_S)
 
 
-def cpu_use(started: tuple[float, float], *, wall_s: float) -> str:
-    """CPU of the event-loop thread (the caller's) and of the process's other threads."""
+def cpu_use(started: tuple[float, float], *, wall_s: float, readings: int) -> str:
+    """CPU of the event-loop thread (the caller's) and of the process's other threads, in all
+    and per reading."""
     loop_s = time.thread_time() - started[0]
     other_s = time.process_time() - started[1] - loop_s
+    per = max(readings, 1) / 1e6
     return (f"CPU over {wall_s:.2f} s: event-loop thread {loop_s:.2f} s "
-            f"({loop_s / wall_s:.0%}), other threads {other_s:.2f} s ({other_s / wall_s:.0%})")
+            f"({loop_s / wall_s:.0%}), other threads {other_s:.2f} s ({other_s / wall_s:.0%}); "
+            f"{(loop_s + other_s) / per:.0f} us a reading ({loop_s / per:.0f} on the loop)")
 
 
 class SemsRuntime:
@@ -166,7 +169,8 @@ class SemsRuntime:
             received = _sample(runtime, RECEIVED)
             dropped = _sample(runtime, DUPLICATES_DROPPED)
             spent = time_spent(runtime)
-            cpu = cpu_use(cpu_started, wall_s=time.perf_counter() - started)
+            cpu = cpu_use(cpu_started, wall_s=time.perf_counter() - started,
+                          readings=accepted)
             await runtime.stop()
         check = check_store(self.settings.database_path, expected=expected)
         notes = (f"received {received}, accepted {accepted}, "
