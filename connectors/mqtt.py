@@ -19,19 +19,18 @@ The publisher (simulators, tests, benchmarks) stays on aiomqtt's public API.
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aiomqtt
 
 from connectors import mqtt_codec as wire
+from connectors.mqtt_link import BrokerLink, MqttConnectionLost
 from core.channels import Channel
 from core.metrics import Metrics
 from schemas.raw import RawMessage
@@ -39,7 +38,6 @@ from schemas.raw import RawMessage
 log = logging.getLogger(__name__)
 
 READINGS_TOPIC_FILTER = "meters/+/+"
-P = TypeVar("P", wire.Connack, wire.Suback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,172 +60,7 @@ def subscription(share_group: str | None) -> str:
     return READINGS_TOPIC_FILTER
 
 
-class MqttConnectionLost(Exception):
-    """The link to the broker broke, or the broker refused it; the subscriber connects again."""
-
-
-class _Link(asyncio.Protocol):
-    """One connection to the broker: decodes what arrives, queues the messages, writes acks.
-
-    Reading pauses once ``high`` messages wait (the decoder keeps the bytes after the
-    ``high``-th undecoded) and resumes when they are down to ``low``."""
-
-    def __init__(self, *, high: int, low: int) -> None:
-        self.high = high
-        self.low = low
-        self.messages: collections.deque[wire.Publish] = collections.deque()
-        self.peak_waiting = 0
-        self.last_heard = time.monotonic()
-        self._decoder = wire.Decoder()
-        self._transport: asyncio.Transport | None = None
-        self._paused = False
-        self._lost: BaseException | None = None
-        self._wake: asyncio.Future[None] | None = None
-        self._replies: dict[type, asyncio.Future[wire.Packet]] = {}
-        self._acks: list[int] = []
-        self._ack_scheduled = False
-        self.closed = asyncio.get_running_loop().create_future()
-
-    # -- asyncio.Protocol ----------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.last_heard = time.monotonic()
-        self._decode(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(exc or MqttConnectionLost("the broker closed the connection"))
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    # -- the subscriber's side -----------------------------------------------------------
-
-    def send(self, packet: bytes) -> None:
-        if self._transport is None or self._transport.is_closing():
-            raise MqttConnectionLost("the connection is closed")
-        self._transport.write(packet)
-
-    def expect(self, kind: type[P]) -> asyncio.Future[wire.Packet]:
-        """The next ``kind`` packet the broker sends (registered before the request goes)."""
-        future: asyncio.Future[wire.Packet] = asyncio.get_running_loop().create_future()
-        if self._lost is not None:
-            future.set_exception(self._lost)
-        else:
-            self._replies[kind] = future
-        return future
-
-    async def reply(self, kind: type[P], timeout_s: float | None,
-                    future: asyncio.Future[wire.Packet] | None = None) -> P:
-        future = future if future is not None else self.expect(kind)
-        try:
-            packet = await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            raise MqttConnectionLost(f"no {kind.__name__.upper()} within {timeout_s:g} s"
-                                     ) from None
-        assert isinstance(packet, kind)
-        return packet
-
-    async def take(self, most: int) -> list[wire.Publish]:
-        """At least one message (up to ``most``); raises once the connection is lost."""
-        messages = self.messages
-        while not messages:
-            if self._lost is not None:
-                raise self._lost
-            self._wake = asyncio.get_running_loop().create_future()
-            await self._wake
-        n = min(most, len(messages))
-        batch = [messages.popleft() for _ in range(n)]
-        if self._paused and len(messages) <= self.low:
-            self._paused = False
-            self.last_heard = time.monotonic()  # silence while not reading was ours
-            self._decode(b"")  # what was read ahead, before the socket has more
-            if not self._paused and self._transport is not None:
-                self._transport.resume_reading()
-        return batch
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-    def ack(self, packet_id: int) -> None:
-        """Acknowledge a QoS 1 message, with the others of this event-loop turn: one write.
-        An ack for a connection that is gone is dropped: the broker redelivers the message
-        on the next one, perhaps under the same packet id as another message."""
-        self._acks.append(packet_id)
-        if not self._ack_scheduled:
-            self._ack_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush_acks)
-
-    def flush_acks(self) -> None:
-        self._ack_scheduled = False
-        ids, self._acks = self._acks, []
-        transport = self._transport
-        if ids and transport is not None and not transport.is_closing():
-            transport.write(wire.pubacks(ids))
-
-    def abort(self, why: BaseException) -> None:
-        self._fail(why)
-        if self._transport is not None:
-            self._transport.abort()
-
-    async def close(self) -> None:
-        """The acks of this turn, DISCONNECT, and the socket closed once they are written."""
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            self.flush_acks()
-            transport.write(wire.DISCONNECT_PACKET)
-            transport.close()
-            try:
-                await asyncio.wait_for(asyncio.shield(self.closed), 2.0)
-            except TimeoutError:
-                transport.abort()
-
-    # -- inside --------------------------------------------------------------------------
-
-    def _decode(self, data: bytes) -> None:
-        room = self.high - len(self.messages)
-        try:
-            packets = self._decoder.feed(data, max_publishes=max(room, 0))
-        except wire.ProtocolError as exc:
-            log.warning("mqtt: %s; reconnecting", exc)
-            self.abort(MqttConnectionLost(f"protocol error: {exc}"))
-            return
-        messages = self.messages
-        for packet in packets:
-            if type(packet) is wire.Publish:
-                if packet.qos == 2:  # SEMS subscribes at QoS 1: the broker may not send 2
-                    self.abort(MqttConnectionLost("a QoS 2 PUBLISH on a QoS 1 subscription"))
-                    return
-                messages.append(packet)
-            elif isinstance(packet, wire.Connack | wire.Suback):
-                future = self._replies.pop(type(packet), None)
-                if future is not None and not future.done():
-                    future.set_result(packet)
-        waiting = len(messages)
-        if waiting > self.peak_waiting:
-            self.peak_waiting = waiting
-        if waiting >= self.high and not self._paused:
-            self._paused = True
-            if self._transport is not None:
-                self._transport.pause_reading()
-        if waiting and self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._lost is None:
-            self._lost = exc
-        for future in self._replies.values():
-            if not future.done():
-                future.set_exception(exc)
-        self._replies.clear()
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
-
-
-def _abort_on_refusal(link: _Link, task: asyncio.Future[None]) -> None:
+def _abort_on_refusal(link: BrokerLink, task: asyncio.Future[None]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         link.abort(exc)
 
@@ -258,7 +91,7 @@ class MqttSource:
         self.keepalive_s = keepalive_s
         self.timeout_s = timeout_s
         self._peak_before = 0
-        self._link: _Link | None = None
+        self._link: BrokerLink | None = None
         self.connected = asyncio.Event()
 
     @property
@@ -280,9 +113,9 @@ class MqttSource:
                 self.metrics.mqtt_connected.set(0)
             await asyncio.sleep(self.reconnect_delay_s)
 
-    async def _connect(self) -> _Link:
+    async def _connect(self) -> BrokerLink:
         loop = asyncio.get_running_loop()
-        link = _Link(high=self.max_waiting, low=self.max_waiting // 4)
+        link = BrokerLink(high=self.max_waiting, low=self.max_waiting // 4)
         await asyncio.wait_for(
             loop.create_connection(lambda: link, self.broker.host, self.broker.port),
             self.timeout_s)
@@ -316,7 +149,7 @@ class MqttSource:
             raise MqttConnectionLost(f"the broker did not grant {self.topic} at QoS 1 "
                                      f"(SUBACK {answer.granted})")
 
-    async def _keepalive(self, link: _Link) -> None:
+    async def _keepalive(self, link: BrokerLink) -> None:
         """A PINGREQ every ``keepalive_s``; a broker silent for 1.5 of them while we read is
         gone (while reading is paused its answers wait, unread, in the socket)."""
         while True:
