@@ -11,9 +11,10 @@ import orjson
 from aiohttp import web
 
 from api import openapi, params, route_table
-from api.context import DEPS, PRINCIPAL, ApiDeps, limit_rate
+from api.context import DEPS, PRINCIPAL, REGISTRY, ApiDeps, limit_rate
 from api.endpoints import UNLIMITED_PATHS, Endpoint
 from api.errors import ApiError, error_response
+from api.metadata_cache import MetadataCache
 from api.ops import SPEC
 from core.logs import trace_id_from, trace_id_var
 from tables.ports.store import StoreUnavailable
@@ -142,6 +143,7 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
 def create_app(deps: ApiDeps) -> web.Application:
     app = web.Application(middlewares=[errors_and_metrics], client_max_size=deps.max_body_bytes)
     app[DEPS] = deps
+    app[REGISTRY] = MetadataCache(deps.metadata, ttl_s=deps.metadata_ttl_s)
     route_table.setup(app)
     endpoints = route_table.endpoints(local_issuer=deps.jwks is not None)
     for e in endpoints:

@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", dest="simulate_seed", type=int)
     run.add_argument("--backfill-s", dest="simulate_backfill_s", type=float)
 
+    api = sub.add_parser("api", help="the API alone against the configured stores, in "
+                                     "--workers processes on one port")
+    api.add_argument("--profile", choices=["embedded", "production"])
+    api.add_argument("--data-dir", type=Path)
+    api.add_argument("--host", dest="api_host")
+    api.add_argument("--port", dest="api_port", type=int)
+    api.add_argument("--workers", dest="api_workers", type=int,
+                     help="processes serving the port (SEMS_API_WORKERS, default 1)")
+    api.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+
     worker = sub.add_parser("worker", help="an extra kafka-runtime worker (scale out)")
     worker.add_argument("--profile", choices=["embedded", "production"])
     worker.add_argument("--kafka", dest="kafka_bootstrap", metavar="HOST:PORT")
@@ -112,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ingest":
         overrides = {"data_dir": args.data_dir, "kafka_bootstrap": args.kafka_bootstrap,
                      "mqtt_url": args.mqtt_url, "runtime": "kafka", "profile": args.profile}
+    if args.command == "api":
+        overrides = {k: getattr(args, k) for k in (
+            "profile", "data_dir", "api_host", "api_port", "api_workers")}
     if args.command == "run":
         overrides = {k: getattr(args, k) for k in (
             "profile", "runtime", "kafka_bootstrap", "mqtt_url", "data_dir", "api_host", "api_port",
@@ -125,6 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "run":
         return asyncio.run(serve.run(settings))
+    if args.command == "api":
+        if settings.api_workers > 1:
+            from streams.api_workers import run_group
+
+            return asyncio.run(run_group(settings))
+        return asyncio.run(serve.api(settings, reuse_port=args.reuse_port))
     if args.command == "worker":
         return asyncio.run(serve.worker(settings))
     if args.command == "ingest":
