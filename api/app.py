@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 ENDPOINTS = web.AppKey("endpoints", dict)
 """(method, path) -> Endpoint, for the middleware."""
+ENDPOINT = web.RequestKey("endpoint", Endpoint)
+"""The request's route, looked up once by the middleware (``security_headers`` reads it)."""
 
 
 def route_name(request: web.Request) -> str:
@@ -91,9 +93,10 @@ async def errors_and_metrics(
             if request.path not in UNLIMITED_PATHS:
                 limit_client(deps, request)
             endpoint = request.app[ENDPOINTS].get((request.method, route))
-            if endpoint is not None and endpoint.roles is not None:
-                await admit(request, endpoint)
             if endpoint is not None:
+                request[ENDPOINT] = endpoint
+                if endpoint.roles is not None:
+                    await admit(request, endpoint)
                 params.check(endpoint.params, request.query, request.match_info)
             response = await handler(request)
         except ApiError as exc:
@@ -135,7 +138,7 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     ``Cache-Control: no-store`` on all but the cacheable public documents: what an
     authenticated route answers (data or an error) must not stay in a shared cache."""
     response.headers.update(SECURITY_HEADERS)
-    endpoint = request.app[ENDPOINTS].get((request.method, route_name(request)))
+    endpoint = request.get(ENDPOINT)
     if endpoint is None or not endpoint.cacheable:
         response.headers["Cache-Control"] = "no-store"
 
