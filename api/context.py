@@ -44,8 +44,7 @@ class ApiDeps:
     """Where ``/current`` keeps each facility's latest readings for ``current_ttl_s``."""
     current_ttl_s: float = 10.0
     metadata_ttl_s: float = 5.0
-    """How long the registry (facilities, meters) is read from memory
-    (``api/metadata_cache.py``)."""
+    """How long ``/api/facilities`` lists the registry from memory (``api/metadata_cache.py``)."""
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(50.0, 200))
     """Per credential (``Principal.rate_key``), after authentication."""
     client_rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(200.0, 400))
@@ -61,7 +60,8 @@ class ApiDeps:
 
 DEPS = web.AppKey("deps", ApiDeps)
 REGISTRY = web.AppKey("registry", MetadataCache)
-"""The facilities and meters as the routes read them, refreshed every ``metadata_ttl_s``."""
+"""The facilities and meters as ``/api/facilities`` lists them, refreshed every
+``metadata_ttl_s``."""
 PRINCIPAL = web.RequestKey("principal", Principal)
 """Who is calling, set by the middleware on every authenticated route."""
 
@@ -88,7 +88,7 @@ def limit_rate(deps: ApiDeps, key: str, credential: str) -> None:
 async def facility_or_404(request: web.Request) -> Facility:
     """The facility the path names (the middleware has checked the caller may see it)."""
     facility_id = request.match_info["facility_id"]
-    facility = await request.app[REGISTRY].facility(facility_id)
+    facility = await request.app[DEPS].metadata.facility(facility_id)
     if facility is None:
         raise not_found("facility", facility_id)
     return facility

@@ -51,7 +51,10 @@ def setup(app: web.Application) -> None:
 
 
 async def list_facilities(request: web.Request) -> web.Response:
-    """The facilities the caller may see, each with its meters."""
+    """The facilities the caller may see, each with its meters: the store answers a ping
+    first, so that an unavailable store is a 503 here as on every route that reads it; the
+    list itself comes from the registry in memory (``api/metadata_cache.py``)."""
+    await request.app[DEPS].metadata.ping()
     registry = await request.app[REGISTRY].registry()
     scope = request[PRINCIPAL].facility_ids
     if scope is None:
@@ -190,8 +193,9 @@ async def rollups(request: web.Request) -> web.Response:
     scope = Scope.FACILITY
     scope_id = facility.facility_id
     if meter_id is not None:
-        registry = await request.app[REGISTRY].registry()
-        if meter_id not in registry.meter_ids.get(facility.facility_id, frozenset()):
+        known = {m.meter_id for m in await deps.metadata.meters()
+                 if m.facility_id == facility.facility_id}
+        if meter_id not in known:
             raise not_found("meter", meter_id)
         scope, scope_id = Scope.METER, meter_id
     end = parse_time(request, "end") or deps.clock()

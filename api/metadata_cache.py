@@ -1,12 +1,11 @@
-"""The registry as the API reads it on every request: facilities and their meters, held in
-process for ``ttl_s`` (``SEMS_API_METADATA_TTL_S``, 5 s) instead of two store queries per
-``/api/facilities`` and one per facility route.
+"""The registry as ``/api/facilities`` lists it: facilities and their meters, held in process
+for ``ttl_s`` (``SEMS_API_METADATA_TTL_S``, 5 s), the list serialized once per refresh,
+instead of two store queries and every facility's and meter's pydantic dump per request.
 
-What that costs: a facility's changed name or contracted demand, or a new meter, shows up to
-``ttl_s`` late in the list and in ``/current``. A facility id that the snapshot does not know is
-looked up in the store at once (and not remembered), so a facility registered a moment ago is
-never a 404. Concurrent refreshes share one pair of store queries; a failed refresh raises to
-its callers (503) and the next request tries again. ``ttl_s`` 0 reads the store every time."""
+What that costs: a new or changed facility or meter shows up to ``ttl_s`` late in the list.
+The route still has the store answer a ping first, so an unavailable store is a 503 there as
+before. Concurrent refreshes share one pair of store queries; a failed refresh raises to its
+callers (503) and the next request tries again. ``ttl_s`` 0 reads the store every time."""
 
 from __future__ import annotations
 
@@ -18,18 +17,15 @@ from typing import Any
 
 import orjson
 
-from schemas.metadata import Facility
 from tables.ports.metadata import MetadataStore
 
 
 @dataclass(frozen=True, slots=True)
 class Registry:
-    facilities: dict[str, Facility]
     listing: tuple[tuple[str, dict[str, Any]], ...]
     """Each facility id with its ``/api/facilities`` entry (the facility and its meters)."""
     listing_body: bytes
     """The whole list serialized, for callers who see every facility."""
-    meter_ids: dict[str, frozenset[str]]
 
 
 async def load(store: MetadataStore) -> Registry:
@@ -42,11 +38,8 @@ async def load(store: MetadataStore) -> Registry:
     listing = tuple((f.facility_id, {**f.model_dump(mode="json"),
                                      "meters": by_facility.get(f.facility_id, [])})
                     for f in facilities)
-    return Registry(facilities={f.facility_id: f for f in facilities}, listing=listing,
-                    listing_body=orjson.dumps({"facilities": [e for _, e in listing]}),
-                    meter_ids={fid: frozenset(m.meter_id for m in meters
-                                              if m.facility_id == fid)
-                               for fid in {m.facility_id for m in meters}})
+    return Registry(listing=listing,
+                    listing_body=orjson.dumps({"facilities": [e for _, e in listing]}))
 
 
 class MetadataCache:
@@ -78,9 +71,3 @@ class MetadataCache:
         self._loading = None
         if not future.cancelled():
             future.exception()  # retrieved: the callers awaiting it got it
-
-    async def facility(self, facility_id: str) -> Facility | None:
-        facility = (await self.registry()).facilities.get(facility_id)
-        if facility is None:  # perhaps registered since: the store says
-            facility = await self._store.facility(facility_id)
-        return facility

@@ -184,7 +184,7 @@ async def test_an_unknown_facility_is_a_404_and_is_not_cached(
         assert resp.status == 404
         assert (await resp.json())["error_code"] == "facility_not_found"
     assert cache_count(store, "hit") == 0
-    # Registered now: found at once, although the registry in memory is younger than its TTL.
+    # Registered now: found at once (a miss asks the store for the facility).
     await store.upsert_facilities([Facility(facility_id="plant-9", name="Nine",
                                             contract_demand_kw=10)])
     resp = await client.get("/api/facilities/plant-9/current")
