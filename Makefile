@@ -55,7 +55,7 @@ bench-kafka: $(STAMP) services  ## the kafka runtime end to end and per worker, 
 bench-influx: $(STAMP) services  ## InfluxDB writes through SEMS beside raw line-protocol posts
 	$(PY) -m bench.influx
 
-bench-api: $(STAMP) services  ## /current latency at 500 req/s with Redis, beside no cache (needs wrk)
+bench-api: $(STAMP) services  ## the API: routes beside /healthz, 500 req/s with Redis beside no cache, 1 vs 2 processes, start-up (needs wrk); exits 1 on a missed target
 	$(PY) -m bench.api
 
 bench-forecast: $(STAMP)  ## the 15-min forecast cycle for 100 and 1,000 facilities, beside seasonal naive

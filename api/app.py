@@ -11,9 +11,10 @@ import orjson
 from aiohttp import web
 
 from api import openapi, params, route_table
-from api.context import DEPS, PRINCIPAL, ApiDeps, limit_rate
+from api.context import DEPS, PRINCIPAL, REGISTRY, ApiDeps, limit_rate
 from api.endpoints import UNLIMITED_PATHS, Endpoint
 from api.errors import ApiError, error_response
+from api.metadata_cache import MetadataCache
 from api.ops import SPEC
 from core.logs import trace_id_from, trace_id_var
 from tables.ports.store import StoreUnavailable
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 ENDPOINTS = web.AppKey("endpoints", dict)
 """(method, path) -> Endpoint, for the middleware."""
+ENDPOINT = web.RequestKey("endpoint", Endpoint)
+"""The request's route, looked up once by the middleware (``security_headers`` reads it)."""
 
 
 def route_name(request: web.Request) -> str:
@@ -90,9 +93,10 @@ async def errors_and_metrics(
             if request.path not in UNLIMITED_PATHS:
                 limit_client(deps, request)
             endpoint = request.app[ENDPOINTS].get((request.method, route))
-            if endpoint is not None and endpoint.roles is not None:
-                await admit(request, endpoint)
             if endpoint is not None:
+                request[ENDPOINT] = endpoint
+                if endpoint.roles is not None:
+                    await admit(request, endpoint)
                 params.check(endpoint.params, request.query, request.match_info)
             response = await handler(request)
         except ApiError as exc:
@@ -134,7 +138,7 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     ``Cache-Control: no-store`` on all but the cacheable public documents: what an
     authenticated route answers (data or an error) must not stay in a shared cache."""
     response.headers.update(SECURITY_HEADERS)
-    endpoint = request.app[ENDPOINTS].get((request.method, route_name(request)))
+    endpoint = request.get(ENDPOINT)
     if endpoint is None or not endpoint.cacheable:
         response.headers["Cache-Control"] = "no-store"
 
@@ -142,6 +146,7 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
 def create_app(deps: ApiDeps) -> web.Application:
     app = web.Application(middlewares=[errors_and_metrics], client_max_size=deps.max_body_bytes)
     app[DEPS] = deps
+    app[REGISTRY] = MetadataCache(deps.metadata, ttl_s=deps.metadata_ttl_s)
     route_table.setup(app)
     endpoints = route_table.endpoints(local_issuer=deps.jwks is not None)
     for e in endpoints:

@@ -18,6 +18,7 @@ from api import bounds
 from api.auth import Authenticator
 from api.dr_deps import DrApi
 from api.errors import ApiError, bad_parameter, not_found
+from api.metadata_cache import MetadataCache
 from api.params import INTEGER
 from api.principal import Principal
 from api.ratelimit import RateLimiter
@@ -42,6 +43,8 @@ class ApiDeps:
     cache: Cache | None = None
     """Where ``/current`` keeps each facility's latest readings for ``current_ttl_s``."""
     current_ttl_s: float = 10.0
+    metadata_ttl_s: float = 5.0
+    """How long ``/api/facilities`` lists the registry from memory (``api/metadata_cache.py``)."""
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(50.0, 200))
     """Per credential (``Principal.rate_key``), after authentication."""
     client_rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(200.0, 400))
@@ -56,12 +59,20 @@ class ApiDeps:
 
 
 DEPS = web.AppKey("deps", ApiDeps)
+REGISTRY = web.AppKey("registry", MetadataCache)
+"""The facilities and meters as ``/api/facilities`` lists them, refreshed every
+``metadata_ttl_s``."""
 PRINCIPAL = web.RequestKey("principal", Principal)
 """Who is calling, set by the middleware on every authenticated route."""
 
 
 def json_response(data: Any, *, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+
+
+def raw_json_response(body: bytes) -> web.Response:
+    """An answer serialized beforehand (``api/metadata_cache.py``)."""
+    return web.Response(body=body, content_type="application/json")
 
 
 def limit_rate(deps: ApiDeps, key: str, credential: str) -> None:

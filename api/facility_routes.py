@@ -5,26 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import TypeAdapter
 
 from api import models
 from api.context import (
     DEPS,
     PRINCIPAL,
+    REGISTRY,
     ApiDeps,
     facility_or_404,
     json_response,
     parse_int,
     parse_time,
+    raw_json_response,
 )
 from api.endpoints import EVERY_ROLE, FACILITY_ID, Endpoint, Param
 from api.errors import bad_parameter, not_found
-from schemas.metadata import MeterType
+from schemas.metadata import Facility, MeterType
 from schemas.reading import SensorReading
 from schemas.rollup import Scope, WindowName
 from tables.ports.cache import CacheUnavailable
@@ -37,7 +38,6 @@ DEFAULT_SPAN: dict[WindowName, timedelta] = {
     WindowName.HOUR_1: timedelta(days=7),
 }
 MAX_POINTS = 10_000
-_READINGS = TypeAdapter(list[SensorReading])
 
 
 Inflight = dict[str, "asyncio.Future[list[SensorReading]]"]
@@ -51,61 +51,80 @@ def setup(app: web.Application) -> None:
 
 
 async def list_facilities(request: web.Request) -> web.Response:
-    """The facilities the caller may see, each with its meters."""
-    deps = request.app[DEPS]
-    principal = request[PRINCIPAL]
-    meters = await deps.metadata.meters()
-    out = []
-    for f in await deps.metadata.facilities():
-        if not principal.may_access(f.facility_id):
-            continue
-        out.append({
-            **f.model_dump(mode="json"),
-            "meters": [m.model_dump(mode="json", exclude={"facility_id"})
-                       for m in meters if m.facility_id == f.facility_id],
-        })
-    return json_response({"facilities": out})
+    """The facilities the caller may see, each with its meters: the store answers a ping
+    first, so that an unavailable store is a 503 here as on every route that reads it; the
+    list itself comes from the registry in memory (``api/metadata_cache.py``)."""
+    await request.app[DEPS].metadata.ping()
+    registry = await request.app[REGISTRY].registry()
+    scope = request[PRINCIPAL].facility_ids
+    if scope is None:
+        return raw_json_response(registry.listing_body)
+    return json_response({"facilities": [entry for facility_id, entry in registry.listing
+                                         if facility_id in scope]})
+
+
+CURRENT_KEY = "current:v2:"
+"""The cache key's prefix; ``v2``: the snapshot below (``current:`` held a reading list)."""
 
 
 async def current(request: web.Request) -> web.Response:
     """Latest state of a facility: the sum of its main meters' latest readings against the
-    contracted demand, every meter's latest reading, and how old the data is."""
+    contracted demand, every meter's latest reading, and how old the data is. A cached
+    snapshot is answered without the store: only the ages are worked out per request."""
     deps = request.app[DEPS]
-    facility = await facility_or_404(request)
-    latest = await latest_readings(deps, facility.facility_id, request.app[INFLIGHT])
+    snapshot = await current_snapshot(request)
     now = deps.clock()
+    now_us = (now - EPOCH) // ONE_US
+    data_us = snapshot["data_us"]
+    return json_response({
+        "facility_id": snapshot["facility_id"],
+        "as_of": now.isoformat(),
+        "total_power_kw": snapshot["total_power_kw"],
+        "contract_demand_kw": snapshot["contract_demand_kw"],
+        "contract_utilization_pct": snapshot["contract_utilization_pct"],
+        "data_timestamp": snapshot["data_timestamp"],
+        "data_age_s": None if data_us is None else round((now_us - data_us) / 1e6, 3),
+        "meters": [{**m, "age_s": round((now_us - at_us) / 1e6, 3)}
+                   for m, at_us in zip(snapshot["meters"], snapshot["meter_us"], strict=True)],
+    })
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_US = timedelta(microseconds=1)
+
+
+def snapshot_of(facility: Facility, latest: list[SensorReading]) -> dict[str, Any]:
+    """What ``/current`` says of a facility apart from the ages, as JSON values: times as
+    integer microseconds since the epoch, so that an age is exact to the microsecond."""
     mains = [r for r in latest if r.meter_type is MeterType.MAIN]
     total_kw = sum(r.active_power_kw for r in mains) if mains else None
     oldest_main = min((r.timestamp for r in mains), default=None)
-    meters: list[dict[str, Any]] = [
-        {**r.model_dump(mode="json", exclude={"facility_id"}),
-         "age_s": round((now - r.timestamp).total_seconds(), 3)}
-        for r in latest
-    ]
-    return json_response({
+    return {
         "facility_id": facility.facility_id,
-        "as_of": now.isoformat(),
         "total_power_kw": total_kw,
         "contract_demand_kw": facility.contract_demand_kw,
         "contract_utilization_pct": (
             None if total_kw is None else round(100 * total_kw / facility.contract_demand_kw, 2)
         ),
         "data_timestamp": oldest_main.isoformat() if oldest_main else None,
-        "data_age_s": round((now - oldest_main).total_seconds(), 3) if oldest_main else None,
-        "meters": meters,
-    })
+        "data_us": None if oldest_main is None else (oldest_main - EPOCH) // ONE_US,
+        "meters": [r.model_dump(mode="json", exclude={"facility_id"}) for r in latest],
+        "meter_us": [(r.timestamp - EPOCH) // ONE_US for r in latest],
+    }
 
 
-async def latest_readings(deps: ApiDeps, facility_id: str,
-                          inflight: Inflight) -> list[SensorReading]:
-    """The store's latest readings of a facility, through the cache when there is one: a
-    dashboard polled by many screens costs one store query per facility per TTL. Requests that
-    miss while that query is under way wait for it instead of querying too, and each entry
-    lives a random 80-100 % of the TTL, so that entries set together do not all expire
-    together. When the cache fails, the store answers (uncached) and the failure is counted."""
+async def current_snapshot(request: web.Request) -> dict[str, Any]:
+    """The facility's snapshot, through the cache when there is one: a dashboard polled by
+    many screens costs one store query per facility per TTL. Requests that miss while that
+    query is under way wait for it instead of querying too, and each entry lives a random
+    80-100 % of the TTL, so that entries set together do not all expire together. When the
+    cache fails, the store answers (uncached) and the failure is counted. A facility that does
+    not exist is a 404 and never cached."""
+    deps = request.app[DEPS]
+    facility_id = request.match_info["facility_id"]
     cache = deps.cache
     counter = deps.metrics.cache_requests
-    key = f"current:{facility_id}"
+    key = CURRENT_KEY + facility_id
     usable = cache is not None
     if cache is not None:
         try:
@@ -116,18 +135,21 @@ async def latest_readings(deps: ApiDeps, facility_id: str,
             cached, usable = None, False
         if cached is not None:
             counter.labels("current", "hit").inc()
-            return _READINGS.validate_json(cached)
+            snapshot: dict[str, Any] = orjson.loads(cached)
+            return snapshot
         if usable:
             counter.labels("current", "miss").inc()
-    latest = await _query_once(deps, facility_id, inflight)
+    facility = await facility_or_404(request)
+    latest = await _query_once(deps, facility_id, request.app[INFLIGHT])
+    snapshot = snapshot_of(facility, latest)
     if cache is not None and usable:
         try:
-            await cache.set(key, orjson.dumps([r.model_dump(mode="json") for r in latest]),
+            await cache.set(key, orjson.dumps(snapshot),
                             ttl_s=deps.current_ttl_s * random.uniform(0.8, 1.0))
         except CacheUnavailable as exc:
             log.debug("cache: %s", exc)
             counter.labels("current", "error").inc()
-    return latest
+    return snapshot
 
 
 async def _query_once(deps: ApiDeps, facility_id: str,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
@@ -31,12 +31,17 @@ class Principal:
     """A token's ``iss``: subjects are unique per issuer only."""
     key_id: str | None = None
     """An API key's id."""
+    rate_key: str = field(init=False, compare=False)
+    """Whose budget a request spends (``_rate_key``), computed once: a principal is made
+    once per verified token (``api/token_cache.py``) and checked on every request."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate_key", self._rate_key())
 
     def may_access(self, facility_id: str) -> bool:
         return self.facility_ids is None or facility_id in self.facility_ids
 
-    @property
-    def rate_key(self) -> str:
+    def _rate_key(self) -> str:
         """Whose budget a request spends. An API key: its id (a utility's keys are separate
         systems). A token: issuer, subject, role and facility scope together. ``sub`` alone is
         not a caller: every ``sems token create`` without ``--subject`` says ``sems-cli``, so

@@ -22,7 +22,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from api.principal import Principal, Role
+from api.token_cache import VerifiedTokenCache, digest
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,21 @@ class KeysUnavailable(Exception):
 class KeySource(Protocol):
     async def key(self, kid: str | None) -> jwt.PyJWK: ...
 
+    def generation(self) -> int | None:
+        """A number naming the key set in force, which changes whenever the set does; ``None``
+        when the set is due for a refresh (``key()`` must run before a verification made
+        earlier may be trusted again). ``api/token_cache.py`` keys its entries by it."""
+        ...
+
 
 class StaticKeys:
     """Keys known up front (the local issuer's)."""
 
     def __init__(self, jwks: dict[str, Any]) -> None:
         self._keys = jwt.PyJWKSet.from_dict(jwks)
+
+    def generation(self) -> int | None:
+        return 0
 
     async def key(self, kid: str | None) -> jwt.PyJWK:
         try:
@@ -89,6 +99,8 @@ class RemoteJwks:
         self._min_refresh_s = min_refresh_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._keys: jwt.PyJWKSet | None = None
+        self._body: Any = None
+        self._generation = 0
         self._fetched_at = -float("inf")
         self._forced_at = -float("inf")
         self._lock = asyncio.Lock()
@@ -101,6 +113,11 @@ class RemoteJwks:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def generation(self) -> int | None:
+        if self._keys is None or time.monotonic() - self._fetched_at > self._ttl_s:
+            return None
+        return self._generation
 
     async def key(self, kid: str | None) -> jwt.PyJWK:
         if self._keys is None or time.monotonic() - self._fetched_at > self._ttl_s:
@@ -141,7 +158,9 @@ class RemoteJwks:
                 if self._keys is None:
                     raise KeysUnavailable(f"cannot fetch the key set from {self._url}") from None
                 return False
-            self._keys, self._fetched_at = keys, time.monotonic()
+            if body != self._body:
+                self._generation += 1  # tokens verified against the old set: verify again
+            self._keys, self._body, self._fetched_at = keys, body, time.monotonic()
             return True
 
 
@@ -158,8 +177,23 @@ class TokenVerifier:
     leeway_s: float = 30.0
     role_claim: str = "sems_role"
     facilities_claim: str = "sems_facilities"
+    cache: VerifiedTokenCache = field(default_factory=VerifiedTokenCache, compare=False)
+    """Tokens verified before (``api/token_cache.py``): a hit costs a SHA-256 and a lookup."""
 
     async def verify(self, token: str) -> Principal:
+        key = digest(token)
+        principal = self.cache.get(key, self.keys.generation())
+        if principal is not None:
+            return principal
+        principal, exp_s, generation = await self._verify(token)
+        if generation is not None:  # None: the set went stale meanwhile; keep it uncached
+            self.cache.put(key, principal, exp_s=exp_s, leeway_s=self.leeway_s,
+                           generation=generation)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float, int | None]:
+        """The full check: the principal, the token's ``exp`` and the key set's generation
+        it was verified against."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -167,6 +201,7 @@ class TokenVerifier:
         if header.get("alg") != ALGORITHM:
             raise InvalidToken(f"the token must be signed with {ALGORITHM}")
         key = await self.keys.key(header.get("kid"))
+        generation = self.keys.generation()
         try:
             claims = jwt.decode(token, key, algorithms=[ALGORITHM], audience=self.audience,
                                 issuer=self.issuer, leeway=self.leeway_s,
@@ -183,7 +218,7 @@ class TokenVerifier:
             raise InvalidToken(f"the token lacks the {exc.claim!r} claim") from None
         except jwt.PyJWTError:
             raise InvalidToken("the token's signature or claims are invalid") from None
-        return self._principal(claims)
+        return self._principal(claims), float(claims["exp"]), generation
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         raw_role = claims.get(self.role_claim)

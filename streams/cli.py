@@ -49,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", dest="simulate_seed", type=int)
     run.add_argument("--backfill-s", dest="simulate_backfill_s", type=float)
 
+    api = sub.add_parser("api", help="the API alone against the configured stores, in "
+                                     "--workers processes on one port")
+    api.add_argument("--profile", choices=["embedded", "production"])
+    api.add_argument("--data-dir", type=Path)
+    api.add_argument("--host", dest="api_host")
+    api.add_argument("--port", dest="api_port", type=int)
+    api.add_argument("--workers", dest="api_workers", type=int,
+                     help="processes serving the port (SEMS_API_WORKERS, default 1)")
+    api.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+
     worker = sub.add_parser("worker", help="an extra kafka-runtime worker (scale out)")
     worker.add_argument("--profile", choices=["embedded", "production"])
     worker.add_argument("--kafka", dest="kafka_bootstrap", metavar="HOST:PORT")
@@ -94,6 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    """The long-running commands (streams/serve.py)."""
+    if args.command == "run":
+        return await serve.run(settings)
+    if args.command == "api":
+        if settings.api_workers > 1:
+            from streams.api_workers import run_group
+
+            return await run_group(settings)
+        return await serve.api(settings, reuse_port=args.reuse_port)
+    return await serve.worker(settings, ingest=args.command == "ingest")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "forecast":
@@ -113,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ingest":
         overrides = {"data_dir": args.data_dir, "kafka_bootstrap": args.kafka_bootstrap,
                      "mqtt_url": args.mqtt_url, "runtime": "kafka", "profile": args.profile}
+    if args.command == "api":
+        overrides = {k: getattr(args, k) for k in (
+            "profile", "data_dir", "api_host", "api_port", "api_workers")}
     if args.command == "run":
         overrides = {k: getattr(args, k) for k in (
             "profile", "runtime", "kafka_bootstrap", "mqtt_url", "data_dir", "api_host", "api_port",
@@ -127,11 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ingest" and not settings.mqtt_url:
         print("sems: ingest needs a broker: --mqtt URL or SEMS_MQTT_URL", file=sys.stderr)
         return 2
-    if args.command in ("run", "worker", "ingest"):
+    if args.command in ("run", "api", "worker", "ingest"):
         try:
-            if args.command == "run":
-                return asyncio.run(serve.run(settings))
-            return asyncio.run(serve.worker(settings, ingest=args.command == "ingest"))
+            return asyncio.run(_serve(settings, args))
         except SchemaTooNew as exc:
             print(f"sems: {exc}", file=sys.stderr)
             return 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,14 @@ from streams.settings import DEFAULT_DATA_DIR, Settings
 from streams.shutdown import Shutdown, exit_abandoned
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
+    from api.context import ApiDeps, HealthCheck
+    from api.dr_deps import DrApi
     from streams.runtime import Runtime
+    from streams.security import Security
+    from tables.ports.cache import Cache
+    from tables.ports.store import Store
 
 API_SHUTDOWN_S = 2.0
 """How long in-flight API requests may finish at the stop."""
@@ -83,16 +91,12 @@ async def run(settings: Settings) -> int:
 
 async def _start_run(settings: Settings, shutdown: Shutdown) -> bool:
     """``sems run``: the runtime, the API, and the demo fleet's simulator."""
-    from aiohttp import web
-
-    from api import ApiDeps, create_app
-    from api.aiohttp_protocol_errors import api_runner
+    from api import create_app
     from connectors.mqtt import BrokerAddress, MqttPublisher
     from schemas.raw import RawMessage
     from simulators.fleet import build_fleet
     from simulators.publish import Simulation
     from streams import compose
-    from streams.security import security
 
     fleet = build_fleet(facilities=settings.simulate_facilities,
                         meters_per_facility=settings.simulate_meters, seed=settings.simulate_seed)
@@ -115,25 +119,11 @@ async def _start_run(settings: Settings, shutdown: Shutdown) -> bool:
         ok = runtime.mqtt.connected.is_set()
         return ok, "connected" if ok else "disconnected"
 
-    guarding = security(settings, runtime.store, lambda: datetime.now(UTC))
-    guard = await guarding.__aenter__()
-    shutdown.on_stop("security close", lambda: guarding.__aexit__(None, None, None))
-    app = create_app(ApiDeps(timeseries=runtime.store, metadata=runtime.store,
-                             metrics=runtime.metrics, clock=runtime.clock,
-                             health_checks={"mqtt": health_mqtt}, cache=runtime.cache,
-                             current_ttl_s=settings.current_cache_ttl_s, auth=guard.auth,
-                             rate_limiter=guard.rate_limiter,
-                             client_rate_limiter=guard.client_rate_limiter, jwks=guard.jwks,
-                             max_body_bytes=settings.api_max_body_bytes,
-                             forecasts=runtime.store, dr=runtime.dr.api))
-    # In-flight requests get a moment at the stop, not aiohttp's default minute.
-    web_runner = api_runner(app, access_log=None,
-                            shutdown_timeout=min(API_SHUTDOWN_S, settings.shutdown_grace_s / 4))
-    await web_runner.setup()
-    shutdown.on_stop("API server stop", web_runner.cleanup)
-    site = web.TCPSite(web_runner, settings.api_host, settings.api_port)
-    freeze_startup_heap()
-    await site.start()
+    guard = await _security(settings, runtime.store, shutdown)
+    app = create_app(api_deps(settings, guard, store=runtime.store, metrics=runtime.metrics,
+                              cache=runtime.cache, clock=runtime.clock,
+                              health_checks={"mqtt": health_mqtt}, dr=runtime.dr.api))
+    await listen(settings, shutdown, app)
     _banner(settings, runtime, first=fleet.facilities[0].facility_id if fleet.facilities
             else "FACILITY")
 
@@ -166,6 +156,90 @@ async def _start_run(settings: Settings, shutdown: Shutdown) -> bool:
 
         shutdown.on_stop("simulator stop", stop_simulator)
     return True
+
+
+async def _security(settings: Settings, store: Store, shutdown: Shutdown) -> Security:
+    """Authentication and the rate limits, closed at the stop."""
+    from streams.security import security
+
+    guarding = security(settings, store, lambda: datetime.now(UTC))
+    guard = await guarding.__aenter__()
+    shutdown.on_stop("security close", lambda: guarding.__aexit__(None, None, None))
+    return guard
+
+
+def api_deps(settings: Settings, guard: Security, *, store: Store, metrics: Metrics,
+             cache: Cache | None, clock: Callable[[], datetime],
+             health_checks: dict[str, HealthCheck], dr: DrApi | None) -> ApiDeps:
+    from api import ApiDeps
+
+    return ApiDeps(timeseries=store, metadata=store, metrics=metrics, clock=clock,
+                   health_checks=health_checks, cache=cache,
+                   current_ttl_s=settings.current_cache_ttl_s,
+                   metadata_ttl_s=settings.api_metadata_ttl_s, auth=guard.auth,
+                   rate_limiter=guard.rate_limiter,
+                   client_rate_limiter=guard.client_rate_limiter, jwks=guard.jwks,
+                   max_body_bytes=settings.api_max_body_bytes, forecasts=store, dr=dr)
+
+
+async def listen(settings: Settings, shutdown: Shutdown, app: web.Application, *,
+                 reuse_port: bool = False) -> None:
+    """Serve ``app`` on the API address; with ``reuse_port`` beside the other processes of a
+    ``sems api --workers N`` group (SO_REUSEPORT: the kernel spreads the connections)."""
+    from aiohttp import web
+
+    from api.aiohttp_protocol_errors import api_runner
+
+    # In-flight requests get a moment at the stop, not aiohttp's default minute.
+    web_runner = api_runner(app, access_log=None,
+                            shutdown_timeout=min(API_SHUTDOWN_S, settings.shutdown_grace_s / 4))
+    await web_runner.setup()
+    shutdown.on_stop("API server stop", web_runner.cleanup)
+    site = web.TCPSite(web_runner, settings.api_host, settings.api_port,
+                       reuse_port=reuse_port or None)
+    freeze_startup_heap()
+    await site.start()
+
+
+async def api(settings: Settings, *, reuse_port: bool = False) -> int:
+    """``sems api``: one process serving the API alone against the configured stores (no
+    pipeline, no simulator). The DR intake needs the pipeline's ``dr-events`` stream, so its
+    routes answer 503 ``dr_unavailable`` here; ``sems run`` serves them."""
+    return await _stopping(settings, lambda sd: _start_api(settings, sd, reuse_port=reuse_port))
+
+
+async def _start_api(settings: Settings, shutdown: Shutdown, *, reuse_port: bool) -> bool:
+    from api import create_app
+    from streams.stores import build_cache, build_store
+
+    metrics = Metrics()
+    shutdown.metrics = metrics
+    _lag_probe(shutdown, metrics)
+    store = build_store(settings, metrics)
+    cache = build_cache(settings)
+    await store.open()
+    shutdown.on_stop("store close", store.close)
+    if cache is not None and hasattr(cache, "close"):
+        shutdown.on_stop("cache close", cache.close)
+    guard = await _security(settings, store, shutdown)
+    app = create_app(api_deps(settings, guard, store=store, metrics=metrics, cache=cache,
+                              clock=lambda: datetime.now(UTC), health_checks={}, dr=None))
+    await listen(settings, shutdown, app, reuse_port=reuse_port)
+    if reuse_port:
+        shutdown.stop_when("sems api group", _orphaned())
+    print(f"SEMS API ({settings.profile} stores) on http://{settings.api_host}:"
+          f"{settings.api_port}, process {os.getpid()}. Press Ctrl+C to stop.", flush=True)
+    return True
+
+
+async def _orphaned() -> str:
+    """Returns once the ``sems api`` group's supervisor is gone (a process of a group must not
+    outlive it and keep the port)."""
+    parent = os.getppid()
+    while True:  # a poll: nothing signals a parent's death to its child here
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            return "the sems api supervisor is gone"
 
 
 def _banner(settings: Settings, runtime: Runtime, *, first: str) -> None:

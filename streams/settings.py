@@ -86,6 +86,10 @@ class Settings(BaseModel):
     # limited too, and one address cannot spend the budgets of the credentials it holds.
     api_client_rate_per_s: Annotated[float, Field(gt=0)] = 200.0
     api_client_rate_burst: Annotated[int, Field(ge=1)] = 400
+    # The registry (facilities, meters) as the routes read it, from memory for this long.
+    api_metadata_ttl_s: Annotated[float, Field(ge=0, le=300)] = 5.0
+    # Processes of `sems api`, all serving api_port (SO_REUSEPORT).
+    api_workers: Annotated[int, Field(ge=1, le=64)] = 1
 
     # Authentication: bearer JWTs (RS256). Without a JWKS URL, SEMS is its own issuer with a
     # key in <data_dir>/auth/ (`sems token create`); with one, tokens come from that OIDC

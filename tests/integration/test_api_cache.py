@@ -47,6 +47,7 @@ class CountingStore(SqliteStore):
     query waits for it (a slow store)."""
 
     latest_calls = 0
+    metadata_calls = 0
     gate: asyncio.Event | None = None
 
     async def latest_readings(self, facility_id: str) -> list[SensorReading]:
@@ -54,6 +55,18 @@ class CountingStore(SqliteStore):
         if self.gate is not None:
             await self.gate.wait()
         return await super().latest_readings(facility_id)
+
+    async def facility(self, facility_id: str) -> Facility | None:
+        self.metadata_calls += 1
+        return await super().facility(facility_id)
+
+    async def facilities(self) -> list[Facility]:
+        self.metadata_calls += 1
+        return await super().facilities()
+
+    async def meters(self) -> list[Meter]:
+        self.metadata_calls += 1
+        return await super().meters()
 
 
 @pytest.fixture
@@ -146,3 +159,34 @@ async def test_concurrent_misses_share_one_store_query(
     store.gate.set()
     assert await asyncio.gather(*requests) == [100.0] * 20
     assert store.latest_calls == 1
+
+
+async def test_a_cached_current_reads_nothing_from_the_store(
+    client: Client, store: CountingStore,
+) -> None:
+    """The hot path of a polled dashboard: once cached, ``/current`` is answered from Redis
+    alone, the facility included, with the ages worked out at each request."""
+    first = await (await client.get("/api/facilities/plant-1/current")).json()
+    latest, metadata = store.latest_calls, store.metadata_calls
+    second = await (await client.get("/api/facilities/plant-1/current")).json()
+    assert (store.latest_calls, store.metadata_calls) == (latest, metadata)
+    assert cache_count(store, "hit") == 1
+    assert second["total_power_kw"] == first["total_power_kw"] == 100.0
+    assert second["contract_demand_kw"] == 300.0
+    assert second["data_age_s"] >= first["data_age_s"] >= 30.0  # the reading is 30 s old
+
+
+async def test_an_unknown_facility_is_a_404_and_is_not_cached(
+    client: Client, store: CountingStore,
+) -> None:
+    for _ in range(2):
+        resp = await client.get("/api/facilities/plant-9/current")
+        assert resp.status == 404
+        assert (await resp.json())["error_code"] == "facility_not_found"
+    assert cache_count(store, "hit") == 0
+    # Registered now: found at once (a miss asks the store for the facility).
+    await store.upsert_facilities([Facility(facility_id="plant-9", name="Nine",
+                                            contract_demand_kw=10)])
+    resp = await client.get("/api/facilities/plant-9/current")
+    assert resp.status == 200
+    assert (await resp.json())["total_power_kw"] is None  # no meters yet
