@@ -112,6 +112,20 @@ def rollup_line(r: Rollup) -> str:
 
 # -- rows ----------------------------------------------------------------------------------
 
+READING_FIELDS = ("active_power_kw", "reactive_power_kvar", "voltage_v", "frequency_hz")
+ROLLUP_FIELDS = ("avg_power_kw", "total_energy_kwh", "sample_count", "covered_s", "coverage",
+                 "window_end_ms")
+"""The fields every point of its measurement has. InfluxDB keeps each field of a line as a
+series of its own, so a write cut short (the server stopped mid-request) can leave a point
+with some fields only, until SEMS, which had no acknowledgement for that write, writes the
+batch again. Readers skip such a point: it belongs to an unacknowledged write (no checkpoint
+covers it), and its full value arrives with the retry."""
+
+
+def complete(row: dict[str, Any], fields: tuple[str, ...]) -> bool:
+    return all(row.get(f) is not None for f in fields)
+
+
 def reading_of(row: dict[str, Any]) -> SensorReading:
     return SensorReading.model_construct(
         facility_id=row["facility_id"], meter_id=row["meter_id"],

@@ -33,9 +33,12 @@ from connectors.influx.protocol import (
     HAS_READING,
     LATEST_READINGS,
     MINUTE_ROLLUPS,
+    READING_FIELDS,
     READINGS_SINCE,
+    ROLLUP_FIELDS,
     ROLLUPS_QUERY,
     InfluxRejected,
+    complete,
     ms_of,
     reading_line,
     reading_of,
@@ -317,11 +320,21 @@ class InfluxTimeSeries:
                                  p_stop=at + timedelta(milliseconds=1))
         return bool(rows)
 
+    def _complete(self, rows: list[dict[str, Any]],
+                  fields: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The rows with every field of their measurement (``protocol.READING_FIELDS``): a
+        point a cut-short write left partial is skipped and counted."""
+        kept = [row for row in rows if complete(row, fields)]
+        if len(kept) < len(rows):
+            self.metrics.store_errors.labels(_STORE, "incomplete_point").inc(
+                len(rows) - len(kept))
+        return kept
+
     async def latest_readings(self, facility_id: str) -> list[SensorReading]:
         rows = await self._query(LATEST_READINGS, p_bucket=self.buckets.raw,
                                  p_facility=facility_id, p_start=_EPOCH, p_stop=_END_OF_TIME)
         newest: dict[str, SensorReading] = {}
-        for r in map(reading_of, rows):  # one row per series; a meter may have had two
+        for r in map(reading_of, self._complete(rows, READING_FIELDS)):  # a row per series
             seen = newest.get(r.meter_id)
             if seen is None or r.timestamp > seen.timestamp:
                 newest[r.meter_id] = r
@@ -337,7 +350,7 @@ class InfluxTimeSeries:
             p_scope_id=scope_id, p_window=window.value, p_start=start, p_stop=end,
             p_limit=limit if limit > 0 else 2**62,  # SQLite reads LIMIT -1 as no limit
         )
-        return [rollup_of(row) for row in rows]
+        return [rollup_of(row) for row in self._complete(rows, ROLLUP_FIELDS)]
 
     async def carries(self, facility_id: str,
                       before: datetime) -> dict[str, tuple[datetime, float]]:
@@ -357,7 +370,7 @@ class InfluxTimeSeries:
         since = max(_bound(since, "since"), _EPOCH)
         rows = await self._query(READINGS_SINCE, p_bucket=self.buckets.raw,
                                  p_facility=facility_id, p_start=since, p_stop=_END_OF_TIME)
-        return [reading_of(row) for row in rows]
+        return [reading_of(row) for row in self._complete(rows, READING_FIELDS)]
 
     async def minute_rollups(self, facility_id: str, start: datetime,
                              end: datetime) -> list[Rollup]:
@@ -366,4 +379,4 @@ class InfluxTimeSeries:
             return []
         rows = await self._query(MINUTE_ROLLUPS, p_bucket=self.buckets.minute,
                                  p_facility=facility_id, p_start=start, p_stop=end)
-        return [rollup_of(row) for row in rows]
+        return [rollup_of(row) for row in self._complete(rows, ROLLUP_FIELDS)]
