@@ -50,6 +50,7 @@ from bench.report import Results, machine_facts, print_report, write_json
 from bench.sems import SemsRuntime, cpu_use
 from connectors import kafka as topics
 from connectors.mqtt import BrokerAddress
+from core.looplag import freeze_startup_heap
 from simulators.fleet import Fleet, build_fleet
 from streams import compose
 from tests.integration.helpers import provision, settings
@@ -214,6 +215,7 @@ async def local_run(bench: Bench, run_id: str) -> Drain:
     try:
         await publish_backlog(bench.broker.host, bench.broker.port, bench.backlog,
                               client_id=f"pub-{uuid.uuid4().hex[:8]}")
+        freeze_startup_heap()  # as `sems run` does after its start-up
         drain = await sems.drain(bench.backlog.count)
     finally:
         await sems.forget()
@@ -320,6 +322,7 @@ async def e2e_run(bench: Bench, run_id: str, *, workers: int) -> Drain:
                               client_id=f"pub-{uuid.uuid4().hex[:8]}")
         broker_cpu = bench.broker_cpu()
         broker_cpu.start()
+        freeze_startup_heap()  # as `sems ingest` does after its start-up
         started = time.perf_counter()
         cpu_started = (time.thread_time(), time.process_time())
         runtime = compose.kafka(cfg)

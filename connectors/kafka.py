@@ -149,12 +149,17 @@ class KafkaSink(Generic[T]):
 
     The same ``send(value, *, ack=...)`` shape as an in-process channel, so the ingest agent
     runs unchanged. Values are appended to one open record batch per partition (aiokafka's
-    ``BatchBuilder``), placed by the default partitioner's hash of the key; a batch is shipped
-    when it is full, and every open batch at the end of the event-loop turn in which values
-    were sent, so an agent's burst of sends travels as a few batches. ``producer.send()`` per
-    record cost about 20 us of Python each (a future, a metadata check, the partitioner's
-    pure-Python murmur2); an append is a fraction of that. Batches are handed to the producer
-    in the order they were opened, so each partition keeps the order of the sends.
+    ``BatchBuilder``), placed by the default partitioner's hash of the key. A batch is shipped
+    when it is full, or at the end of the event-loop turn in which values were sent if its
+    partition has nothing on the way to the producer; otherwise it goes on filling until the
+    partition's previous batch has been taken into a produce request. aiokafka keeps one
+    waiting batch per partition and (idempotent) one request in flight per partition, so
+    shipping every open batch at every loop turn made each request carry one turn's records:
+    2,600 readings/s end to end on 2 cores, held by round trips, not by CPU
+    (docs/performance.md). ``producer.send()`` per record cost about 20 us of Python each (a
+    future, a metadata check, the partitioner's pure-Python murmur2); an append is a fraction
+    of that. Batches are handed to the producer in the order they were opened, so each
+    partition keeps the order of the sends.
 
     At most ``max_in_flight`` values are outstanding: when Kafka is slow, the agent waits, MQTT
     messages stay unacknowledged, and the broker holds the rest.
@@ -182,6 +187,9 @@ class KafkaSink(Generic[T]):
         self._open: dict[int, _OpenBatch] = {}
         self._ship_soon: asyncio.Handle | None = None
         self._to_ship: asyncio.Queue[tuple[int, _OpenBatch]] = asyncio.Queue()
+        self._on_the_way: dict[int, int] = {}
+        """Per partition, batches queued for the shipper or waiting for the producer to take
+        them (``send_batch`` returns once the partition's previous batch is in a request)."""
         self._shipper: asyncio.Task[None] | None = None
 
     async def _partition(self, key: bytes) -> int:
@@ -224,12 +232,17 @@ class KafkaSink(Generic[T]):
         if self._ship_soon is None:
             self._ship_soon = asyncio.get_running_loop().call_soon(self._ship_all)
 
-    def _ship_all(self) -> None:
+    def _ship_all(self, *, idle_only: bool = True) -> None:
+        """Ship the open batches of the partitions with nothing on the way (every open batch
+        with ``idle_only=False``); the others go on filling, and go when their partition's
+        previous batch has been taken (``_ship_forever``)."""
         self._ship_soon = None
         for partition in list(self._open):
-            self._ship(partition)
+            if not idle_only or not self._on_the_way.get(partition):
+                self._ship(partition)
 
     def _ship(self, partition: int) -> None:
+        self._on_the_way[partition] = self._on_the_way.get(partition, 0) + 1
         self._to_ship.put_nowait((partition, self._open.pop(partition)))
         if self._shipper is None:
             self._shipper = asyncio.create_task(self._ship_forever(), name=f"ship-{self.topic}")
@@ -245,6 +258,9 @@ class KafkaSink(Generic[T]):
             else:
                 delivery.add_done_callback(functools.partial(self._delivered, open_batch.acks))
             finally:
+                self._on_the_way[partition] -= 1
+                if not self._on_the_way[partition] and partition in self._open:
+                    self._ship(partition)  # what filled while the previous one waited
                 self._to_ship.task_done()
 
     def _delivered(self, acks: list[Ack | None], fut: asyncio.Future[Any]) -> None:
@@ -267,7 +283,7 @@ class KafkaSink(Generic[T]):
 
     async def flush(self) -> None:
         """Ship the open batches and wait until Kafka has acknowledged everything sent."""
-        self._ship_all()
+        self._ship_all(idle_only=False)
         await self._to_ship.join()
         await self.kafka.flush()
         self._check()
