@@ -233,8 +233,11 @@ def outcome_rows(outcome: Outcome) -> list[Row]:
     try:
         data = orjson.loads(outcome.json_path.read_bytes())
         rows = ROWS[outcome.name](data)
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        return [failed(f"exit {outcome.returncode}, no results ({type(e).__name__}: {e})")]
+    except OSError:
+        return [failed(f"exit {outcome.returncode}, wrote no {outcome.json_path.name}")]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        return [failed(f"exit {outcome.returncode}, {outcome.json_path.name} unreadable "
+                       f"({type(e).__name__}: {e})")]
     explained = (outcome.returncode == TARGET_MISS_EXIT.get(outcome.name)
                  and any(r.verdict == "NOT met" for r in rows))
     if outcome.returncode != 0 and not explained:
