@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run run-kafka run-production test test-unit lint typecheck bench bench-kafka bench-influx bench-api bench-forecast bench-startup bench-dr-stall soak services schemas clean
+.PHONY: run run-kafka run-production test test-unit lint typecheck bench bench-kafka bench-influx bench-api bench-forecast bench-startup bench-dr-stall bench-all soak services schemas clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "SEMS needs Python >= 3.11")'
@@ -66,6 +66,10 @@ bench-startup: $(STAMP)  ## /current latency while sems run starts, backfills an
 
 bench-dr-stall: $(STAMP)  ## event-loop lag while DR plans and reports run inline, on a thread, in a worker process
 	$(PY) -m bench.dr_stall --runs 3
+
+BENCH_ALL_ARGS ?=
+bench-all: $(STAMP) services  ## every benchmark, then one table of ratios against their baselines and targets
+	$(PY) -m bench.all $(BENCH_ALL_ARGS)
 
 SOAK_S ?= 600
 SOAK_ARGS ?=

@@ -21,7 +21,7 @@ which ``agents/dr_baseline_source.py`` computes on a thread too. Reported per ph
 ``--runs`` of the p50, p99 and max lag, the ratio of p99 to the baseline's, and the wall time
 per call.
 
-    python -m bench.dr_stall [--runs 3] [--probe-ms 10] [--reports 20]
+    python -m bench.dr_stall [--runs 3] [--probe-ms 10] [--reports 20] [--json PATH]
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import platform
 import random
 import statistics
 import sys
@@ -37,6 +36,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
+
+import orjson
 
 from agents.dr.baseline_result import BaselineConfig, BaselineResult
 from agents.dr.baselines import compute_baseline
@@ -53,7 +55,7 @@ from agents.dr.planner import plan_reduction
 from agents.forecast_pool import ProcessRunner
 from agents.offload import off_loop
 from bench.forecast_stall import measure, quantile
-from bench.report import cpu_model, sems_revision
+from bench.report import run_facts
 from simulators.fleet import build_fleet
 from simulators.inventory import SimulatorInventory
 
@@ -201,9 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--probe-ms", type=float, default=10.0)
     p.add_argument("--baseline-s", type=float, default=3.0)
     p.add_argument("--reports", type=int, default=20, help="events reported per phase")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
     a = p.parse_args(argv)
-    print(f"date {datetime.now().date()}, cpu {cpu_model()}, python {platform.python_version()}"
-          f", sems {sems_revision()}; probe every {a.probe_ms:g} ms, {a.runs} runs")
+    facts = run_facts()
+    print(", ".join(f"{k} {v}" for k, v in facts.items())
+          + f"; probe every {a.probe_ms:g} ms, {a.runs} runs")
     started = time.perf_counter()
     results = asyncio.run(run(a.runs, a.probe_ms / 1000, a.baseline_s, a.reports))
     base_p99 = statistics.median(r[1] for r in results["baseline (nothing running)"])
@@ -217,6 +221,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| {name} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | {worst * 1000:.0f} ({worsts}) "
               f"| {p99 / base_p99:.1f} | {call} |")
     print(f"({time.perf_counter() - started:.0f} s)")
+    if a.json is not None:
+        fields = ("lag_p50_ms", "lag_p99_ms", "lag_max_ms", "ms_per_call")
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_bytes(orjson.dumps(
+            {"machine": facts, "runs": a.runs, "probe_ms": a.probe_ms, "phases": {
+                name: [{**{f: r[i] * 1000 for i, f in enumerate(fields)}, "probes": r[4]}
+                       for r in rows] for name, rows in results.items()}},
+            option=orjson.OPT_INDENT_2))
     return 0
 
 

@@ -16,13 +16,13 @@ split over ``--processes`` worker processes (each builds the fleet before the cl
 medians and ratios are reported. Method and results: docs/performance.md.
 
     python -m bench.forecast [--facilities 100 1000] [--repeat 3] [--choose 3] [--processes 2]
+                             [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,13 +31,16 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
 
 import holidays
 import numpy as np
+import orjson
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from agents.forecasting import choose_model, forecast
-from bench.report import cpu_model, sems_revision
+from bench.report import run_facts
 
 ZONES = (("Europe/Berlin", "DE"), ("America/Chicago", "US"), ("Europe/London", "GB"),
          ("Asia/Tokyo", "JP"))
@@ -122,9 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--choose", type=int, default=3, help="facilities to time choose_model on")
     p.add_argument("--processes", type=int, default=1,
                    help="worker processes splitting the facilities (1: in this process)")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
     a = p.parse_args(argv)
-    print(f"date {datetime.now().date()}, cpu {cpu_model()}, python {platform.python_version()}"
-          f", sems {sems_revision()}")
+    facts = run_facts()
+    print(", ".join(f"{k} {v}" for k, v in facts.items()))
+    found: dict[str, Any] = {"machine": facts, "processes": a.processes, "repeat": a.repeat,
+                             "sizes": [], "choose_model": None}
     print(f"processes {a.processes}")
     print("| facilities | model | runs s | median s | ms per facility | / seasonal naive |")
     print("|---:|---|---|---:|---:|---:|")
@@ -148,14 +154,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for model in MODELS:
                     times[model].append(cycle(facilities, model))
         base = statistics.median(times[BASELINE])
+        found["sizes"].append({"facilities": size, "runs_s": times,
+                               "median_s": {m: statistics.median(t) for m, t in times.items()}})
         for model in MODELS:
             med = statistics.median(times[model])
             runs = ", ".join(f"{t:.1f}" for t in times[model])
             print(f"| {size:,} | {model} | {runs} | {med:.1f} | {med / size * 1000:.0f} "
                   f"| {med / base:.1f} |", flush=True)
-    if a.choose <= 0:
-        return 0
-    sample = fleet(a.choose, seed=11)
+    if a.choose > 0:
+        found["choose_model"] = choose(a.choose)
+    if a.json is not None:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_bytes(orjson.dumps(found, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def choose(count: int) -> dict[str, Any]:
+    sample = fleet(count, seed=11)
     chose = []
     started = time.perf_counter()
     for f in sample:
@@ -164,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     per = (time.perf_counter() - started) / max(1, len(sample))
     print(f"\nchoose_model (35 origins x fourier_ols, mstl_ets, seasonal_naive): {per:.1f} s "
           f"per facility; chose {', '.join(chose)}")
-    return 0
+    return {"s_per_facility": per, "chose": chose}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ same run, on a real InfluxDB 2.7 (``infra/local/influxdb.sh``).
 Each run writes into a fresh bucket; runs are interleaved; medians and ratios are reported.
 A point is one line: one reading, four fields. Method and results: docs/performance.md.
 
-    python -m bench.influx [--readings 200000] [--batch 2000] [--repeat 3]
+    python -m bench.influx [--readings 200000] [--batch 2000] [--repeat 3] [--json PATH]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import orjson
 
 from bench.report import machine_facts
 from connectors.influx import InfluxBuckets, InfluxTimeSeries
@@ -49,6 +50,7 @@ class Options:
     readings: int
     batch: int
     repeat: int
+    json_path: Path | None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -57,8 +59,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--readings", type=int, default=200_000)
     p.add_argument("--batch", type=int, default=2_000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
     a = p.parse_args(argv)
-    return Options(a.readings, a.batch, a.repeat)
+    return Options(a.readings, a.batch, a.repeat, a.json)
 
 
 async def simulated(readings: int) -> list[SensorReading]:
@@ -155,6 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sems = statistics.median(rates[SEMS])
     print(f"\nSEMS / raw 1 in flight: {sems / statistics.median(rates[RAW_1]):.2f}; "
           f"SEMS / raw 4 in flight: {sems / statistics.median(rates[RAW_4]):.2f}")
+    if opts.json_path is not None:
+        opts.json_path.parent.mkdir(parents=True, exist_ok=True)
+        opts.json_path.write_bytes(orjson.dumps(
+            {"machine": facts, "readings": opts.readings, "batch": opts.batch,
+             "repeat": opts.repeat, "points_per_s": rates,
+             "median_points_per_s": {k: statistics.median(v) for k, v in rates.items()}},
+            option=orjson.OPT_INDENT_2))
     return 0
 
 

@@ -49,6 +49,12 @@ def sems_revision() -> str:
     return out.stdout.strip()
 
 
+def run_facts() -> dict[str, str]:
+    """The date, CPU, Python and commit: what the benchmarks without servers print first."""
+    return {"date": datetime.now(UTC).date().isoformat(), "cpu": cpu_model(),
+            "python": platform.python_version(), "sems": sems_revision()}
+
+
 def machine_facts() -> dict[str, str]:
     return {
         "date": datetime.now(UTC).date().isoformat(),
