@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 
 from agents.accounts import disable_user
+from connectors.cache.redis_sessions import RedisSessions
 from connectors.sqlite import SqliteStore
 from core.metrics import Metrics
 from schemas.identity import AuditAction, Organisation, PersonRole, SessionRecord, User, sha256_hex
+from streams.settings import Settings, SettingsError
+from streams.stores import build_sessions
 from tables.ports.identity import Conflict, LastAdmin, SessionStore
 
 pytestmark = pytest.mark.integration
@@ -161,3 +164,16 @@ async def test_disabling_a_user_revokes_their_sessions_at_once(
         assert await sessions.get(sha256_hex("admin"), now=at) is not None
     finally:
         await identity.close()
+
+
+async def test_each_profile_builds_its_session_store(tmp_path: Path) -> None:
+    embedded = Settings.model_validate({"data_dir": tmp_path / "data"})
+    store = SqliteStore(tmp_path / "sems.db", metrics=Metrics())
+    assert build_sessions(embedded, store) is store.sessions
+    production = embedded.model_copy(update={"profile": "production",
+                                             "redis_url": "redis://127.0.0.1:1/0"})
+    redis = build_sessions(production, store)
+    assert isinstance(redis, RedisSessions)
+    await redis.close()
+    with pytest.raises(SettingsError, match="SEMS_REDIS_URL"):
+        build_sessions(production.model_copy(update={"redis_url": None}), store)
