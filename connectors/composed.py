@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from connectors.composed_identity import IdentityArea
 from schemas.access import ApiKeyRecord, Utility
 from schemas.deadletter import DeadLetter
 from schemas.dr import BmsCommandRecord, DrEvent, DrStatus
@@ -23,17 +24,19 @@ from schemas.rollup import Rollup, Scope, WindowName
 from tables.ports.access import AccessStore
 from tables.ports.dr import DrCreation, DrEventOrder, DrStore
 from tables.ports.forecasts import ForecastRow, ForecastStore
+from tables.ports.identity import IdentityStore
 from tables.ports.metadata import MetadataStore
 from tables.ports.timeseries import CommitBatch, TimeSeriesStore
 from tables.rollups import Checkpoint
 
 
-class RelationalAreas:
-    """Metadata, access, forecasts and DR: the areas both profiles keep in a relational
-    database (SQLite; PostgreSQL)."""
+class RelationalAreas(IdentityArea):
+    """Metadata, access, forecasts, DR and people (``connectors.composed_identity``): the
+    areas both profiles keep in a relational database (SQLite; PostgreSQL)."""
 
     def __init__(self, *, metadata: MetadataStore, access: AccessStore,
-                 forecasts: ForecastStore, dr: DrStore) -> None:
+                 forecasts: ForecastStore, dr: DrStore, identity: IdentityStore) -> None:
+        super().__init__(identity=identity)
         self.metadata = metadata
         self.access = access
         self.forecasts = forecasts
@@ -130,8 +133,10 @@ class ComposedStore(RelationalAreas):
     (it knows what its connection objects are)."""
 
     def __init__(self, *, timeseries: TimeSeriesStore, metadata: MetadataStore,
-                 access: AccessStore, forecasts: ForecastStore, dr: DrStore) -> None:
-        super().__init__(metadata=metadata, access=access, forecasts=forecasts, dr=dr)
+                 access: AccessStore, forecasts: ForecastStore, dr: DrStore,
+                 identity: IdentityStore) -> None:
+        super().__init__(metadata=metadata, access=access, forecasts=forecasts, dr=dr,
+                         identity=identity)
         self.timeseries = timeseries
 
     async def commit(self, batch: CommitBatch) -> None:

@@ -83,7 +83,8 @@ class ProductionStore(ComposedStore):
         self.postgres = postgres
         super().__init__(timeseries=ProductionTimeSeries(influx, postgres.pipeline),
                          metadata=postgres.metadata, access=postgres.access,
-                         forecasts=postgres.forecasts, dr=postgres.dr)
+                         forecasts=postgres.forecasts, dr=postgres.dr,
+                         identity=postgres.identity)
 
     async def open(self) -> None:
         await self.postgres.open()

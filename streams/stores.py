@@ -9,6 +9,7 @@ from connectors.weather import ClimatologyWeather, NoWeather, WeatherApiClient
 from core.metrics import Metrics
 from streams.settings import Settings, SettingsError
 from tables.ports.cache import Cache
+from tables.ports.identity import SessionStore
 from tables.ports.store import Store
 from tables.ports.weather import WeatherProvider
 
@@ -41,6 +42,22 @@ def build_cache(settings: Settings) -> Cache | None:
     if settings.profile == "production":
         return RedisCache(settings.redis_url) if settings.redis_url else None
     return MemoryCache()
+
+
+def build_sessions(settings: Settings, store: Store) -> SessionStore:
+    """Where signed-in sessions live (issue 16): in the embedded store's file, or in Redis in
+    production (``SEMS_REDIS_URL``; sessions need it, there is no in-process fallback that
+    would sign people out at every restart or differ between API processes). Not yet open:
+    the Redis client connects on first use and is closed by the composition root."""
+    if settings.profile == "embedded":
+        if not isinstance(store, SqliteStore):
+            raise SettingsError("the embedded profile keeps sessions in its SQLite store")
+        return store.sessions
+    if not settings.redis_url:
+        raise SettingsError("SEMS_REDIS_URL is required for sessions in the production profile")
+    from connectors.cache.redis_sessions import RedisSessions
+
+    return RedisSessions(settings.redis_url)
 
 
 def build_weather(settings: Settings) -> WeatherProvider:

@@ -17,6 +17,7 @@ from connectors.postgres.access import PostgresAccess
 from connectors.postgres.db import PostgresDb
 from connectors.postgres.dr import PostgresDr
 from connectors.postgres.forecasts import PostgresForecasts
+from connectors.postgres.identity import PostgresIdentity
 from connectors.postgres.metadata import PostgresMetadata
 from connectors.postgres.pipeline import PostgresPipelineState
 from core.metrics import Metrics
@@ -25,7 +26,8 @@ from tables.rollups import Checkpoint
 
 
 class PostgresStore(RelationalAreas):
-    """Implements ``MetadataStore``, ``AccessStore``, ``ForecastStore`` and ``DrStore``, and
+    """Implements ``MetadataStore``, ``AccessStore``, ``ForecastStore``, ``DrStore`` and
+    ``IdentityStore``, and
     keeps the dead letters and checkpoints of the production store (``pipeline``)."""
 
     def __init__(self, dsn: str, *, metrics: Metrics, min_size: int = 1, max_size: int = 8,
@@ -37,7 +39,8 @@ class PostgresStore(RelationalAreas):
         self.timeout_s = timeout_s
         self.pipeline = PostgresPipelineState(self.db)
         super().__init__(metadata=PostgresMetadata(self.db), access=PostgresAccess(self.db),
-                         forecasts=PostgresForecasts(self.db), dr=PostgresDr(self.db))
+                         forecasts=PostgresForecasts(self.db), dr=PostgresDr(self.db),
+                         identity=PostgresIdentity(self.db))
 
     async def open(self) -> None:
         """Returns at once; the pool connects in the background (``db.py``)."""

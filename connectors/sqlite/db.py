@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -113,9 +113,13 @@ class SqliteDb:
             raise StoreUnavailable("store is not open")
         return self._rconn
 
-    async def read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+    async def read(self, sql: str,
+                   params: Iterable[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
+        """``params`` by position, or by name (``:name``) when a mapping."""
+        bound = dict(params) if isinstance(params, Mapping) else tuple(params)
+
         def run() -> list[tuple[Any, ...]]:
-            return self._r().execute(sql, tuple(params)).fetchall()
+            return self._r().execute(sql, bound).fetchall()
 
         try:
             return await self._run(self._reader, run)

@@ -14,7 +14,9 @@ from connectors.sqlite.access import SqliteAccess
 from connectors.sqlite.db import SqliteDb
 from connectors.sqlite.dr import SqliteDr
 from connectors.sqlite.forecasts import SqliteForecasts
+from connectors.sqlite.identity import SqliteIdentity
 from connectors.sqlite.metadata import SqliteMetadata
+from connectors.sqlite.sessions import SqliteSessions
 from connectors.sqlite.timeseries import SqliteTimeSeries
 from core.metrics import Metrics
 
@@ -28,7 +30,10 @@ class SqliteStore(ComposedStore):
         self.db = SqliteDb(path, metrics=metrics)
         super().__init__(timeseries=SqliteTimeSeries(self.db),
                          metadata=SqliteMetadata(self.db), access=SqliteAccess(self.db),
-                         forecasts=SqliteForecasts(self.db), dr=SqliteDr(self.db))
+                         forecasts=SqliteForecasts(self.db), dr=SqliteDr(self.db),
+                         identity=SqliteIdentity(self.db))
+        self.sessions = SqliteSessions(self.db)
+        """The embedded profile's ``SessionStore``: on the same file."""
 
     async def open(self) -> None:
         """Open the file and migrate it to the schema this code knows

@@ -9,6 +9,7 @@ from typing import Protocol
 from tables.ports.access import AccessStore
 from tables.ports.dr import DrStore
 from tables.ports.forecasts import ForecastStore
+from tables.ports.identity import IdentityStore
 from tables.ports.metadata import MetadataStore
 from tables.ports.timeseries import TimeSeriesStore
 
@@ -17,8 +18,9 @@ class StoreUnavailable(RuntimeError):
     """The backing store cannot be reached; callers answer 503 or retry."""
 
 
-class Store(TimeSeriesStore, MetadataStore, AccessStore, ForecastStore, DrStore, Protocol):
-    """What a runtime opens: time series and metadata behind one object (SQLite embedded;
+class Store(TimeSeriesStore, MetadataStore, AccessStore, ForecastStore, DrStore,
+            IdentityStore, Protocol):
+    """What a runtime opens: time series, metadata and people behind one object (SQLite embedded;
     InfluxDB + PostgreSQL in production)."""
 
     async def open(self) -> None: ...

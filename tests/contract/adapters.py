@@ -18,6 +18,7 @@ from streams.stores import build_store
 from tables.ports.access import AccessStore
 from tables.ports.dr import DrStore
 from tables.ports.forecasts import ForecastStore
+from tables.ports.identity import IdentityStore
 from tables.ports.metadata import MetadataStore
 from tables.ports.store import Store
 from tests.integration.helpers import production_settings
@@ -26,7 +27,8 @@ Adapter = Literal["sqlite", "postgresql", "influxdb+postgresql"]
 STORES: list[Adapter] = ["sqlite", "influxdb+postgresql"]
 """The adapters of the whole store (``Store``, time series included): one per profile."""
 RELATIONAL: list[Adapter] = ["sqlite", "postgresql", "influxdb+postgresql"]
-"""The adapters of metadata, access, forecasts and DR: PostgreSQL has them on its own too."""
+"""The adapters of metadata, access, forecasts, DR and people: PostgreSQL has them on its own
+too."""
 
 
 class Opens(Protocol):
@@ -35,8 +37,9 @@ class Opens(Protocol):
     async def close(self) -> None: ...
 
 
-class RelationalStore(MetadataStore, AccessStore, ForecastStore, DrStore, Opens, Protocol):
-    """What the metadata, access, forecast and DR suites use (each upserts the facilities
+class RelationalStore(MetadataStore, AccessStore, ForecastStore, DrStore, IdentityStore, Opens,
+                      Protocol):
+    """What the metadata, access, forecast, DR and identity suites use (each upserts the facilities
     its rows belong to): every adapter in ``RELATIONAL``."""
 
 

@@ -2,9 +2,10 @@
 port, on real servers (InfluxDB, PostgreSQL, Redis) started by tests/servers.py:
 
 - time series (``test_store_contract``): SQLite, InfluxDB + PostgreSQL (``store``);
-- metadata, access, forecasts, DR: SQLite, PostgreSQL, InfluxDB + PostgreSQL
+- metadata, access, forecasts, DR, people: SQLite, PostgreSQL, InfluxDB + PostgreSQL
   (``relational``);
-- cache: in-process, Redis (``cache``).
+- cache: in-process, Redis (``cache``);
+- signed-in sessions: SQLite, Redis (``sessions``).
 
 Two ports keep their suites beside their adapters' servers: the BMS (SOAP client against the
 simulator's SOAP server, and the simulator's in-process adapter: the ``bms`` fixture of
@@ -21,7 +22,11 @@ from pathlib import Path
 import pytest
 
 from connectors.cache import MemoryCache, RedisCache
+from connectors.cache.redis_sessions import RedisSessions
+from connectors.sqlite import SqliteStore
+from core.metrics import Metrics
 from tables.ports.cache import Cache
+from tables.ports.identity import SessionStore
 from tables.ports.store import Store
 from tests.contract.adapters import (
     RELATIONAL,
@@ -62,3 +67,18 @@ async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
     c = RedisCache(server.url, prefix=f"t{uuid.uuid4().hex[:8]}:")
     yield c
     await c.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
+    """The session store of each profile: the embedded store's file, Redis."""
+    if request.param == "sqlite":
+        store = SqliteStore(tmp_path / "sessions.db", metrics=Metrics())
+        await store.open()
+        yield store.sessions
+        await store.close()
+        return
+    server: Redis = request.getfixturevalue("redis_server")
+    redis = RedisSessions(server.url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    yield redis
+    await redis.close()

@@ -42,7 +42,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 TABLES = {"facilities", "meters", "dr_events", "load_forecasts", "dead_letters",
-          "window_checkpoints", "utilities", "utility_api_keys", "bms_commands"}
+          "window_checkpoints", "utilities", "utility_api_keys", "bms_commands",
+          "organisations", "organisation_facilities", "users", "memberships",
+          "facility_assignments", "personal_tokens", "sign_in_failures", "audit_log"}
 TIMEOUT_S = 1.0  # the outage tests' store timeout
 PASSWORD = "hunter2-secret"  # trust authentication accepts it; it must never show in an error
 
@@ -122,7 +124,7 @@ async def store(migrated: str) -> AsyncIterator[PostgresStore]:
 def test_upgrade_applies_every_migration_and_a_second_upgrade_is_a_no_op(database: str) -> None:
     assert current_revision(database) is None
     upgrade(database)
-    assert current_revision(database) == head_revision() == "0007"
+    assert current_revision(database) == head_revision() == "0008"
     assert tables(database) == TABLES
     oids = execute(database, "SELECT relname, oid FROM pg_class WHERE relkind = 'r'")
     execute(database, "INSERT INTO facilities VALUES ('plant-a', 'A', 'UTC', 10)")
@@ -132,6 +134,26 @@ def test_upgrade_applies_every_migration_and_a_second_upgrade_is_a_no_op(databas
     assert current_revision(database) == head_revision()
     assert execute(database, "SELECT relname, oid FROM pg_class WHERE relkind = 'r'") == oids
     assert execute(database, "SELECT facility_id FROM facilities") == [("plant-a",)]
+
+
+def test_a_database_at_0007_gains_the_identity_tables_with_its_rows(database: str) -> None:
+    """The release before people (issue 16): its facilities stay, and get an organisation."""
+    upgrade(database, "0007")
+    execute(database, "INSERT INTO facilities VALUES ('plant-a', 'A', 'UTC', 10)")
+    upgrade(database)
+    assert current_revision(database) == "0008"
+    execute(database, "INSERT INTO organisations VALUES ('acme', 'Acme')")
+    execute(database, "INSERT INTO organisation_facilities VALUES ('plant-a', 'acme')")
+    assert execute(database, "SELECT f.facility_id, o.organisation_id FROM facilities f JOIN "
+                             "organisation_facilities o USING (facility_id)") == [
+        ("plant-a", "acme")]
+    with pytest.raises(psycopg.errors.CheckViolation):  # emails are kept lower-case
+        execute(database, "INSERT INTO users (user_id, email, display_name, status, created_at) "
+                          "VALUES ('u-1', 'Ops@Acme.example', 'Ops', 'active', now())")
+    downgrade(database, "0007")
+    assert tables(database) == TABLES - {
+        "organisations", "organisation_facilities", "users", "memberships",
+        "facility_assignments", "personal_tokens", "sign_in_failures", "audit_log"}
 
 
 def test_downgrade_to_base_drops_the_tables_and_upgrade_works_again(migrated: str) -> None:
@@ -219,6 +241,28 @@ SCHEMA = {
     "utility_api_keys": "key_id text not null, utility_id text C not null, key_sha256 text not "
                         "null, created_at timestamp with time zone not null, revoked_at "
                         "timestamp with time zone",
+    # People (issue 16, 0008).
+    "organisations": "organisation_id text C not null, name text not null",
+    "organisation_facilities": "facility_id text C not null, organisation_id text C not null",
+    "users": "user_id text C not null, email text C not null, display_name text not null, "
+             "status text not null, created_at timestamp with time zone not null, "
+             "last_sign_in_at timestamp with time zone, password_hash text, oidc_issuer text, "
+             "oidc_subject text",
+    "memberships": "user_id text C not null, organisation_id text C not null, role text not "
+                   "null",
+    "facility_assignments": "user_id text C not null, organisation_id text C not null, "
+                            "facility_id text C not null",
+    "personal_tokens": "token_id text not null, user_id text C not null, organisation_id text C "
+                       "not null, token_sha256 text not null, name text not null, role text "
+                       "not null, facility_ids text[] C, created_at timestamp with time zone "
+                       "not null, expires_at timestamp with time zone not null, revoked_at "
+                       "timestamp with time zone",
+    "sign_in_failures": "account text C not null, failures integer not null, first_failed_at "
+                        "timestamp with time zone not null, last_failed_at timestamp with time "
+                        "zone not null",
+    "audit_log": "audit_id bigint not null, at timestamp with time zone not null, actor_id "
+                 "text, action text not null, organisation_id text C, target text, "
+                 "client_address text, details jsonb not null",
 }
 
 

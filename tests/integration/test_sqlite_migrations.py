@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from connectors.sqlite import SqliteStore
-from connectors.sqlite.migrations import LATEST, SchemaTooNew, migrate
+from connectors.sqlite.migrations import LATEST, MIGRATIONS, SchemaTooNew, migrate
 from core.metrics import Metrics
 from schemas.dr import DrEvent
+from schemas.identity import Organisation, PersonRole, User
 from schemas.metadata import Facility, MeterType
 from schemas.reading import SensorReading
 from schemas.rollup import Scope, WindowName
@@ -126,7 +127,9 @@ async def test_a_new_store_and_an_upgraded_one_have_the_same_schema(tmp_path: Pa
     assert new == upgraded
     assert {name for kind, name, _, _ in new if kind == "table"} >= {
         "facilities", "meters", "readings", "rollups", "dead_letters", "window_checkpoints",
-        "utilities", "utility_api_keys", "load_forecasts", "dr_events", "bms_commands"}
+        "utilities", "utility_api_keys", "load_forecasts", "dr_events", "bms_commands",
+        "organisations", "organisation_facilities", "users", "memberships",
+        "facility_assignments", "personal_tokens", "sign_in_failures", "audit_log", "sessions"}
     assert user_version(tmp_path / "new.db") == user_version(tmp_path / "old.db") == LATEST
 
 
@@ -216,3 +219,37 @@ async def test_a_store_older_than_cf168ae_gets_the_columns_it_lacks(tmp_path: Pa
     finally:
         conn.close()
     assert user_version(path) == LATEST
+
+
+async def test_a_store_at_version_1_gains_the_identity_tables_with_its_data(
+    tmp_path: Path,
+) -> None:
+    """A file of the release before people (migration 1 only, issue 16) opens at the latest
+    version with its rows, and takes organisations, users and roles at once."""
+    path = cf168ae_file(tmp_path / "sems.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert migrate(conn, MIGRATIONS[:1]) == [1]
+    finally:
+        conn.close()
+    assert user_version(path) == 1
+    store = await opened(path)
+    try:
+        assert user_version(path) == LATEST
+        assert await store.facility("plant-a") == PLANT_A
+        assert await store.organisations() == []
+        await store.add_organisation(Organisation(organisation_id="acme", name="Acme"))
+        await store.set_facility_organisation("plant-a", "acme")
+        await store.add_user(User(user_id="u-1", email="Ops@Acme.example", display_name="Ops",
+                                  created_at=T0))
+        await store.set_membership("u-1", "acme", PersonRole.OPERATOR)
+        await store.set_assignments("u-1", "acme", ["plant-a"])
+        membership = await store.membership("u-1", "acme")
+        assert membership is not None and membership.facility_ids == ("plant-a",)
+        found = await store.user_by_email("ops@acme.example")
+        assert found is not None and found.user_id == "u-1"
+    finally:
+        await store.close()
+    new = tmp_path / "new.db"
+    await (await opened(new)).close()
+    assert schema(new) == schema(path)

@@ -98,6 +98,8 @@ def _baseline(conn: sqlite3.Connection) -> None:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the schema of the releases before numbered migrations", _baseline),
+    Migration(2, "people: organisations, users, roles, sessions, audit log (issue 16)",
+              _sql("0002_identity.sql")),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -1,0 +1,172 @@
+"""The identity store's logs and credentials in PostgreSQL: the audit log, personal tokens and
+sign-in failure counts (the base of ``PostgresIdentity``); schema in migration 0008."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+
+from connectors.postgres.db import Conn, PostgresDb
+from schemas.identity import (
+    ORGANISATION_WIDE_ROLES,
+    AuditAction,
+    AuditRecord,
+    PersonalToken,
+    PersonRole,
+    SignInFailures,
+)
+from tables.ports.identity import Conflict, check_personal_token
+
+_AUDIT = "audit_id, at, actor_id, action, organisation_id, target, client_address, details"
+_TOKEN = ("token_id, user_id, organisation_id, token_sha256, name, role, facility_ids, "
+          "created_at, expires_at, revoked_at")
+_FAILURES = "account, failures, first_failed_at, last_failed_at"
+
+
+async def append_audit(conn: Conn, record: AuditRecord) -> int:
+    cursor = await conn.execute(
+        "INSERT INTO audit_log (at, actor_id, action, organisation_id, target, client_address, "
+        "details) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING audit_id",
+        (record.at, record.actor_id, record.action.value, record.organisation_id,
+         record.target, record.client_address, Jsonb(record.details)))
+    row = await cursor.fetchone()
+    if row is None:
+        raise Conflict("the audit record was not written")  # INSERT RETURNING always returns
+    return int(row[0])
+
+
+def _audit(r: TupleRow) -> AuditRecord:
+    return AuditRecord(audit_id=r[0], at=r[1], actor_id=r[2], action=AuditAction(r[3]),
+                       organisation_id=r[4], target=r[5], client_address=r[6], details=r[7])
+
+
+def _token(r: TupleRow) -> PersonalToken:
+    return PersonalToken(token_id=r[0], user_id=r[1], organisation_id=r[2], token_sha256=r[3],
+                         name=r[4], role=PersonRole(r[5]),
+                         facility_ids=None if r[6] is None else tuple(r[6]),
+                         created_at=r[7], expires_at=r[8], revoked_at=r[9])
+
+
+def _failures(r: TupleRow) -> SignInFailures:
+    return SignInFailures(account=r[0], failures=r[1], first_failed_at=r[2],
+                          last_failed_at=r[3])
+
+
+class PostgresIdentityRecords:
+    """Audit log, personal tokens, sign-in failures; ``_change``: a transaction that appends
+    its audit record before it commits."""
+
+    def __init__(self, db: PostgresDb) -> None:
+        self._db = db
+
+    @asynccontextmanager
+    async def _change(self, op: str, audit: AuditRecord | None) -> AsyncIterator[Conn]:
+        async with self._db.transaction(op) as conn:
+            yield conn
+            if audit is not None:
+                await append_audit(conn, audit)
+
+    # -- audit log -------------------------------------------------------------------------
+
+    async def append_audit(self, record: AuditRecord) -> int:
+        async with self._db.transaction("append_audit") as conn:
+            return await append_audit(conn, record)
+
+    async def audit(self, *, organisation_id: str | None = None, actor_id: str | None = None,
+                    target: str | None = None, actions: Sequence[AuditAction] = (),
+                    since: datetime | None = None, until: datetime | None = None,
+                    before_id: int | None = None, limit: int = 100) -> list[AuditRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        for clause, value in (("organisation_id = %s", organisation_id),
+                              ("actor_id = %s", actor_id), ("target = %s", target),
+                              ("at >= %s", since), ("at < %s", until),
+                              ("audit_id < %s", before_id)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        if actions:
+            where.append("action = ANY(%s)")
+            params.append([a.value for a in actions])
+        sql = (f"SELECT {_AUDIT} FROM audit_log"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY audit_id DESC LIMIT %s")
+        rows = await self._db.read("audit", sql, (*params, max(0, limit)))
+        return [_audit(r) for r in rows]
+
+    # -- personal tokens -------------------------------------------------------------------
+
+    async def add_personal_token(self, token: PersonalToken, *,
+                                 audit: AuditRecord | None = None) -> None:
+        async with self._change("add_personal_token", audit) as conn:
+            row = await (await conn.execute(
+                "SELECT role FROM memberships WHERE user_id = %s AND organisation_id = %s "
+                "FOR SHARE", (token.user_id, token.organisation_id))).fetchone()
+            role = None if row is None else PersonRole(row[0])
+            if role in ORGANISATION_WIDE_ROLES:
+                cursor = await conn.execute("SELECT facility_id FROM organisation_facilities "
+                                            "WHERE organisation_id = %s",
+                                            (token.organisation_id,))
+            else:
+                cursor = await conn.execute(
+                    "SELECT facility_id FROM facility_assignments WHERE user_id = %s AND "
+                    "organisation_id = %s", (token.user_id, token.organisation_id))
+            check_personal_token(token, role, {r[0] for r in await cursor.fetchall()})
+            cursor = await conn.execute(
+                f"INSERT INTO personal_tokens ({_TOKEN}) VALUES "
+                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (token_id) DO NOTHING", (
+                    token.token_id, token.user_id, token.organisation_id, token.token_sha256,
+                    token.name, token.role.value,
+                    None if token.facility_ids is None else list(token.facility_ids),
+                    token.created_at, token.expires_at, token.revoked_at))
+            if cursor.rowcount == 0:
+                raise Conflict(f"personal token {token.token_id} already exists")
+
+    async def personal_token(self, token_id: str) -> PersonalToken | None:
+        rows = await self._db.read("personal_token", f"SELECT {_TOKEN} FROM personal_tokens "
+                                   "WHERE token_id = %s", (token_id,))
+        return _token(rows[0]) if rows else None
+
+    async def personal_tokens(self, user_id: str) -> list[PersonalToken]:
+        rows = await self._db.read("personal_tokens", f"SELECT {_TOKEN} FROM personal_tokens "
+                                   "WHERE user_id = %s ORDER BY created_at DESC, token_id",
+                                   (user_id,))
+        return [_token(r) for r in rows]
+
+    async def revoke_personal_token(self, token_id: str, *, at: datetime,
+                                    audit: AuditRecord | None = None) -> bool:
+        async with self._change("revoke_personal_token", audit) as conn:
+            cursor = await conn.execute("UPDATE personal_tokens SET revoked_at = %s WHERE "
+                                        "token_id = %s AND revoked_at IS NULL", (at, token_id))
+            return cursor.rowcount > 0
+
+    # -- sign-in failures ------------------------------------------------------------------
+
+    async def record_sign_in_failure(self, account: str, *, at: datetime,
+                                     audit: AuditRecord | None = None) -> SignInFailures:
+        async with self._change("record_sign_in_failure", audit) as conn:
+            row = await (await conn.execute(
+                f"INSERT INTO sign_in_failures ({_FAILURES}) VALUES (%s, 1, %s, %s) "
+                "ON CONFLICT (account) DO UPDATE SET failures = sign_in_failures.failures + 1, "
+                f"last_failed_at = excluded.last_failed_at RETURNING {_FAILURES}",
+                (account, at, at))).fetchone()
+            if row is None:
+                raise Conflict("the sign-in failure was not counted")  # RETURNING always does
+            return _failures(row)
+
+    async def clear_sign_in_failures(self, account: str, *,
+                                     audit: AuditRecord | None = None) -> bool:
+        async with self._change("clear_sign_in_failures", audit) as conn:
+            cursor = await conn.execute("DELETE FROM sign_in_failures WHERE account = %s",
+                                        (account,))
+            return cursor.rowcount > 0
+
+    async def sign_in_failures(self, account: str) -> SignInFailures | None:
+        rows = await self._db.read("sign_in_failures", f"SELECT {_FAILURES} FROM "
+                                   "sign_in_failures WHERE account = %s", (account,))
+        return _failures(rows[0]) if rows else None
