@@ -16,6 +16,8 @@ or a judged target was not met. Method and results: docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import shlex
 import signal
@@ -71,6 +73,7 @@ class Options:
     extra: dict[str, tuple[str, ...]]
     out_dir: Path | None
     timeout_s: float
+    lock: Path | None = None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -90,6 +93,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                    help="the run folder (.run/bench-all/<UTC time>-<commit>)")
     p.add_argument("--timeout-s", type=float, default=7200.0,
                    help="a benchmark still running after this long fails (7200)")
+    p.add_argument("--lock", type=Path, default=None,
+                   help="hold an exclusive flock(2) of this file while each benchmark runs, so "
+                        "that other work sharing the machine (taking it shared) waits for it "
+                        "and runs only between benchmarks")
     a = p.parse_args(argv)
     extra: dict[str, tuple[str, ...]] = {}
     for item in a.args:
@@ -101,7 +108,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                    if (a.only is None or b.name in a.only) and b.name not in a.skip)
     if not chosen:
         p.error("--only and --skip leave no benchmark to run")
-    return Options(chosen, a.quick, extra, a.out_dir, a.timeout_s)
+    return Options(chosen, a.quick, extra, a.out_dir, a.timeout_s, a.lock)
 
 
 def git(*args: str) -> str:
@@ -155,6 +162,17 @@ def run_one(bench: Bench, opts: Options, folder: Path, *, position: str,
     argv = [sys.executable, "-m", bench.module, *(bench.quick if opts.quick else bench.args),
             *opts.extra.get(bench.name, ()), bench.json_option, str(json_path)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with contextlib.ExitStack() as held:
+        if opts.lock is not None:
+            lock = held.enter_context(opts.lock.open("a"))
+            progress.line(f"{position} {bench.name}: waiting for {opts.lock}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _run_locked(bench, opts, argv, json_path, log_path, env, position=position,
+                           progress=progress)
+
+
+def _run_locked(bench: Bench, opts: Options, argv: list[str], json_path: Path, log_path: Path,
+                env: dict[str, str], *, position: str, progress: Progress) -> Outcome:
     started = time.monotonic()
     note = ""
     progress.line(f"{position} {bench.name}: {shlex.join(argv[2:])} (log {log_path})")
