@@ -119,9 +119,12 @@ def test_the_spec_is_openapi_31_and_names_exactly_the_routes(live: Live) -> None
         ("POST", "/webhooks/utility/dr-notification"), ("POST", "/api/dr-events"),
         ("GET", "/api/dr-events/{dr_event_id}"),
         ("GET", "/api/facilities/{facility_id}/dr-events"),
+        ("POST", "/api/auth/login"), ("POST", "/api/auth/logout"), ("GET", "/api/me"),
     }
-    # Creating DR events and reading one are exercised in tests/e2e/test_demand_response.py.
+    # Creating DR events and reading one are exercised in tests/e2e/test_demand_response.py;
+    # signing in in tests/integration/test_api_sign_in.py.
     for method, path in documented - {("POST", "/webhooks/utility/dr-notification"),
+                                      ("POST", "/api/auth/login"),
                                       ("POST", "/api/dr-events"),
                                       ("GET", "/api/dr-events/{dr_event_id}")}:
         r = requests.request(method, live.base + path.replace("{facility_id}", "fac-001"),
