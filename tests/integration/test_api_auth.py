@@ -4,6 +4,7 @@ and the token checks an OIDC-compatible API must make."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,10 +34,19 @@ from connectors.sqlite import SqliteStore
 from core.metrics import Metrics
 from schemas.access import Utility
 from schemas.dr import DrEvent, webhook_event_uuid
-from schemas.identity import PersonRole
+from schemas.identity import PersonRole, sha256_hex
 from schemas.metadata import Facility, Meter, MeterType
 from tests.auth_helpers import AUDIENCE, ISSUER, authenticator, bearer, issuer, token
-from tests.people_helpers import FAST, ORG, OTHER_ORG, PASSWORD, email_of, login, seed
+from tests.people_helpers import (
+    FAST,
+    ORG,
+    OTHER_ORG,
+    PASSWORD,
+    email_of,
+    login,
+    seed,
+    user_id_of,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +55,7 @@ Client = TestClient[web.Request, web.Application]
 A, B = "plant-a", "plant-b"
 ALL = frozenset(Role)
 ADMIN_ONLY = frozenset({Role.ADMIN})
+NOBODY: frozenset[Role] = frozenset()
 PUBLIC = None
 
 # The access policy, written out by hand: a new route fails test_the_policy_covers_every_route
@@ -67,9 +78,19 @@ POLICY: dict[tuple[str, str], frozenset[Role] | None] = {
     ("POST", "/api/auth/login"): PUBLIC,
     ("POST", "/api/auth/logout"): ALL,
     ("GET", "/api/me"): ALL,
+    # Within a signed-in person's organisation: no token or key has one.
+    ("GET", "/api/users"): NOBODY,
+    ("POST", "/api/users"): NOBODY,
+    ("PATCH", "/api/users/{user_id}"): NOBODY,
+    ("PUT", "/api/users/{user_id}/facilities"): NOBODY,
+    ("GET", "/api/sessions"): NOBODY,
+    ("DELETE", "/api/sessions"): NOBODY,
+    ("DELETE", "/api/sessions/{session_id}"): NOBODY,
+    ("GET", "/api/audit"): NOBODY,
 }
-OK_STATUS = {("POST", "/api/dr-events"): 201}
+OK_STATUS = {("POST", "/api/dr-events"): 201, ("POST", "/api/users"): 201}
 EVERY_PERSON = frozenset(PersonRole)
+USER_MANAGERS = frozenset({PersonRole.ADMIN, PersonRole.ENERGY_MANAGER})
 # The same routes for signed-in people (issue 16), by their role in org-1, which owns plant-a
 # (assigned to the facility-scoped roles) and plant-a3 (assigned to none of them); plant-b
 # is org-2's. None: public. Routes that span every facility (metrics, dead letters) are no
@@ -91,6 +112,14 @@ PERSON_POLICY: dict[tuple[str, str], frozenset[PersonRole] | None] = {
     ("POST", "/api/auth/login"): PUBLIC,
     ("POST", "/api/auth/logout"): EVERY_PERSON,
     ("GET", "/api/me"): EVERY_PERSON,
+    ("GET", "/api/users"): USER_MANAGERS,
+    ("POST", "/api/users"): USER_MANAGERS,
+    ("PATCH", "/api/users/{user_id}"): USER_MANAGERS,
+    ("PUT", "/api/users/{user_id}/facilities"): USER_MANAGERS,
+    ("GET", "/api/sessions"): EVERY_PERSON,
+    ("DELETE", "/api/sessions"): EVERY_PERSON,
+    ("DELETE", "/api/sessions/{session_id}"): EVERY_PERSON,  # its own
+    ("GET", "/api/audit"): frozenset({PersonRole.ADMIN}),
 }
 ORG_WIDE = frozenset({PersonRole.ADMIN, PersonRole.ENERGY_MANAGER})
 A3 = "plant-a3"
@@ -116,6 +145,13 @@ def request_kwargs(method: str, path: str) -> dict[str, Any]:
         return {"json": {"facility_id": A, "target_reduction_kw": 10, **window}}
     if path == "/api/auth/login":
         return {"json": {"email": email_of(PersonRole.VIEWER), "password": PASSWORD}}
+    if (method, path) == ("POST", "/api/users"):
+        return {"json": {"email": f"new-{uuid.uuid4().hex[:8]}@org-1.example.com",
+                         "display_name": "New", "role": "viewer", "facility_ids": [A]}}
+    if method == "PATCH":
+        return {"json": {"display_name": "Renamed"}}
+    if method == "PUT":
+        return {"json": {"facility_ids": [A]}}
     return {}
 
 
@@ -172,8 +208,10 @@ async def client(store: SqliteStore) -> AsyncIterator[Client]:
         yield c
 
 
-def concrete(path: str, facility: str) -> str:
-    return path.replace("{facility_id}", facility).replace("{dr_event_id}", EVENT_ID)
+def concrete(path: str, facility: str, session_digest: str = "0" * 64) -> str:
+    return (path.replace("{facility_id}", facility).replace("{dr_event_id}", EVENT_ID)
+            .replace("{user_id}", user_id_of(PersonRole.VIEWER))
+            .replace("{session_id}", session_digest))
 
 
 async def test_the_policy_covers_every_route(client: Client) -> None:
@@ -242,7 +280,8 @@ async def test_every_route_with_every_person_role(client: Client, route: tuple[s
     session = await login(client, email_of(role))
     kwargs = request_kwargs(method, path)
     headers = {**kwargs.pop("headers", {}), **session.headers()}
-    resp = await client.request(method, concrete(path, A), headers=headers, **kwargs)
+    resp = await client.request(method, concrete(path, A, sha256_hex(session.session_id)),
+                                headers=headers, **kwargs)
     body = await resp.read()
     if allowed is None or role in allowed:
         assert resp.status == OK_STATUS.get(route, 200), body
