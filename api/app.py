@@ -16,6 +16,8 @@ from api.endpoints import UNLIMITED_PATHS, Endpoint
 from api.errors import ApiError, error_response
 from api.metadata_cache import MetadataCache
 from api.ops import SPEC
+from api.people import check_csrf, has_credentials, session_id_of, session_principal
+from api.principal import Principal
 from core.logs import trace_id_from, trace_id_var
 from tables.ports.store import StoreUnavailable
 
@@ -36,12 +38,20 @@ async def admit(request: web.Request, endpoint: Endpoint) -> None:
     """Authenticate the caller, then check role, facility scope and rate, in that order: a
     caller learns nothing about a facility outside its scope, not even whether it exists."""
     deps = request.app[DEPS]
-    principal = await deps.auth.authenticate(request.headers)
+    principal = await authenticate(request, deps)
     roles = endpoint.roles or frozenset()
     if principal.role not in roles:
         raise ApiError(403, "forbidden", f"the {principal.role.value} role may not call this "
                        "route", {"role": principal.role.value,
                                  "allowed_roles": sorted(r.value for r in roles)})
+    if endpoint.people_only and principal.via != "session":
+        raise ApiError(403, "forbidden", "this route acts within a signed-in person's "
+                       "organisation: sign in (POST /api/auth/login); tokens and API keys "
+                       "have no organisation (use the sems CLI)", {"via": principal.via})
+    if endpoint.every_facility and principal.facility_ids is not None:
+        raise ApiError(403, "forbidden", "this route spans every facility: it needs a "
+                       "credential that sees every facility (an admin token)",
+                       {"role": principal.role.value})
     if endpoint.scoped:
         facility_id = request.match_info["facility_id"]
         if not principal.may_access(facility_id):
@@ -50,6 +60,20 @@ async def admit(request: web.Request, endpoint: Endpoint) -> None:
                            {"facility_id": facility_id})
     limit_rate(deps, principal.rate_key, principal.via)
     request[PRINCIPAL] = principal
+
+
+async def authenticate(request: web.Request, deps: ApiDeps) -> Principal:
+    """A bearer token or API key when one is sent (they take precedence), else the session
+    cookie, whose unsafe requests must pass the CSRF check (``api/people.py``)."""
+    people = deps.people
+    if people is not None and not has_credentials(request):
+        session_id = session_id_of(request, people)
+        if session_id is not None:
+            principal = await session_principal(request, people, session_id,
+                                                now=deps.clock())
+            check_csrf(request, session_id)
+            return principal
+    return await deps.auth.authenticate(request.headers)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}

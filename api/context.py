@@ -9,10 +9,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from api import bounds
 from api.auth import Authenticator
@@ -20,6 +21,7 @@ from api.dr_deps import DrApi
 from api.errors import ApiError, bad_parameter, not_found
 from api.metadata_cache import MetadataCache
 from api.params import INTEGER
+from api.people import People
 from api.principal import Principal
 from api.ratelimit import RateLimiter
 from core.metrics import Metrics
@@ -56,6 +58,9 @@ class ApiDeps:
     forecasts: ForecastStore | None = None
     dr: DrApi | None = None
     """Demand response (``api/dr_routes.py``); None: those routes answer 503."""
+    people: People | None = None
+    """Sign-in and the people routes (``api/people.py``); None: sign-in answers 503 and
+    session cookies are not read."""
 
 
 DEPS = web.AppKey("deps", ApiDeps)
@@ -64,6 +69,29 @@ REGISTRY = web.AppKey("registry", MetadataCache)
 ``metadata_ttl_s``."""
 PRINCIPAL = web.RequestKey("principal", Principal)
 """Who is calling, set by the middleware on every authenticated route."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_body(request: web.Request, body: bytes, model: type[M]) -> M:
+    """A JSON body by its model (strict models: unknown fields refused), or 415/400 naming
+    what is wrong (never the values sent: they may be passwords)."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "the body must be application/json",
+                       {"content_type": request.content_type})
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_body", "the body is not a valid " + model.__name__,
+                       exc.errors(include_url=False, include_context=False,
+                                  include_input=False)) from None
+
+
+def people_of(deps: ApiDeps) -> People:
+    if deps.people is None:
+        raise ApiError(503, "sign_in_unavailable", "sign-in is not configured in this process")
+    return deps.people
 
 
 def json_response(data: Any, *, status: int = 200) -> web.Response:

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from agents.dr_intake import (
     BaselineUnavailable,
@@ -41,7 +41,15 @@ from agents.dr_intake import (
     IntakeError,
     TimeOutOfBounds,
 )
-from api.context import DEPS, PRINCIPAL, ApiDeps, facility_or_404, json_response, limit_rate
+from api.context import (
+    DEPS,
+    PRINCIPAL,
+    ApiDeps,
+    facility_or_404,
+    json_response,
+    limit_rate,
+    parse_body,
+)
 from api.dr_deps import DrApi
 from api.endpoints import EVERY_ROLE, FACILITY_ID, Endpoint, Param, Source
 from api.errors import ApiError, not_found
@@ -59,7 +67,6 @@ from schemas.dr import BmsCommandRecord, DrEvent, DrEventRequest, DrNotification
 
 log = logging.getLogger(__name__)
 
-M = TypeVar("M", bound=BaseModel)
 UTILITY_OR_ADMIN = frozenset({Role.UTILITY, Role.ADMIN})
 
 
@@ -118,18 +125,6 @@ def _intake(request: web.Request) -> DrIntake:
     if intake is None:
         raise _unavailable()
     return intake
-
-
-def _parse(request: web.Request, body: bytes, model: type[M]) -> M:
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "the body must be application/json",
-                       {"content_type": request.content_type})
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        raise ApiError(400, "invalid_body", "the body is not a valid " + model.__name__,
-                       exc.errors(include_url=False, include_context=False,
-                                  include_input=False)) from None
 
 
 def _event_json(event: DrEvent) -> dict[str, Any]:
@@ -192,7 +187,7 @@ async def dr_notification(request: web.Request) -> web.Response:
     utility = await _verified_utility(request, body)
     # Counted once the signature holds: forged calls cannot spend a utility's budget.
     limit_rate(deps, f"webhook:{utility.utility_id}", "webhook")
-    note = _parse(request, body, DrNotification)
+    note = parse_body(request, body, DrNotification)
     try:
         created = await intake.receive_notification(utility, note, now=deps.clock(),
                                                     trace_id=trace_id_var.get())
@@ -209,7 +204,7 @@ async def create_dr_event(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     intake = _intake(request)
     principal = request[PRINCIPAL]
-    req = _parse(request, await request.read(), DrEventRequest)
+    req = parse_body(request, await request.read(), DrEventRequest)
     if not principal.may_access(req.facility_id):
         raise ApiError(403, "facility_forbidden",
                        f"this caller may not see facility {req.facility_id!r}",

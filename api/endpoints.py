@@ -24,8 +24,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 EVERY_ROLE = frozenset(Role)
 ADMIN = frozenset({Role.ADMIN})
+PEOPLE = frozenset(Role) - {Role.UTILITY}
+"""Every role a person can have in an organisation (``schemas.identity.PersonRole``)."""
+USER_MANAGERS = frozenset({Role.ADMIN, Role.ENERGY_MANAGER})
 
-Method = Literal["GET", "POST", "PUT", "DELETE"]
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,12 @@ class Endpoint:
     cacheable: bool = False
     """Public documents a cache may keep (the spec, the issuer's keys); every other answer is
     ``Cache-Control: no-store``."""
+    people_only: bool = False
+    """Acts within the caller's organisation (users, sessions, the audit log): a signed-in
+    person only (a session); a token or API key has no organisation and is refused (403)."""
+    every_facility: bool = False
+    """Spans every facility (metrics, dead letters): only a caller that sees every facility,
+    i.e. an admin token; an organisation's admin, who sees its facilities only, is refused."""
 
     @property
     def scoped(self) -> bool:

@@ -83,9 +83,12 @@ def build(endpoints: Iterable[Endpoint], *, title: str, version: str) -> dict[st
         "info": {
             "title": title, "version": version,
             "description": "Smart Energy Management System API. Authenticate with "
-                           "`Authorization: Bearer <JWT>` (RS256; roles viewer, "
-                           "facility_manager, utility, admin; scoped to facilities), or "
-                           "`X-API-Key` for a utility's systems. Errors are "
+                           "`Authorization: Bearer <JWT>` (RS256; roles viewer, operator, "
+                           "facility_manager, energy_manager, utility, admin; scoped to "
+                           "facilities), `X-API-Key` for a utility's systems, or a person's "
+                           "session cookie from `POST /api/auth/login` (unsafe methods also "
+                           "need `X-CSRF-Token`; a person's admin and energy manager see "
+                           "their organisation's facilities, not every one). Errors are "
                            "`{error_code, message, details}`.",
         },
         "paths": paths,
@@ -94,6 +97,8 @@ def build(endpoints: Iterable[Endpoint], *, title: str, version: str) -> dict[st
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "sems_session",
+                            "description": "`__Host-sems_session` when served over TLS"},
             },
         },
     }
@@ -106,8 +111,13 @@ def _operation(e: Endpoint) -> dict[str, Any]:
     if e.roles is None:
         op["security"] = []
     else:
-        op["security"] = [{"bearer": []}, {"apiKey": []}]
+        op["security"] = ([{"session": []}] if e.people_only
+                          else [{"bearer": []}, {"apiKey": []}, {"session": []}])
         op["x-roles"] = sorted(r.value for r in e.roles)
+        if e.people_only:
+            op["x-people-only"] = True
+        if e.every_facility:
+            op["x-every-facility"] = True
     if e.params:
         op["parameters"] = [_parameter(p) for p in e.params]
     if e.body is not None:

@@ -69,13 +69,14 @@ def endpoints(*, local_issuer: bool) -> list[Endpoint]:
         Endpoint("GET", "/healthz", healthz, "Liveness and dependencies", "operations",
                  roles=None, response=models.Health, ok_statuses=(200, 503)),
         Endpoint("GET", "/metrics", metrics, "Prometheus metrics", "operations", roles=ADMIN,
-                 response_type="text/plain",
+                 every_facility=True, response_type="text/plain",
                  description="Prometheus text format. Scrape with an admin token "
                              "(`authorization: {credentials_file: ...}` in the scrape config)."),
         Endpoint("GET", "/api/openapi.json", openapi, "This document", "operations", roles=None,
                  response_type="application/json", cacheable=True),
         Endpoint("GET", "/api/dead-letters", dead_letters, "Rejected readings, newest first",
-                 "operations", roles=ADMIN, response=models.DeadLetters, params=(
+                 "operations", roles=ADMIN, every_facility=True, response=models.DeadLetters,
+                 params=(
                      Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
                            "most dead letters returned"),
                  )),

@@ -13,9 +13,12 @@ class Role(StrEnum):
     admin; what each route allows is declared with the route (``api/endpoints.py``)."""
 
     VIEWER = "viewer"  # dashboards: read its facilities' data
+    OPERATOR = "operator"  # a building operator: read and acknowledge
     FACILITY_MANAGER = "facility_manager"  # read, and act on its facilities (DR opt-out...)
+    ENERGY_MANAGER = "energy_manager"  # every facility of an organisation, its users
     UTILITY = "utility"  # a utility's systems: DR events for enrolled facilities
-    ADMIN = "admin"  # every facility, the registry, dead letters, metrics
+    ADMIN = "admin"  # a token: every facility, dead letters, metrics; a person: their
+    # organisation's facilities, users, sessions and audit log (``Principal.via``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +27,18 @@ class Principal:
     role: Role
     facility_ids: frozenset[str] | None
     """The facilities this caller may see; ``None`` means every facility (admin)."""
-    via: Literal["token", "api_key"]
+    via: Literal["token", "api_key", "session"]
+    """A bearer JWT, a utility's API key, or a signed-in person's session cookie."""
     utility_id: str | None = None
     """The utility an API key belongs to."""
     issuer: str | None = None
     """A token's ``iss``: subjects are unique per issuer only."""
     key_id: str | None = None
     """An API key's id."""
+    user_id: str | None = None
+    """A signed-in person (``via="session"``)."""
+    organisation_id: str | None = None
+    """The organisation a person signed in to: their role and facilities are within it."""
     rate_key: str = field(init=False, compare=False)
     """Whose budget a request spends (``_rate_key``), computed once: a principal is made
     once per verified token (``api/token_cache.py``) and checked on every request."""
@@ -51,6 +59,8 @@ class Principal:
         identity provider decides and the caller cannot change."""
         if self.via == "api_key":
             return f"api_key:{self.key_id or self.subject}"
+        if self.via == "session":  # one person, however many browsers
+            return f"person:{self.user_id or self.subject}"
         scope = "*" if self.facility_ids is None else ",".join(sorted(self.facility_ids))
         digest = hashlib.sha256(scope.encode()).hexdigest()[:16]
         return f"token:{self.issuer or ''}:{self.subject}:{self.role.value}:{digest}"

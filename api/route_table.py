@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import dr_routes, facility_routes, forecast_routes, ops
+from api import auth_routes, dr_routes, facility_routes, forecast_routes, ops, user_routes
 from api.endpoints import Endpoint
 
 
 def endpoints(*, local_issuer: bool) -> list[Endpoint]:
     """The API's endpoints; ``local_issuer``: this process issues tokens and serves its keys."""
     return [*ops.endpoints(local_issuer=local_issuer), *facility_routes.ENDPOINTS,
-            *forecast_routes.ENDPOINTS, *dr_routes.ENDPOINTS]
+            *forecast_routes.ENDPOINTS, *dr_routes.ENDPOINTS, *auth_routes.ENDPOINTS,
+            *user_routes.ENDPOINTS]
 
 
 def setup(app: web.Application) -> None:

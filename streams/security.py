@@ -8,11 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from agents.identity.lockout import LockoutPolicy
+from agents.identity.passwords import Argon2Params, PasswordHasher
+from agents.sign_in import SignInPolicy
 from api.auth import Authenticator
+from api.people import People
 from api.ratelimit import RateLimiter
 from api.tokens import KeySource, LocalIssuer, RemoteJwks, StaticKeys, TokenVerifier
 from streams.settings import Settings
 from tables.ports.access import AccessStore
+from tables.ports.identity import IdentityStore, SessionStore
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,23 @@ class Security:
     """Per client address, before authentication: ``ApiDeps.client_rate_limiter``."""
     jwks: dict[str, Any] | None
     """The local issuer's public keys, or None with an external identity provider."""
+
+
+def people(settings: Settings, identity: IdentityStore, sessions: SessionStore) -> People:
+    """Sign-in's dependencies and policies, from the settings."""
+    lockout = LockoutPolicy(free_failures=settings.sign_in_lockout_after,
+                            base_s=min(settings.sign_in_lockout_base_s,
+                                       settings.sign_in_lockout_max_s),
+                            max_s=settings.sign_in_lockout_max_s)
+    policy = SignInPolicy(idle_timeout_s=settings.session_idle_timeout_s,
+                          lifetime_s=settings.session_lifetime_s, lockout=lockout)
+    hasher = PasswordHasher(Argon2Params(time_cost=settings.argon2_time_cost,
+                                         memory_cost_kib=settings.argon2_memory_kib))
+    per_account, per_address = settings.sign_in_account_per_min, settings.sign_in_address_per_min
+    return People(identity=identity, sessions=sessions, hasher=hasher, policy=policy,
+                  secure_cookies=settings.api_secure_cookies,
+                  account_limiter=RateLimiter(per_account / 60, per_account),
+                  address_limiter=RateLimiter(per_address / 60, per_address))
 
 
 def local_issuer(settings: Settings) -> LocalIssuer:

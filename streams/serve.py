@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from streams.runtime import Runtime
     from streams.security import Security
     from tables.ports.cache import Cache
+    from tables.ports.identity import SessionStore
     from tables.ports.store import Store
 
 API_SHUTDOWN_S = 2.0
@@ -122,7 +123,8 @@ async def _start_run(settings: Settings, shutdown: Shutdown) -> bool:
     guard = await _security(settings, runtime.store, shutdown)
     app = create_app(api_deps(settings, guard, store=runtime.store, metrics=runtime.metrics,
                               cache=runtime.cache, clock=runtime.clock,
-                              health_checks={"mqtt": health_mqtt}, dr=runtime.dr.api))
+                              health_checks={"mqtt": health_mqtt}, dr=runtime.dr.api,
+                              sessions=_sessions(settings, runtime.store, shutdown)))
     await listen(settings, shutdown, app)
     _banner(settings, runtime, first=fleet.facilities[0].facility_id if fleet.facilities
             else "FACILITY")
@@ -168,12 +170,26 @@ async def _security(settings: Settings, store: Store, shutdown: Shutdown) -> Sec
     return guard
 
 
+def _sessions(settings: Settings, store: Store, shutdown: Shutdown) -> SessionStore:
+    """The session store, its Redis client (production) closed at the stop."""
+    from streams.stores import build_sessions
+
+    sessions = build_sessions(settings, store)
+    close = getattr(sessions, "close", None)
+    if close is not None:  # the embedded store's sessions close with the store
+        shutdown.on_stop("sessions close", close)
+    return sessions
+
+
 def api_deps(settings: Settings, guard: Security, *, store: Store, metrics: Metrics,
              cache: Cache | None, clock: Callable[[], datetime],
-             health_checks: dict[str, HealthCheck], dr: DrApi | None) -> ApiDeps:
+             health_checks: dict[str, HealthCheck], dr: DrApi | None,
+             sessions: SessionStore | None = None) -> ApiDeps:
     from api import ApiDeps
+    from streams.security import people
 
-    return ApiDeps(timeseries=store, metadata=store, metrics=metrics, clock=clock,
+    return ApiDeps(people=None if sessions is None else people(settings, store, sessions),
+                   timeseries=store, metadata=store, metrics=metrics, clock=clock,
                    health_checks=health_checks, cache=cache,
                    current_ttl_s=settings.current_cache_ttl_s,
                    metadata_ttl_s=settings.api_metadata_ttl_s, auth=guard.auth,
@@ -223,7 +239,8 @@ async def _start_api(settings: Settings, shutdown: Shutdown, *, reuse_port: bool
         shutdown.on_stop("cache close", cache.close)
     guard = await _security(settings, store, shutdown)
     app = create_app(api_deps(settings, guard, store=store, metrics=metrics, cache=cache,
-                              clock=lambda: datetime.now(UTC), health_checks={}, dr=None))
+                              clock=lambda: datetime.now(UTC), health_checks={}, dr=None,
+                              sessions=_sessions(settings, store, shutdown)))
     await listen(settings, shutdown, app, reuse_port=reuse_port)
     if reuse_port:
         shutdown.stop_when("sems api group", _orphaned())

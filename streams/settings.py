@@ -101,6 +101,24 @@ class Settings(BaseModel):
     auth_role_claim: str = "sems_role"
     auth_facilities_claim: str = "sems_facilities"
 
+    # People's sign-in (issue 16): session cookies are `__Host-sems_session` and Secure when
+    # the API is reached over TLS (directly or behind a TLS proxy), else `sems_session`.
+    # A session ends after session_idle_timeout_s without a request, or session_lifetime_s
+    # after its sign-in. Sign-ins are limited per account and per client address (a
+    # minute's worth each at once); an account is locked after sign_in_lockout_after
+    # consecutive failures, for sign_in_lockout_base_s doubling with each further failure
+    # up to sign_in_lockout_max_s. argon2id's costs (50-250 ms a sign-in is the target).
+    api_secure_cookies: bool = False
+    session_idle_timeout_s: Annotated[float, Field(ge=60, le=7 * 86_400)] = 1800.0
+    session_lifetime_s: Annotated[float, Field(ge=300, le=31 * 86_400)] = 12 * 3600.0
+    sign_in_account_per_min: Annotated[int, Field(ge=1, le=10_000)] = 10
+    sign_in_address_per_min: Annotated[int, Field(ge=1, le=100_000)] = 30
+    sign_in_lockout_after: Annotated[int, Field(ge=1, le=100)] = 5
+    sign_in_lockout_base_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    sign_in_lockout_max_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 3600.0
+    argon2_time_cost: Annotated[int, Field(ge=1, le=20)] = 2
+    argon2_memory_kib: Annotated[int, Field(ge=8 * 1024, le=1024 * 1024)] = 19_456
+
     # Demo fleet: register the simulated facilities and meters, and publish their readings
     # (in-process, or over MQTT when mqtt_url is set).
     demo_fleet: bool = True

@@ -32,10 +32,14 @@ Caller = Literal["admin", "viewer", "utility"]
 ENROLLED = ("fac-001", "fac-002")
 """The utility's facilities; fac-003 is outside its scope (403 facility_forbidden)."""
 
+PEOPLE_ONLY = ("GET /api/users", "POST /api/users", "PATCH /api/users/{user_id}",
+               "PUT /api/users/{user_id}/facilities", "GET /api/sessions",
+               "DELETE /api/sessions", "DELETE /api/sessions/{session_id}", "GET /api/audit")
+"""Within a signed-in person's organisation: every token and key is refused (403)."""
 REFUSED: dict[Caller, tuple[str, ...]] = {
-    "admin": (),
-    "viewer": ("GET /metrics", "GET /api/dead-letters", "POST /api/dr-events"),
-    "utility": ("GET /metrics", "GET /api/dead-letters"),
+    "admin": PEOPLE_ONLY,
+    "viewer": ("GET /metrics", "GET /api/dead-letters", "POST /api/dr-events", *PEOPLE_ONLY),
+    "utility": ("GET /metrics", "GET /api/dead-letters", *PEOPLE_ONLY),
 }
 """Operations the caller's role may not call: every answer is 403, which is what is tested
 there, so schemathesis's warning that they "returned only 401/403" is silenced for them."""
@@ -119,9 +123,15 @@ def test_the_spec_is_openapi_31_and_names_exactly_the_routes(live: Live) -> None
         ("POST", "/webhooks/utility/dr-notification"), ("POST", "/api/dr-events"),
         ("GET", "/api/dr-events/{dr_event_id}"),
         ("GET", "/api/facilities/{facility_id}/dr-events"),
+        ("POST", "/api/auth/login"), ("POST", "/api/auth/logout"), ("GET", "/api/me"),
+        *((op.split(" ")[0], op.split(" ")[1]) for op in PEOPLE_ONLY),
     }
-    # Creating DR events and reading one are exercised in tests/e2e/test_demand_response.py.
-    for method, path in documented - {("POST", "/webhooks/utility/dr-notification"),
+    # Creating DR events and reading one are exercised in tests/e2e/test_demand_response.py;
+    # signing in in tests/integration/test_api_sign_in.py.
+    people_only = {(op.split(" ")[0], op.split(" ")[1]) for op in PEOPLE_ONLY}
+    for method, path in documented - people_only - {
+                                      ("POST", "/webhooks/utility/dr-notification"),
+                                      ("POST", "/api/auth/login"),
                                       ("POST", "/api/dr-events"),
                                       ("GET", "/api/dr-events/{dr_event_id}")}:
         r = requests.request(method, live.base + path.replace("{facility_id}", "fac-001"),

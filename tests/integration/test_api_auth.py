@@ -4,6 +4,7 @@ and the token checks an OIDC-compatible API must make."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,10 +20,12 @@ from pydantic import SecretStr
 
 from agents.dr.baseline_result import BaselineResult
 from agents.dr_baseline_source import BaselineSource, MethodSetting
+from agents.identity.passwords import PasswordHasher
 from api import ApiDeps, apikeys, create_app
 from api.app import ENDPOINTS
 from api.auth import Authenticator
 from api.dr_deps import DrApi
+from api.people import People
 from api.principal import Role
 from api.ratelimit import RateLimiter
 from api.signatures import sign
@@ -31,8 +34,19 @@ from connectors.sqlite import SqliteStore
 from core.metrics import Metrics
 from schemas.access import Utility
 from schemas.dr import DrEvent, webhook_event_uuid
+from schemas.identity import PersonRole, sha256_hex
 from schemas.metadata import Facility, Meter, MeterType
 from tests.auth_helpers import AUDIENCE, ISSUER, authenticator, bearer, issuer, token
+from tests.people_helpers import (
+    FAST,
+    ORG,
+    OTHER_ORG,
+    PASSWORD,
+    email_of,
+    login,
+    seed,
+    user_id_of,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +55,7 @@ Client = TestClient[web.Request, web.Application]
 A, B = "plant-a", "plant-b"
 ALL = frozenset(Role)
 ADMIN_ONLY = frozenset({Role.ADMIN})
+NOBODY: frozenset[Role] = frozenset()
 PUBLIC = None
 
 # The access policy, written out by hand: a new route fails test_the_policy_covers_every_route
@@ -60,9 +75,56 @@ POLICY: dict[tuple[str, str], frozenset[Role] | None] = {
     ("POST", "/api/dr-events"): frozenset({Role.UTILITY, Role.ADMIN}),
     ("GET", "/api/dr-events/{dr_event_id}"): ALL,
     ("GET", "/api/facilities/{facility_id}/dr-events"): ALL,
+    ("POST", "/api/auth/login"): PUBLIC,
+    ("POST", "/api/auth/logout"): ALL,
+    ("GET", "/api/me"): ALL,
+    # Within a signed-in person's organisation: no token or key has one.
+    ("GET", "/api/users"): NOBODY,
+    ("POST", "/api/users"): NOBODY,
+    ("PATCH", "/api/users/{user_id}"): NOBODY,
+    ("PUT", "/api/users/{user_id}/facilities"): NOBODY,
+    ("GET", "/api/sessions"): NOBODY,
+    ("DELETE", "/api/sessions"): NOBODY,
+    ("DELETE", "/api/sessions/{session_id}"): NOBODY,
+    ("GET", "/api/audit"): NOBODY,
 }
-OK_STATUS = {("POST", "/api/dr-events"): 201}
+OK_STATUS = {("POST", "/api/dr-events"): 201, ("POST", "/api/users"): 201}
+EVERY_PERSON = frozenset(PersonRole)
+USER_MANAGERS = frozenset({PersonRole.ADMIN, PersonRole.ENERGY_MANAGER})
+# The same routes for signed-in people (issue 16), by their role in org-1, which owns plant-a
+# (assigned to the facility-scoped roles) and plant-a3 (assigned to none of them); plant-b
+# is org-2's. None: public. Routes that span every facility (metrics, dead letters) are no
+# organisation's admin's.
+PERSON_POLICY: dict[tuple[str, str], frozenset[PersonRole] | None] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/api/openapi.json"): PUBLIC,
+    ("GET", "/.well-known/jwks.json"): PUBLIC,
+    ("GET", "/metrics"): frozenset(),
+    ("GET", "/api/dead-letters"): frozenset(),
+    ("GET", "/api/facilities"): EVERY_PERSON,
+    ("GET", "/api/facilities/{facility_id}/current"): EVERY_PERSON,
+    ("GET", "/api/facilities/{facility_id}/rollups"): EVERY_PERSON,
+    ("GET", "/api/facilities/{facility_id}/forecast"): EVERY_PERSON,
+    ("POST", "/webhooks/utility/dr-notification"): PUBLIC,
+    ("POST", "/api/dr-events"): frozenset({PersonRole.ADMIN}),
+    ("GET", "/api/dr-events/{dr_event_id}"): EVERY_PERSON,
+    ("GET", "/api/facilities/{facility_id}/dr-events"): EVERY_PERSON,
+    ("POST", "/api/auth/login"): PUBLIC,
+    ("POST", "/api/auth/logout"): EVERY_PERSON,
+    ("GET", "/api/me"): EVERY_PERSON,
+    ("GET", "/api/users"): USER_MANAGERS,
+    ("POST", "/api/users"): USER_MANAGERS,
+    ("PATCH", "/api/users/{user_id}"): USER_MANAGERS,
+    ("PUT", "/api/users/{user_id}/facilities"): USER_MANAGERS,
+    ("GET", "/api/sessions"): EVERY_PERSON,
+    ("DELETE", "/api/sessions"): EVERY_PERSON,
+    ("DELETE", "/api/sessions/{session_id}"): EVERY_PERSON,  # its own
+    ("GET", "/api/audit"): frozenset({PersonRole.ADMIN}),
+}
+ORG_WIDE = frozenset({PersonRole.ADMIN, PersonRole.ENERGY_MANAGER})
+A3 = "plant-a3"
 EVENT_ID = webhook_event_uuid("gridco", "E-0", A)
+HASHER = PasswordHasher(FAST)
 
 
 def request_kwargs(method: str, path: str) -> dict[str, Any]:
@@ -81,6 +143,15 @@ def request_kwargs(method: str, path: str) -> dict[str, Any]:
             "X-SEMS-Timestamp": str(stamp), "X-SEMS-Signature": sign("whsec", stamp, body)}}
     if method == "POST" and path == "/api/dr-events":
         return {"json": {"facility_id": A, "target_reduction_kw": 10, **window}}
+    if path == "/api/auth/login":
+        return {"json": {"email": email_of(PersonRole.VIEWER), "password": PASSWORD}}
+    if (method, path) == ("POST", "/api/users"):
+        return {"json": {"email": f"new-{uuid.uuid4().hex[:8]}@org-1.example.com",
+                         "display_name": "New", "role": "viewer", "facility_ids": [A]}}
+    if method == "PATCH":
+        return {"json": {"display_name": "Renamed"}}
+    if method == "PUT":
+        return {"json": {"facility_ids": [A]}}
     return {}
 
 
@@ -104,9 +175,10 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     s = SqliteStore(tmp_path / "sems.db", metrics=Metrics())
     await s.open()
     await s.upsert_facilities([Facility(facility_id=f, name=f, contract_demand_kw=100)
-                               for f in (A, B)])
+                               for f in (A, B, A3)])
     await s.upsert_meters([Meter(meter_id=f"{f}-main", facility_id=f, meter_type=MeterType.MAIN)
-                           for f in (A, B)])
+                           for f in (A, B, A3)])
+    await seed(s, HASHER, facilities={ORG: (A, A3), OTHER_ORG: (B,)}, assigned=(A,))
     await s.upsert_utility(Utility(utility_id="gridco", name="GridCo", facility_ids=(A,),
                                    webhook_secret=SecretStr("whsec")))
     now = datetime.now(UTC)
@@ -125,7 +197,9 @@ def app_for(store: SqliteStore, *, auth: Authenticator | None = None,
                               rate_limiter=limiter or RateLimiter(1000, 1000), forecasts=store,
                               dr=DrApi(store=store, access=store,
                                        baselines=FixedBaseline(store, store),
-                                       submit=_submitted)))
+                                       submit=_submitted),
+                              people=People(identity=store, sessions=store.sessions,
+                                            hasher=HASHER)))
 
 
 @pytest.fixture
@@ -134,8 +208,10 @@ async def client(store: SqliteStore) -> AsyncIterator[Client]:
         yield c
 
 
-def concrete(path: str, facility: str) -> str:
-    return path.replace("{facility_id}", facility).replace("{dr_event_id}", EVENT_ID)
+def concrete(path: str, facility: str, session_digest: str = "0" * 64) -> str:
+    return (path.replace("{facility_id}", facility).replace("{dr_event_id}", EVENT_ID)
+            .replace("{user_id}", user_id_of(PersonRole.VIEWER))
+            .replace("{session_id}", session_digest))
 
 
 async def test_the_policy_covers_every_route(client: Client) -> None:
@@ -188,6 +264,43 @@ async def test_every_route_without_credentials(client: Client, route: tuple[str,
     assert (await resp.json())["error_code"] == "unauthenticated"
 
 
+def test_the_person_policy_covers_every_route() -> None:
+    assert set(PERSON_POLICY) == set(POLICY)
+
+
+@pytest.mark.parametrize("route", sorted(PERSON_POLICY), ids=lambda r: f"{r[0]} {r[1]}")
+@pytest.mark.parametrize("role", list(PersonRole))
+async def test_every_route_with_every_person_role(client: Client, route: tuple[str, str],
+                                                  role: PersonRole) -> None:
+    """Each route signed in as each role of org-1, with the session cookie and its CSRF
+    token; then the facility scope: plant-a (assigned) and plant-a3 (org-1's, unassigned)
+    and plant-b (org-2's)."""
+    method, path = route
+    allowed = PERSON_POLICY[route]
+    session = await login(client, email_of(role))
+    kwargs = request_kwargs(method, path)
+    headers = {**kwargs.pop("headers", {}), **session.headers()}
+    resp = await client.request(method, concrete(path, A, sha256_hex(session.session_id)),
+                                headers=headers, **kwargs)
+    body = await resp.read()
+    if allowed is None or role in allowed:
+        assert resp.status == OK_STATUS.get(route, 200), body
+    else:
+        assert resp.status == 403, body
+        assert (await resp.json())["error_code"] == "forbidden"
+    if "{facility_id}" in path and (allowed is None or role in allowed):
+        for other in (A3, B, "no-such-plant"):
+            kwargs = request_kwargs(method, path)
+            resp = await client.request(method, concrete(path, other),
+                                        headers={**kwargs.pop("headers", {}),
+                                                 **session.headers()}, **kwargs)
+            if other == A3 and role in ORG_WIDE:  # every facility of their organisation
+                assert resp.status == 200, await resp.text()
+            else:  # another organisation's is refused like a made-up one
+                assert resp.status == 403, await resp.text()
+                assert (await resp.json())["details"] == {"facility_id": other}
+
+
 async def test_lists_are_filtered_to_the_callers_facilities(client: Client) -> None:
     async def listed(headers: dict[str, str]) -> list[str]:
         resp = await client.get("/api/facilities", headers=headers)
@@ -195,8 +308,8 @@ async def test_lists_are_filtered_to_the_callers_facilities(client: Client) -> N
 
     assert await listed(bearer(Role.VIEWER, [B])) == [B]
     assert await listed(bearer(Role.FACILITY_MANAGER, [A, B])) == [A, B]
-    assert await listed(bearer(Role.VIEWER, ["*"])) == [A, B]
-    assert await listed(bearer(Role.ADMIN)) == [A, B]
+    assert await listed(bearer(Role.VIEWER, ["*"])) == [A, A3, B]
+    assert await listed(bearer(Role.ADMIN)) == [A, A3, B]
     assert await listed(bearer(Role.VIEWER, [])) == []
 
 
