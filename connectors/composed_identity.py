@@ -16,8 +16,9 @@ from schemas.identity import (
     PersonRole,
     SignInFailures,
     User,
+    UserStatus,
 )
-from tables.ports.identity import IdentityStore
+from tables.ports.identity import Audits, IdentityStore
 
 
 class IdentityArea:
@@ -59,11 +60,15 @@ class IdentityArea:
     async def update_user(self, user: User, *, audit: AuditRecord | None = None) -> None:
         await self.identity.update_user(user, audit=audit)
 
+    async def set_user_status(self, user_id: str, status: UserStatus, *,
+                              audit: Audits = None) -> bool:
+        return await self.identity.set_user_status(user_id, status, audit=audit)
+
     async def set_password_hash(self, user_id: str, password_hash: str | None, *,
-                                audit: AuditRecord | None = None) -> None:
+                                audit: Audits = None) -> None:
         await self.identity.set_password_hash(user_id, password_hash, audit=audit)
 
-    async def delete_user(self, user_id: str, *, audit: AuditRecord | None = None) -> None:
+    async def delete_user(self, user_id: str, *, audit: Audits = None) -> None:
         await self.identity.delete_user(user_id, audit=audit)
 
     async def user(self, user_id: str) -> User | None:
@@ -83,7 +88,7 @@ class IdentityArea:
         await self.identity.set_membership(user_id, organisation_id, role, audit=audit)
 
     async def remove_membership(self, user_id: str, organisation_id: str, *,
-                                audit: AuditRecord | None = None) -> None:
+                                audit: Audits = None) -> None:
         await self.identity.remove_membership(user_id, organisation_id, audit=audit)
 
     async def membership(self, user_id: str, organisation_id: str) -> Membership | None:

@@ -53,6 +53,26 @@ def normalise_email(value: str) -> str:
     return email
 
 
+SIGN_IN_FAILURE_WINDOW = timedelta(hours=1)
+"""A quiet period that resets an account's failed sign-ins: a failure more than this after
+the previous one starts the count again at 1 (``IdentityStore.record_sign_in_failure``), and
+so the longest lock-out (``agents/identity/lockout.py``'s cap, an hour) ends by itself."""
+
+
+def account_key(account: str) -> str:
+    """What sign-in failures are counted under: the email normalised when it is a valid
+    one (so ``Alice@X.com`` and ``alice@x.com`` share a count), otherwise the text stripped,
+    lower-cased and cut to ``EMAIL_MAX_LENGTH`` (no account has such an address, so cutting
+    merges only counts that lock no one out). ``ValueError`` for a blank one."""
+    try:
+        return normalise_email(account)
+    except ValueError:
+        key = account.strip().lower()[:EMAIL_MAX_LENGTH]
+    if not key:
+        raise ValueError("a sign-in failure needs an account (the email typed)")
+    return key
+
+
 Email = Annotated[str, Field(max_length=EMAIL_MAX_LENGTH + 64,  # blanks are stripped after
                              description="lower-cased; at most 254 characters"),
                   AfterValidator(normalise_email)]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -37,6 +37,8 @@ from tables.ports.store import StoreUnavailable
 
 Conn = AsyncConnection[TupleRow]
 V = TypeVar("V")
+RETRY_ATTEMPTS = 3
+_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
 def describe(dsn: str) -> str:
@@ -142,6 +144,22 @@ class PostgresDb:
             self.metrics.store_write_duration.labels("postgres").observe(
                 time.perf_counter() - started
             )
+
+    async def transact(self, op: str, fn: Callable[[Conn], Awaitable[V]], *,
+                       attempts: int = RETRY_ATTEMPTS) -> V:
+        """``fn`` in one transaction, run again (at most ``attempts`` times in all) when
+        PostgreSQL ended it as a deadlock victim or a serialisation failure (SQLSTATE 40P01,
+        40001): the transaction was rolled back whole, so running it again is safe, and two
+        changes that met are a conflict to wait out, not an unavailable store. The last
+        failure is ``StoreUnavailable``. ``fn`` must do nothing but use ``conn``."""
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.transaction(op) as conn:
+                    return await fn(conn)
+            except StoreUnavailable as exc:
+                if attempt == attempts or not isinstance(exc.__cause__, _RETRYABLE):
+                    raise  # each failed attempt was counted in store_errors
+        raise StoreUnavailable(f"{self.where}: {op} was not attempted")  # attempts < 1
 
     async def read(self, op: str, sql: str, params: tuple[Any, ...] = ()) -> list[TupleRow]:
         async with self.connection(op) as conn:

@@ -2,10 +2,15 @@
 
 Each change is one transaction. The rules across rows are checked inside it under row locks,
 so that two concurrent changes cannot both pass a check that only one may (two admins
-demoting each other): a change to memberships locks the organisations' rows
-(``SELECT ... FOR UPDATE``, in id order, so that two changes cannot deadlock), a change to a
-user locks that user's row. Unique emails are the constraint's; a violation that a check
-before it could not see (a concurrent insert) is mapped to the same error.
+demoting each other): a change to a user or their memberships first locks the user's row,
+then every organisation it concerns in one statement in id order (``FOR NO KEY UPDATE``,
+which leaves foreign-key checks of concurrent inserts unblocked). That ordering avoids the
+deadlocks we know of, but PostgreSQL may still pick a deadlock victim (or a serialisation
+failure) among changes that lock in other orders (a facility's row with organisations,
+cascades): such a transaction is run again, up to ``RETRY_ATTEMPTS`` times in all
+(``PostgresDb.transact``), before it is ``StoreUnavailable``. Unique emails are the
+constraint's; a violation that a check before it could not see (a concurrent insert) is
+mapped to the same error, and any other integrity error to ``Conflict``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import TupleRow
 
+from connectors.identity_input import checked_inputs, sign_in_account
 from connectors.postgres.db import Conn, PostgresDb
 from connectors.postgres.identity_records import PostgresIdentityRecords
 from schemas.identity import (
@@ -24,9 +30,17 @@ from schemas.identity import (
     Organisation,
     PersonRole,
     User,
+    UserStatus,
     normalise_email,
 )
-from tables.ports.identity import Conflict, EmailTaken, LastAdmin, NotFound, WrongOrganisation
+from tables.ports.identity import (
+    Audits,
+    Conflict,
+    EmailTaken,
+    LastAdmin,
+    NotFound,
+    WrongOrganisation,
+)
 
 _USER = ("user_id, email, display_name, status, created_at, last_sign_in_at, password_hash, "
          "oidc_issuer, oidc_subject")
@@ -44,22 +58,38 @@ async def _one(conn: Conn, sql: str, params: tuple[object, ...]) -> TupleRow | N
 
 
 async def _lock(conn: Conn, table: str, column: str, value: str, what: str) -> None:
-    """Locks the row (``NotFound`` when there is none)."""
-    if await _one(conn, f"SELECT 1 FROM {table} WHERE {column} = %s FOR UPDATE",
+    """Locks the row against changes, not against rows that refer to it (``FOR NO KEY
+    UPDATE``: an insert's foreign-key check takes ``FOR KEY SHARE``, which ``FOR UPDATE``
+    would make wait, and which then deadlocked with a transaction holding that row's
+    referrers); ``NotFound`` when there is none."""
+    if await _one(conn, f"SELECT 1 FROM {table} WHERE {column} = %s FOR NO KEY UPDATE",
                   (value,)) is None:
         raise NotFound(f"{what} {value}")
 
 
+async def _lock_organisations(conn: Conn, organisation_ids: set[str]) -> set[str]:
+    """Locks the organisations in one statement, in id order (so that two changes locking
+    overlapping sets wait for each other instead of deadlocking): those that exist."""
+    cursor = await conn.execute(
+        "SELECT organisation_id FROM organisations WHERE organisation_id = ANY(%s) "
+        "ORDER BY organisation_id FOR NO KEY UPDATE", (sorted(organisation_ids),))
+    return {r[0] for r in await cursor.fetchall()}
+
+
 async def _keeping_admins(conn: Conn, user_id: str, change: Callable[[], Awaitable[object]],
                           also: str | None = None) -> None:
-    """Runs ``change`` with the organisations where the user is an admin (and ``also``)
-    locked, and refuses it (``LastAdmin``) if one of them had an active admin before it and
-    has none after."""
+    """Runs ``change`` with the organisations where the user is an admin (and ``also``,
+    ``NotFound`` when it does not exist) locked, and refuses it (``LastAdmin``) if one of
+    them had an active admin before it and has none after. The caller holds the user's row
+    lock, so the set of the user's admin memberships read here cannot change meanwhile."""
     cursor = await conn.execute("SELECT organisation_id FROM memberships WHERE user_id = %s "
                                 "AND role = 'admin'", (user_id,))
-    orgs = sorted({r[0] for r in await cursor.fetchall()} | ({also} if also else set()))
-    await conn.execute("SELECT 1 FROM organisations WHERE organisation_id = ANY(%s) "
-                       "ORDER BY organisation_id FOR UPDATE", (orgs,))
+    wanted = {r[0] for r in await cursor.fetchall()} | ({also} if also else set())
+    if also is not None and also not in await _lock_organisations(conn, wanted):
+        raise NotFound(f"organisation {also}")
+    if also is None and wanted:
+        await _lock_organisations(conn, wanted)
+    orgs = sorted(wanted)
     before = {}
     for org in orgs:
         row = await _one(conn, _ACTIVE_ADMINS, (org,))
@@ -89,6 +119,7 @@ def _unique(exc: psycopg.errors.UniqueViolation, user: User) -> Exception:
     return Conflict(f"user {user.user_id} already exists")
 
 
+@checked_inputs
 class PostgresIdentity(PostgresIdentityRecords):
     """``IdentityStore`` through the store's pool (``PostgresDb``); the audit log, personal
     tokens and sign-in failures are in the base class."""
@@ -101,25 +132,29 @@ class PostgresIdentity(PostgresIdentityRecords):
 
     async def add_organisation(self, organisation: Organisation, *,
                                audit: AuditRecord | None = None) -> None:
-        async with self._change("add_organisation", audit) as conn:
+        async def fn(conn: Conn) -> None:
             cursor = await conn.execute(
                 "INSERT INTO organisations (organisation_id, name) VALUES (%s, %s) "
                 "ON CONFLICT DO NOTHING", (organisation.organisation_id, organisation.name))
             if cursor.rowcount == 0:
                 raise Conflict(f"organisation {organisation.organisation_id} already exists")
 
+        await self._change("add_organisation", audit, fn)
+
     async def update_organisation(self, organisation: Organisation, *,
                                   audit: AuditRecord | None = None) -> None:
-        async with self._change("update_organisation", audit) as conn:
+        async def fn(conn: Conn) -> None:
             cursor = await conn.execute(
                 "UPDATE organisations SET name = %s WHERE organisation_id = %s",
                 (organisation.name, organisation.organisation_id))
             if cursor.rowcount == 0:
                 raise NotFound(f"organisation {organisation.organisation_id}")
 
+        await self._change("update_organisation", audit, fn)
+
     async def delete_organisation(self, organisation_id: str, *,
                                   audit: AuditRecord | None = None) -> None:
-        async with self._change("delete_organisation", audit) as conn:
+        async def fn(conn: Conn) -> None:
             await _lock(conn, "organisations", "organisation_id", organisation_id,
                         "organisation")
             if await _one(conn, "SELECT 1 FROM memberships WHERE organisation_id = %s UNION ALL "
@@ -129,6 +164,8 @@ class PostgresIdentity(PostgresIdentityRecords):
                                "facilities")
             await conn.execute("DELETE FROM organisations WHERE organisation_id = %s",
                                (organisation_id,))
+
+        await self._change("delete_organisation", audit, fn)
 
     async def organisation(self, organisation_id: str) -> Organisation | None:
         rows = await self._db.read("organisation", "SELECT organisation_id, name FROM "
@@ -143,16 +180,23 @@ class PostgresIdentity(PostgresIdentityRecords):
 
     async def set_facility_organisation(self, facility_id: str, organisation_id: str, *,
                                         audit: AuditRecord | None = None) -> None:
-        async with self._change("set_facility_organisation", audit) as conn:
+        async def fn(conn: Conn) -> None:
             await _lock(conn, "facilities", "facility_id", facility_id, "facility")
-            await _lock(conn, "organisations", "organisation_id", organisation_id,
-                        "organisation")
+            current = await _one(conn, "SELECT organisation_id FROM organisation_facilities "
+                                 "WHERE facility_id = %s", (facility_id,))
+            # The facility's present organisation too, so that a concurrent deletion of it or
+            # assignment to it waits; in id order with the new one, in one statement.
+            wanted = {organisation_id} | ({current[0]} if current else set())
+            if organisation_id not in await _lock_organisations(conn, wanted):
+                raise NotFound(f"organisation {organisation_id}")
             await conn.execute("DELETE FROM facility_assignments WHERE facility_id = %s AND "
                                "organisation_id <> %s", (facility_id, organisation_id))
             await conn.execute(
                 "INSERT INTO organisation_facilities (facility_id, organisation_id) VALUES "
                 "(%s, %s) ON CONFLICT (facility_id) DO UPDATE SET organisation_id = "
                 "excluded.organisation_id", (facility_id, organisation_id))
+
+        await self._change("set_facility_organisation", audit, fn)
 
     async def facility_organisation(self, facility_id: str) -> str | None:
         rows = await self._db.read("facility_organisation", "SELECT organisation_id FROM "
@@ -169,46 +213,70 @@ class PostgresIdentity(PostgresIdentityRecords):
     # -- users -----------------------------------------------------------------------------
 
     async def add_user(self, user: User, *, audit: AuditRecord | None = None) -> None:
-        try:
-            async with self._change("add_user", audit) as conn:
-                await _check_user(conn, user)
-                await conn.execute(
-                    f"INSERT INTO users ({_USER}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (user.user_id, user.email, user.display_name, user.status, user.created_at,
-                     user.last_sign_in_at, user.password_hash, user.oidc_issuer,
-                     user.oidc_subject))
-        except psycopg.errors.UniqueViolation as exc:
-            raise _unique(exc, user) from None
+        async def fn(conn: Conn) -> None:
+            await _check_user(conn, user)
+            await conn.execute(
+                f"INSERT INTO users ({_USER}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (user.user_id, user.email, user.display_name, user.status, user.created_at,
+                 user.last_sign_in_at, user.password_hash, user.oidc_issuer,
+                 user.oidc_subject))
+
+        await self._user_change("add_user", user, audit, fn)
 
     async def update_user(self, user: User, *, audit: AuditRecord | None = None) -> None:
-        async def change(conn: Conn) -> None:
-            await conn.execute(
+        async def fn(conn: Conn) -> None:
+            await _lock(conn, "users", "user_id", user.user_id, "user")
+            await _check_user(conn, user)
+            await _keeping_admins(conn, user.user_id, lambda: conn.execute(
                 "UPDATE users SET email = %s, display_name = %s, status = %s, "
                 "oidc_issuer = %s, oidc_subject = %s WHERE user_id = %s",
                 (user.email, user.display_name, user.status, user.oidc_issuer,
-                 user.oidc_subject, user.user_id))
+                 user.oidc_subject, user.user_id)))
 
-        try:
-            async with self._change("update_user", audit) as conn:
-                await _lock(conn, "users", "user_id", user.user_id, "user")
-                await _check_user(conn, user)
-                await _keeping_admins(conn, user.user_id, lambda: change(conn))
-        except psycopg.errors.UniqueViolation as exc:
-            raise _unique(exc, user) from None
+        await self._user_change("update_user", user, audit, fn)
+
+    async def _user_change(self, op: str, user: User, audit: Audits,
+                           fn: Callable[[Conn], Awaitable[None]]) -> None:
+        async def mapped(conn: Conn) -> None:
+            try:
+                await fn(conn)
+            except psycopg.errors.UniqueViolation as exc:
+                raise _unique(exc, user) from None
+
+        await self._change(op, audit, mapped)
+
+    async def set_user_status(self, user_id: str, status: UserStatus, *,
+                              audit: Audits = None) -> bool:
+        async def fn(conn: Conn) -> bool:
+            row = await _one(conn, "SELECT status FROM users WHERE user_id = %s "
+                             "FOR NO KEY UPDATE", (user_id,))
+            if row is None:
+                raise NotFound(f"user {user_id}")
+            if row[0] == status:
+                return False
+            await _keeping_admins(conn, user_id, lambda: conn.execute(
+                "UPDATE users SET status = %s WHERE user_id = %s", (status, user_id)))
+            return True
+
+        return await self._change("set_user_status", audit, fn, changed=bool)
 
     async def set_password_hash(self, user_id: str, password_hash: str | None, *,
-                                audit: AuditRecord | None = None) -> None:
-        async with self._change("set_password_hash", audit) as conn:
+                                audit: Audits = None) -> None:
+        async def fn(conn: Conn) -> None:
             cursor = await conn.execute("UPDATE users SET password_hash = %s WHERE user_id = %s",
                                         (password_hash, user_id))
             if cursor.rowcount == 0:
                 raise NotFound(f"user {user_id}")
 
-    async def delete_user(self, user_id: str, *, audit: AuditRecord | None = None) -> None:
-        async with self._change("delete_user", audit) as conn:
+        await self._change("set_password_hash", audit, fn)
+
+    async def delete_user(self, user_id: str, *, audit: Audits = None) -> None:
+        async def fn(conn: Conn) -> None:
             await _lock(conn, "users", "user_id", user_id, "user")
             await _keeping_admins(conn, user_id, lambda: conn.execute(
                 "DELETE FROM users WHERE user_id = %s", (user_id,)))  # the rest cascades
+
+        await self._change("delete_user", audit, fn)
 
     async def user(self, user_id: str) -> User | None:
         rows = await self._db.read("user", f"SELECT {_USER} FROM users WHERE user_id = %s",
@@ -240,28 +308,31 @@ class PostgresIdentity(PostgresIdentityRecords):
 
     async def set_membership(self, user_id: str, organisation_id: str, role: PersonRole, *,
                              audit: AuditRecord | None = None) -> None:
-        async with self._change("set_membership", audit) as conn:
+        async def fn(conn: Conn) -> None:
             await _lock(conn, "users", "user_id", user_id, "user")
-            await _lock(conn, "organisations", "organisation_id", organisation_id,
-                        "organisation")
             await _keeping_admins(conn, user_id, lambda: conn.execute(
                 "INSERT INTO memberships (user_id, organisation_id, role) VALUES (%s, %s, %s) "
                 "ON CONFLICT (user_id, organisation_id) DO UPDATE SET role = excluded.role",
                 (user_id, organisation_id, role.value)), also=organisation_id)
 
+        await self._change("set_membership", audit, fn)
+
     async def remove_membership(self, user_id: str, organisation_id: str, *,
-                                audit: AuditRecord | None = None) -> None:
+                                audit: Audits = None) -> None:
         async def delete(conn: Conn) -> None:
             await conn.execute("DELETE FROM personal_tokens WHERE user_id = %s AND "
                                "organisation_id = %s", (user_id, organisation_id))
             await conn.execute("DELETE FROM memberships WHERE user_id = %s AND "
                                "organisation_id = %s", (user_id, organisation_id))
 
-        async with self._change("remove_membership", audit) as conn:
+        async def fn(conn: Conn) -> None:
+            await _lock(conn, "users", "user_id", user_id, "user")
             if await _one(conn, "SELECT 1 FROM memberships WHERE user_id = %s AND "
                           "organisation_id = %s", (user_id, organisation_id)) is None:
                 raise NotFound(f"membership of user {user_id} in {organisation_id}")
             await _keeping_admins(conn, user_id, lambda: delete(conn), also=organisation_id)
+
+        await self._change("remove_membership", audit, fn)
 
     async def membership(self, user_id: str, organisation_id: str) -> Membership | None:
         found = await self.memberships(user_id=user_id, organisation_id=organisation_id)
@@ -284,7 +355,8 @@ class PostgresIdentity(PostgresIdentityRecords):
                               facility_ids: Sequence[str], *,
                               audit: AuditRecord | None = None) -> None:
         wanted = sorted(set(facility_ids))
-        async with self._change("set_assignments", audit) as conn:
+
+        async def fn(conn: Conn) -> None:
             await _lock(conn, "organisations", "organisation_id", organisation_id,
                         "organisation")
             if await _one(conn, "SELECT 1 FROM memberships WHERE user_id = %s AND "
@@ -301,11 +373,17 @@ class PostgresIdentity(PostgresIdentityRecords):
                 "INSERT INTO facility_assignments (user_id, organisation_id, facility_id) "
                 "SELECT %s, %s, unnest(%s::text[])", (user_id, organisation_id, wanted))
 
+        await self._change("set_assignments", audit, fn)
+
     async def record_sign_in_success(self, user_id: str, account: str, *, at: datetime,
                                      audit: AuditRecord | None = None) -> None:
-        async with self._change("record_sign_in_success", audit) as conn:
+        key = sign_in_account(account)
+
+        async def fn(conn: Conn) -> None:
             cursor = await conn.execute("UPDATE users SET last_sign_in_at = %s WHERE "
                                         "user_id = %s", (at, user_id))
             if cursor.rowcount == 0:
                 raise NotFound(f"user {user_id}")
-            await conn.execute("DELETE FROM sign_in_failures WHERE account = %s", (account,))
+            await conn.execute("DELETE FROM sign_in_failures WHERE account = %s", (key,))
+
+        await self._change("record_sign_in_success", audit, fn)

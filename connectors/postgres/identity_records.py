@@ -3,24 +3,28 @@ sign-in failure counts (the base of ``PostgresIdentity``); schema in migration 0
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
+from connectors.identity_input import sign_in_account
 from connectors.postgres.db import Conn, PostgresDb
 from schemas.identity import (
     ORGANISATION_WIDE_ROLES,
+    SIGN_IN_FAILURE_WINDOW,
     AuditAction,
     AuditRecord,
     PersonalToken,
     PersonRole,
     SignInFailures,
 )
-from tables.ports.identity import Conflict, check_personal_token
+from tables.ports.identity import Audits, Conflict, audit_records, check_personal_token
+
+T = TypeVar("T")
 
 _AUDIT = "audit_id, at, actor_id, action, organisation_id, target, client_address, details"
 _TOKEN = ("token_id, user_id, organisation_id, token_sha256, name, role, facility_ids, "
@@ -59,17 +63,30 @@ def _failures(r: TupleRow) -> SignInFailures:
 
 class PostgresIdentityRecords:
     """Audit log, personal tokens, sign-in failures; ``_change``: a transaction that appends
-    its audit record before it commits."""
+    its audit records before it commits."""
 
     def __init__(self, db: PostgresDb) -> None:
         self._db = db
 
-    @asynccontextmanager
-    async def _change(self, op: str, audit: AuditRecord | None) -> AsyncIterator[Conn]:
-        async with self._db.transaction(op) as conn:
-            yield conn
-            if audit is not None:
-                await append_audit(conn, audit)
+    async def _change(self, op: str, audit: Audits, fn: Callable[[Conn], Awaitable[T]], *,
+                      changed: Callable[[T], bool] = lambda _: True) -> T:
+        """``fn`` and the audit records (when ``changed`` says its result changed something)
+        in one transaction, retried on a deadlock or serialisation failure
+        (``PostgresDb.transact``). An integrity error that the checks inside ``fn`` could not
+        see coming (a row a concurrent change removed) is a ``Conflict``, never the driver's
+        exception; ``fn`` maps the unique violations it knows first."""
+        async def run(conn: Conn) -> T:
+            result = await fn(conn)
+            if changed(result):
+                for record in audit_records(audit):
+                    await append_audit(conn, record)
+            return result
+
+        try:
+            return await self._db.transact(op, run)
+        except psycopg.errors.IntegrityError as exc:
+            raise Conflict(f"{op} met a concurrent change ({exc.diag.message_primary}); "
+                           "try again") from None
 
     # -- audit log -------------------------------------------------------------------------
 
@@ -103,7 +120,7 @@ class PostgresIdentityRecords:
 
     async def add_personal_token(self, token: PersonalToken, *,
                                  audit: AuditRecord | None = None) -> None:
-        async with self._change("add_personal_token", audit) as conn:
+        async def fn(conn: Conn) -> None:
             row = await (await conn.execute(
                 "SELECT role FROM memberships WHERE user_id = %s AND organisation_id = %s "
                 "FOR SHARE", (token.user_id, token.organisation_id))).fetchone()
@@ -127,6 +144,8 @@ class PostgresIdentityRecords:
             if cursor.rowcount == 0:
                 raise Conflict(f"personal token {token.token_id} already exists")
 
+        await self._change("add_personal_token", audit, fn)
+
     async def personal_token(self, token_id: str) -> PersonalToken | None:
         rows = await self._db.read("personal_token", f"SELECT {_TOKEN} FROM personal_tokens "
                                    "WHERE token_id = %s", (token_id,))
@@ -140,33 +159,48 @@ class PostgresIdentityRecords:
 
     async def revoke_personal_token(self, token_id: str, *, at: datetime,
                                     audit: AuditRecord | None = None) -> bool:
-        async with self._change("revoke_personal_token", audit) as conn:
+        async def fn(conn: Conn) -> bool:
             cursor = await conn.execute("UPDATE personal_tokens SET revoked_at = %s WHERE "
                                         "token_id = %s AND revoked_at IS NULL", (at, token_id))
             return cursor.rowcount > 0
 
+        return await self._change("revoke_personal_token", audit, fn, changed=bool)
+
     # -- sign-in failures ------------------------------------------------------------------
 
     async def record_sign_in_failure(self, account: str, *, at: datetime,
-                                     audit: AuditRecord | None = None) -> SignInFailures:
-        async with self._change("record_sign_in_failure", audit) as conn:
+                                     audit: Audits = None) -> SignInFailures:
+        key = sign_in_account(account)
+
+        async def fn(conn: Conn) -> SignInFailures:
             row = await (await conn.execute(
-                f"INSERT INTO sign_in_failures ({_FAILURES}) VALUES (%s, 1, %s, %s) "
-                "ON CONFLICT (account) DO UPDATE SET failures = sign_in_failures.failures + 1, "
+                f"INSERT INTO sign_in_failures ({_FAILURES}) VALUES (%(key)s, 1, %(at)s, "
+                "%(at)s) ON CONFLICT (account) DO UPDATE SET "
+                "failures = CASE WHEN sign_in_failures.last_failed_at <= %(quiet)s THEN 1 "
+                "ELSE sign_in_failures.failures + 1 END, "
+                "first_failed_at = CASE WHEN sign_in_failures.last_failed_at <= %(quiet)s "
+                "THEN excluded.first_failed_at ELSE sign_in_failures.first_failed_at END, "
                 f"last_failed_at = excluded.last_failed_at RETURNING {_FAILURES}",
-                (account, at, at))).fetchone()
+                {"key": key, "at": at, "quiet": at - SIGN_IN_FAILURE_WINDOW})).fetchone()
             if row is None:
                 raise Conflict("the sign-in failure was not counted")  # RETURNING always does
             return _failures(row)
 
+        return await self._change("record_sign_in_failure", audit, fn)
+
     async def clear_sign_in_failures(self, account: str, *,
                                      audit: AuditRecord | None = None) -> bool:
-        async with self._change("clear_sign_in_failures", audit) as conn:
+        key = sign_in_account(account)
+
+        async def fn(conn: Conn) -> bool:
             cursor = await conn.execute("DELETE FROM sign_in_failures WHERE account = %s",
-                                        (account,))
+                                        (key,))
             return cursor.rowcount > 0
+
+        return await self._change("clear_sign_in_failures", audit, fn, changed=bool)
 
     async def sign_in_failures(self, account: str) -> SignInFailures | None:
         rows = await self._db.read("sign_in_failures", f"SELECT {_FAILURES} FROM "
-                                   "sign_in_failures WHERE account = %s", (account,))
+                                   "sign_in_failures WHERE account = %s",
+                                   (sign_in_account(account),))
         return _failures(rows[0]) if rows else None

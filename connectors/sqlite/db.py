@@ -63,6 +63,10 @@ class SqliteDb:
             except BaseException:
                 conn.close()
                 raise
+            # After the migrations: a table rebuild in one must not cascade. SQLite checks the
+            # schema's foreign keys only on a connection that asks; the writer does, so a
+            # change that would orphan a row fails whole (IntegrityError) instead.
+            conn.execute("PRAGMA foreign_keys = ON")
             if applied:
                 log.info("SQLite store %s migrated to schema version %d (applied %s)",
                          self.path, applied[-1], ", ".join(map(str, applied)))

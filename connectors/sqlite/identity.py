@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from connectors.epoch import dt, us
+from connectors.identity_input import checked_inputs, sign_in_account
 from connectors.sqlite.db import SqliteDb
 from connectors.sqlite.identity_records import SqliteIdentityRecords
 from schemas.identity import (
@@ -22,9 +23,17 @@ from schemas.identity import (
     Organisation,
     PersonRole,
     User,
+    UserStatus,
     normalise_email,
 )
-from tables.ports.identity import Conflict, EmailTaken, LastAdmin, NotFound, WrongOrganisation
+from tables.ports.identity import (
+    Audits,
+    Conflict,
+    EmailTaken,
+    LastAdmin,
+    NotFound,
+    WrongOrganisation,
+)
 
 _USER = ("user_id, email, display_name, status, created_at_us, last_sign_in_at_us, "
          "password_hash, oidc_issuer, oidc_subject")
@@ -88,6 +97,7 @@ def _memberships(rows: list[tuple[Any, ...]],
             for u, o, role in rows]
 
 
+@checked_inputs
 class SqliteIdentity(SqliteIdentityRecords):
     """``IdentityStore`` through the file's connection object (``SqliteDb``); the audit log,
     personal tokens and sign-in failures are in the base class."""
@@ -192,8 +202,23 @@ class SqliteIdentity(SqliteIdentityRecords):
 
         await self._write("update_user", audit, fn)
 
+    async def set_user_status(self, user_id: str, status: UserStatus, *,
+                              audit: Audits = None) -> bool:
+        def fn(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT status FROM users WHERE user_id = ?",
+                               (user_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"user {user_id}")
+            if row[0] == status:
+                return False
+            _keeping_admins(conn, user_id, lambda: conn.execute(
+                "UPDATE users SET status = ? WHERE user_id = ?", (status, user_id)))
+            return True
+
+        return await self._write("set_user_status", audit, fn, changed=bool)
+
     async def set_password_hash(self, user_id: str, password_hash: str | None, *,
-                                audit: AuditRecord | None = None) -> None:
+                                audit: Audits = None) -> None:
         def fn(conn: sqlite3.Connection) -> None:
             if conn.execute("UPDATE users SET password_hash = ? WHERE user_id = ?",
                             (password_hash, user_id)).rowcount == 0:
@@ -201,7 +226,7 @@ class SqliteIdentity(SqliteIdentityRecords):
 
         await self._write("set_password_hash", audit, fn)
 
-    async def delete_user(self, user_id: str, *, audit: AuditRecord | None = None) -> None:
+    async def delete_user(self, user_id: str, *, audit: Audits = None) -> None:
         def delete(conn: sqlite3.Connection) -> None:
             for table in ("facility_assignments", "personal_tokens", "memberships", "users"):
                 conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
@@ -253,7 +278,7 @@ class SqliteIdentity(SqliteIdentityRecords):
         await self._write("set_membership", audit, fn)
 
     async def remove_membership(self, user_id: str, organisation_id: str, *,
-                                audit: AuditRecord | None = None) -> None:
+                                audit: Audits = None) -> None:
         def delete(conn: sqlite3.Connection) -> None:
             for table in ("facility_assignments", "personal_tokens", "memberships"):
                 conn.execute(f"DELETE FROM {table} WHERE user_id = ? AND organisation_id = ?",
@@ -306,10 +331,12 @@ class SqliteIdentity(SqliteIdentityRecords):
 
     async def record_sign_in_success(self, user_id: str, account: str, *, at: datetime,
                                      audit: AuditRecord | None = None) -> None:
+        key = sign_in_account(account)
+
         def fn(conn: sqlite3.Connection) -> None:
             if conn.execute("UPDATE users SET last_sign_in_at_us = ? WHERE user_id = ?",
                             (us(at), user_id)).rowcount == 0:
                 raise NotFound(f"user {user_id}")
-            conn.execute("DELETE FROM sign_in_failures WHERE account = ?", (account,))
+            conn.execute("DELETE FROM sign_in_failures WHERE account = ?", (key,))
 
         await self._write("record_sign_in_success", audit, fn)

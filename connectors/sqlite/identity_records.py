@@ -11,16 +11,18 @@ from typing import Any, TypeVar
 import orjson
 
 from connectors.epoch import dt, us
+from connectors.identity_input import sign_in_account
 from connectors.sqlite.db import SqliteDb
 from schemas.identity import (
     ORGANISATION_WIDE_ROLES,
+    SIGN_IN_FAILURE_WINDOW,
     AuditAction,
     AuditRecord,
     PersonalToken,
     PersonRole,
     SignInFailures,
 )
-from tables.ports.identity import Conflict, check_personal_token
+from tables.ports.identity import Audits, Conflict, audit_records, check_personal_token
 
 T = TypeVar("T")
 
@@ -63,17 +65,22 @@ class SqliteIdentityRecords:
     def __init__(self, db: SqliteDb) -> None:
         self._db = db
 
-    async def _write(self, op: str, audit: AuditRecord | None,
-                     fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn`` and the audit record in one transaction; what ``fn`` returned."""
+    async def _write(self, op: str, audit: Audits, fn: Callable[[sqlite3.Connection], T], *,
+                     changed: Callable[[T], bool] = lambda _: True) -> T:
+        """``fn`` and the audit records (when ``changed`` says its result changed something)
+        in one transaction; what ``fn`` returned."""
         out: list[T] = []
 
         def write(conn: sqlite3.Connection) -> None:
             out.append(fn(conn))
-            if audit is not None:
-                append_audit(conn, audit)
+            if changed(out[0]):
+                for record in audit_records(audit):
+                    append_audit(conn, record)
 
-        await self._db.write(write, op=op)
+        try:
+            await self._db.write(write, op=op)
+        except sqlite3.IntegrityError as exc:  # a rule the checks in fn did not foresee
+            raise Conflict(f"{op} was refused by the store's constraints ({exc})") from None
         return out[0]
 
     # -- audit log -------------------------------------------------------------------------
@@ -157,33 +164,41 @@ class SqliteIdentityRecords:
                                 "token_id = ? AND revoked_at_us IS NULL",
                                 (us(at), token_id)).rowcount > 0
 
-        return await self._write("revoke_personal_token", audit, fn)
+        return await self._write("revoke_personal_token", audit, fn, changed=bool)
 
     # -- sign-in failures ------------------------------------------------------------------
 
     async def record_sign_in_failure(self, account: str, *, at: datetime,
                                      audit: AuditRecord | None = None) -> SignInFailures:
+        key = sign_in_account(account)
+
         def fn(conn: sqlite3.Connection) -> SignInFailures:
             row = conn.execute(
                 "INSERT INTO sign_in_failures (account, failures, first_failed_at_us, "
-                "last_failed_at_us) VALUES (?, 1, ?, ?) ON CONFLICT (account) DO UPDATE SET "
-                "failures = failures + 1, last_failed_at_us = excluded.last_failed_at_us "
+                "last_failed_at_us) VALUES (:key, 1, :at, :at) ON CONFLICT (account) DO UPDATE "
+                "SET failures = CASE WHEN last_failed_at_us <= :quiet THEN 1 "
+                "ELSE failures + 1 END, first_failed_at_us = CASE WHEN last_failed_at_us <= "
+                ":quiet THEN excluded.first_failed_at_us ELSE first_failed_at_us END, "
+                "last_failed_at_us = excluded.last_failed_at_us "
                 "RETURNING account, failures, first_failed_at_us, last_failed_at_us",
-                (account, us(at), us(at))).fetchone()
+                {"key": key, "at": us(at),
+                 "quiet": us(at - SIGN_IN_FAILURE_WINDOW)}).fetchone()
             return _failures(row)
 
         return await self._write("record_sign_in_failure", audit, fn)
 
     async def clear_sign_in_failures(self, account: str, *,
                                      audit: AuditRecord | None = None) -> bool:
+        key = sign_in_account(account)
+
         def fn(conn: sqlite3.Connection) -> bool:
             return conn.execute("DELETE FROM sign_in_failures WHERE account = ?",
-                                (account,)).rowcount > 0
+                                (key,)).rowcount > 0
 
-        return await self._write("clear_sign_in_failures", audit, fn)
+        return await self._write("clear_sign_in_failures", audit, fn, changed=bool)
 
     async def sign_in_failures(self, account: str) -> SignInFailures | None:
         rows = await self._db.read("SELECT account, failures, first_failed_at_us, "
                                    "last_failed_at_us FROM sign_in_failures WHERE account = ?",
-                                   (account,))
+                                   (sign_in_account(account),))
         return _failures(rows[0]) if rows else None

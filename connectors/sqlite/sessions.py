@@ -1,6 +1,10 @@
 """Signed-in sessions in the embedded store (``SessionStore``; table ``sessions`` of
 migration 0002). A lookup is a write (it moves ``last_seen_at``), on the writer connection
-with its check, so that a revocation and a lookup cannot interleave."""
+with its check, so that a revocation and a lookup cannot interleave.
+
+``revoke_all`` revokes the user's rows in one transaction; there is no separate index to
+lose (unlike Redis), so no "revoked before" mark is kept: a session created after
+``revoke_all`` with an earlier ``created_at`` (which sign-in never does) stays live here."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from connectors.epoch import dt, us
+from connectors.identity_input import checked_inputs
 from connectors.sqlite.db import SqliteDb
 from schemas.identity import SessionRecord
 from tables.ports.identity import Conflict
@@ -28,6 +33,7 @@ def _session(r: tuple[Any, ...]) -> SessionRecord:
                          revoked_at=None if r[9] is None else dt(r[9]))
 
 
+@checked_inputs
 class SqliteSessions:
     def __init__(self, db: SqliteDb) -> None:
         self._db = db

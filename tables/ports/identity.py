@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from schemas.identity import (
     AuditAction,
@@ -27,7 +27,18 @@ from schemas.identity import (
     SessionRecord,
     SignInFailures,
     User,
+    UserStatus,
 )
+
+Audits: TypeAlias = AuditRecord | Sequence[AuditRecord] | None
+"""What a change appends to the audit log in its transaction: one record, or several (one
+per organisation of the user a change concerns, so that each organisation's log shows it)."""
+
+
+def audit_records(audit: Audits) -> tuple[AuditRecord, ...]:
+    if audit is None:
+        return ()
+    return (audit,) if isinstance(audit, AuditRecord) else tuple(audit)
 
 
 class IdentityError(Exception):
@@ -70,6 +81,11 @@ class WrongOrganisation(IdentityError):
                          f"organisation {organisation_id}")
         self.organisation_id = organisation_id
         self.facility_ids = tuple(facility_ids)
+
+
+class Invalid(IdentityError, ValueError):
+    """A value the stores refuse before any I/O, alike on every backend: a naive datetime, a
+    NUL character in a text, a record that is not valid (``connectors/identity_input.py``)."""
 
 
 class BeyondOwner(IdentityError):
@@ -141,12 +157,19 @@ class IdentityStore(Protocol):
         an edit does not undo a concurrent sign-in or password change."""
         ...
 
+    async def set_user_status(self, user_id: str, status: UserStatus, *,
+                              audit: Audits = None) -> bool:
+        """Whether the status changed: only the status is written, so a concurrent edit of
+        the user's other fields stays (``NotFound``; ``LastAdmin`` when disabling an
+        organisation's last active admin). The audit records are written only on a change."""
+        ...
+
     async def set_password_hash(self, user_id: str, password_hash: str | None, *,
-                                audit: AuditRecord | None = None) -> None:
+                                audit: Audits = None) -> None:
         """``NotFound``."""
         ...
 
-    async def delete_user(self, user_id: str, *, audit: AuditRecord | None = None) -> None:
+    async def delete_user(self, user_id: str, *, audit: Audits = None) -> None:
         """With the memberships, assignments, tokens of the user (``NotFound``,
         ``LastAdmin``). The audit log keeps what they did."""
         ...
@@ -172,7 +195,7 @@ class IdentityStore(Protocol):
         ...
 
     async def remove_membership(self, user_id: str, organisation_id: str, *,
-                                audit: AuditRecord | None = None) -> None:
+                                audit: Audits = None) -> None:
         """With the member's assignments and tokens there (``NotFound``, ``LastAdmin``)."""
         ...
 
@@ -221,15 +244,17 @@ class IdentityStore(Protocol):
 
     async def revoke_personal_token(self, token_id: str, *, at: datetime,
                                     audit: AuditRecord | None = None) -> bool:
-        """Whether a token that was not revoked is now."""
+        """Whether a token that was not revoked is now (the audit record only then)."""
         ...
 
     # -- sign-in failures ----------------------------------------------------------------
 
     async def record_sign_in_failure(self, account: str, *, at: datetime,
                                      audit: AuditRecord | None = None) -> SignInFailures:
-        """One more failure of ``account`` (a normalised email, known or not); the count
-        after it."""
+        """One more failure of ``account``; the count after it. The account is keyed by
+        ``schemas.identity.account_key`` (the email normalised; another text lower-cased and
+        cut to ``EMAIL_MAX_LENGTH``); failures older than ``SIGN_IN_FAILURE_WINDOW`` before
+        this one no longer count (the count starts again at 1)."""
         ...
 
     async def record_sign_in_success(self, user_id: str, account: str, *, at: datetime,
@@ -240,7 +265,8 @@ class IdentityStore(Protocol):
 
     async def clear_sign_in_failures(self, account: str, *,
                                      audit: AuditRecord | None = None) -> bool:
-        """An admin lifts a lock-out: whether there were failures."""
+        """An admin lifts a lock-out: whether there were failures (the audit record only
+        then)."""
         ...
 
     async def sign_in_failures(self, account: str) -> SignInFailures | None: ...

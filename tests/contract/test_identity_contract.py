@@ -113,8 +113,7 @@ async def test_a_user_round_trips_and_edits_leave_password_and_sign_in_alone(
 ) -> None:
     await two_organisations(store)
     alice = user("u-1", "alice@example.com", password_hash="$argon2id$v=19$m=8,t=1,p=1$x$y",
-                 oidc_issuer="https://idp.example", oidc_subject="sub-1",
-                 created_at=T0.astimezone(UTC))
+                 oidc_issuer="https://idp.example", oidc_subject="sub-1")
     await store.add_user(alice)
     assert await store.user("u-1") == alice
     assert await store.user_by_oidc("https://idp.example", "sub-1") == alice
@@ -312,9 +311,15 @@ async def test_deleting_a_user_takes_their_memberships_and_tokens(
     await store.add_user(user("u-1", "v@example.com"))
     await store.set_membership("u-1", "org-1", PersonRole.VIEWER)
     await store.set_assignments("u-1", "org-1", ["fac-a"])
+    token = PersonalToken(token_id="00000000000000d1", user_id="u-1", organisation_id="org-1",
+                          token_sha256=sha256_hex("d1"), name="script", role=PersonRole.VIEWER,
+                          created_at=T0, expires_at=T0 + timedelta(days=30))
+    await store.add_personal_token(token)
     await store.delete_user("u-1", audit=audit(AuditAction.USER_DELETED, "user:u-1"))
     assert await store.user("u-1") is None
     assert await store.memberships(user_id="u-1") == []
+    assert await store.personal_tokens("u-1") == []
+    assert await store.personal_token(token.token_id) is None
     assert [r.action for r in await store.audit()] == [AuditAction.USER_DELETED]
     await store.add_user(user("u-1", "v@example.com"))  # the id and the email are free again
     with pytest.raises(NotFound):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.accounts import disable_user
+from agents.accounts import delete_user, disable_user, remove_membership, set_password_hash
 from connectors.cache.redis_sessions import RedisSessions
 from connectors.sqlite import SqliteStore
 from core.metrics import Metrics
@@ -154,14 +154,54 @@ async def test_disabling_a_user_revokes_their_sessions_at_once(
         assert disabled is not None and disabled.status == "disabled"
         assert await sessions.sessions_of("u-1", now=at) == []
         assert await sessions.get(sha256_hex("one"), now=at) is None
-        assert [(r.action, r.target) for r in await identity.audit()] == [
-            (AuditAction.SESSIONS_REVOKED_ALL, "user:u-1"),
-            (AuditAction.USER_DISABLED, "user:u-1")]
+        assert [(r.action, r.target, r.organisation_id) for r in await identity.audit()] == [
+            (AuditAction.SESSIONS_REVOKED_ALL, "user:u-1", "org-1"),
+            (AuditAction.USER_DISABLED, "user:u-1", "org-1")]
+        # Disabling again revokes what is left, with no second user_disabled record.
+        assert await disable_user(identity, sessions, "u-1", actor_id="u-admin", at=at) == 0
+        assert len(await identity.audit(organisation_id="org-1")) == 2
 
         # The last admin is refused whole: still active, still signed in.
         with pytest.raises(LastAdmin):
             await disable_user(identity, sessions, "u-admin", actor_id="u-admin", at=at)
         assert await sessions.get(sha256_hex("admin"), now=at) is not None
+    finally:
+        await identity.close()
+
+
+async def test_deleting_removing_or_changing_a_password_ends_the_sessions_it_should(
+    sessions: SessionStore, tmp_path: Path,
+) -> None:
+    identity = SqliteStore(tmp_path / "identity.db", metrics=Metrics())
+    await identity.open()
+    try:
+        for org in ("org-1", "org-2"):
+            await identity.add_organisation(Organisation(organisation_id=org, name=org))
+        for user_id in ("u-1", "u-2", "u-3"):
+            await identity.add_user(User(user_id=user_id, email=f"{user_id}@example.com",
+                                         display_name=user_id, created_at=T0))
+            for org in ("org-1", "org-2"):
+                await identity.set_membership(user_id, org, PersonRole.OPERATOR)
+        for name, user_id, org in (("d1", "u-1", "org-1"), ("d2", "u-1", "org-2"),
+                                   ("r1", "u-2", "org-1"), ("r2", "u-2", "org-2"),
+                                   ("p1", "u-3", "org-1"), ("p2", "u-3", "org-1")):
+            await sessions.create(session(name, user_id=user_id, org=org))
+        at = T0 + timedelta(minutes=5)
+
+        assert await delete_user(identity, sessions, "u-1", actor_id="cli", at=at) == 2
+        assert await sessions.sessions_of("u-1", now=at) == []
+        # Removed from org-1: the org-1 session ends, the org-2 one stays.
+        assert await remove_membership(identity, sessions, "u-2", "org-1", actor_id="cli",
+                                       at=at) == 1
+        assert [s.organisation_id for s in await sessions.sessions_of("u-2", now=at)] == [
+            "org-2"]
+        # A password change keeps the session that made it, and ends the others.
+        assert await set_password_hash(identity, sessions, "u-3", None, actor_id="u-3", at=at,
+                                       keep_sha256=sha256_hex("p2")) == 1
+        assert [s.session_sha256 for s in await sessions.sessions_of("u-3", now=at)] == [
+            sha256_hex("p2")]
+        assert {r.organisation_id for r in await identity.audit(
+            actions=[AuditAction.USER_DELETED])} == {"org-1", "org-2"}
     finally:
         await identity.close()
 

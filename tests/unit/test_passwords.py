@@ -92,3 +92,15 @@ def test_an_unknown_account_costs_a_verification_too() -> None:
     huge = best_of(5, lambda: hasher.verify(hashed, "x" * (MAX_LENGTH + 1)))
     assert not hasher.verify(None, "correct horse battery staple")
     assert unknown > wrong / 2 and huge > wrong / 2, (wrong, unknown, huge)
+
+
+def test_a_password_with_a_lone_surrogate_is_refused_never_an_encoding_error() -> None:
+    broken = "correct horse \ud800 battery"  # what a JSON "\ud800" escape decodes to
+    with pytest.raises(PasswordRejected) as caught:
+        check_password(broken)
+    assert caught.value.problem == "not_text"
+    hasher = PasswordHasher(FAST)
+    with pytest.raises(PasswordRejected):
+        hasher.hash(broken)
+    assert not hasher.verify(hasher.hash("correct horse battery"), broken)
+    assert not hasher.verify(None, broken)
