@@ -214,3 +214,20 @@ async def assign_facilities(identity: IdentityStore, *, actor: PersonRole,
         at=at, actor_id=actor_id, action=AuditAction.FACILITIES_ASSIGNED,
         organisation_id=organisation_id, target=f"user:{user_id}",
         client_address=client_address, details={"facilities": ",".join(chosen)}))
+
+
+async def set_role(identity: IdentityStore, *, organisation_id: str, user_id: str,
+                   role: PersonRole, actor_id: str, at: datetime,
+                   client_address: str | None = None) -> PersonRole | None:
+    """The operator's change (``sems user set-role``, no role above it): the user joins the
+    organisation with ``role``, or their role there changes (``NotFound``, ``LastAdmin``).
+    The role they had, none for a new member."""
+    membership = await identity.membership(user_id, organisation_id)
+    before = None if membership is None else membership.role
+    if before is not role:
+        await identity.set_membership(user_id, organisation_id, role, audit=AuditRecord(
+            at=at, actor_id=actor_id, action=AuditAction.ROLE_CHANGED,
+            organisation_id=organisation_id, target=f"user:{user_id}",
+            client_address=client_address,
+            details={"from": None if before is None else before.value, "to": role.value}))
+    return before

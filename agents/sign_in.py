@@ -44,6 +44,8 @@ class SignInPolicy:
     lifetime_s: float = 12 * 3600.0
     """A session's absolute expiry after its sign-in, however active it is."""
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
+    password_reset_ttl_s: float = 30 * 60.0
+    """How long a one-time password-reset token works (``agents/password_reset.py``)."""
 
 
 RefusalReason = Literal["invalid", "locked", "no_organisation"]

@@ -6,7 +6,6 @@ on top of the API's per-address limit)."""
 from __future__ import annotations
 
 import math
-import time
 
 from aiohttp import web
 
@@ -28,23 +27,11 @@ from api.people import (
     session_id_of,
     set_session_cookies,
 )
+from api.people_context import client_address, limit_sign_in
 from api.people_models import LoginRequest, Me, OrganisationView, SignedOut, UserView
-from api.ratelimit import RateLimiter
 
 INVALID = "the email address or the password is wrong"
 """One message for an unknown account, a disabled one and a wrong password."""
-
-
-def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
-
-
-def _limit(limiter: RateLimiter, key: str, what: str) -> None:
-    wait_s = limiter.take(key, time.monotonic())
-    if wait_s > 0:
-        retry = math.ceil(wait_s)
-        raise ApiError(429, "sign_in_rate_limited", f"too many sign-ins {what}; retry later",
-                       {"retry_after_s": retry}, headers={"Retry-After": str(retry)})
 
 
 async def login(request: web.Request) -> web.Response:
@@ -52,9 +39,9 @@ async def login(request: web.Request) -> web.Response:
     people = people_of(deps)
     check_origin(request)  # no signing a victim's browser in to an attacker's account
     address = client_address(request)
-    _limit(people.address_limiter, address, "from this address")
+    limit_sign_in(people.address_limiter, address, "from this address")
     body = parse_body(request, await request.read(), LoginRequest)
-    _limit(people.account_limiter, account_of(body.email), "for this account")
+    limit_sign_in(people.account_limiter, account_of(body.email), "for this account")
     try:
         signed = await sign_in(people.identity, people.sessions, people.hasher,
                                email=body.email, password=body.password, at=deps.clock(),

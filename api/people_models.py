@@ -13,11 +13,11 @@ from schemas.common import Identifier
 from schemas.identity import EMAIL_MAX_LENGTH, DisplayName, Email, PersonRole, User
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class LoginRequest(_Strict):
+class LoginRequest(Strict):
     email: str = Field(min_length=1, max_length=EMAIL_MAX_LENGTH + 64)
     """Any text: one that is no address is an unknown account (the same answer)."""
     password: str = Field(min_length=1, max_length=PASSWORD_MAX_LENGTH)
@@ -25,7 +25,7 @@ class LoginRequest(_Strict):
     """For a member of several organisations: which one (default: the first by id)."""
 
 
-class UserView(_Strict):
+class UserView(Strict):
     user_id: str
     email: str
     display_name: str
@@ -41,12 +41,12 @@ class UserView(_Strict):
                    last_sign_in_at=user.last_sign_in_at, oidc=user.oidc_subject is not None)
 
 
-class OrganisationView(_Strict):
+class OrganisationView(Strict):
     organisation_id: str
     name: str
 
 
-class Me(_Strict):
+class Me(Strict):
     """Who is calling: a signed-in person (``via`` session: user, organisation, CSRF token),
     or a token or key (their role and facilities only)."""
 
@@ -62,12 +62,12 @@ class Me(_Strict):
     """The session's absolute expiry (it also ends after its idle timeout)."""
 
 
-class SignedOut(_Strict):
+class SignedOut(Strict):
     signed_out: bool
     """Whether a live session was revoked (a token or key has none: false)."""
 
 
-class UserCreate(_Strict):
+class UserCreate(Strict):
     email: Email
     display_name: DisplayName
     role: PersonRole
@@ -76,22 +76,22 @@ class UserCreate(_Strict):
     facility_ids: list[Identifier] = Field(default_factory=list, max_length=1000)
 
 
-class UserUpdate(_Strict):
+class UserUpdate(Strict):
     display_name: DisplayName | None = None
     role: PersonRole | None = None
     status: Literal["active", "disabled"] | None = None
 
 
-class Member(_Strict):
+class Member(Strict):
     user: UserView
     role: PersonRole
     facility_ids: list[str]
 
 
-class Members(_Strict):
+class Members(Strict):
     organisation_id: str
     users: list[Member]
 
 
-class Assignment(_Strict):
+class Assignment(Strict):
     facility_ids: list[Identifier] = Field(max_length=1000)

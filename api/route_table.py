@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import auth_routes, dr_routes, facility_routes, forecast_routes, ops, user_routes
+from api import (
+    auth_routes,
+    dr_routes,
+    facility_routes,
+    forecast_routes,
+    ops,
+    password_reset_routes,
+    user_routes,
+)
 from api.endpoints import Endpoint
 
 
@@ -14,7 +22,7 @@ def endpoints(*, local_issuer: bool) -> list[Endpoint]:
     """The API's endpoints; ``local_issuer``: this process issues tokens and serves its keys."""
     return [*ops.endpoints(local_issuer=local_issuer), *facility_routes.ENDPOINTS,
             *forecast_routes.ENDPOINTS, *dr_routes.ENDPOINTS, *auth_routes.ENDPOINTS,
-            *user_routes.ENDPOINTS]
+            *user_routes.ENDPOINTS, *password_reset_routes.ENDPOINTS]
 
 
 def setup(app: web.Application) -> None:

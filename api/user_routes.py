@@ -7,26 +7,22 @@ the session, never from the request. The rules are ``agents/accounts.py``'s."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from agents.accounts import NotAllowed, assign_facilities, create_member, update_member
-from agents.identity.passwords import PasswordRejected
-from api.context import DEPS, PRINCIPAL, json_response, parse_body, parse_int, people_of
+from agents.accounts import assign_facilities, create_member, update_member
+from api.context import DEPS, json_response, parse_body, parse_int, people_of
 from api.endpoints import ADMIN, PEOPLE, USER_MANAGERS, Endpoint, Param
 from api.errors import ApiError
 from api.people import SESSION, clear_session_cookies
+from api.people_context import USER_ID
+from api.people_context import caller as _caller
+from api.people_context import domain_errors as _domain_errors
 from api.people_models import Assignment, Member, Members, UserCreate, UserUpdate, UserView
 from schemas.identity import AuditAction, AuditRecord, PersonRole, SessionRecord, User
-from tables.ports.identity import Conflict, EmailTaken, LastAdmin, NotFound, WrongOrganisation
 
-USER_ID = Param("user_id", "path", {"type": "string", "maxLength": 64,
-                                    "pattern": r"^[A-Za-z0-9_.-]+$"},
-                "a member of the caller's organisation", required=True)
 SESSION_ID = Param("session_id", "path", {"type": "string", "pattern": r"^[0-9a-f]{64}$"},
                    "a session's id as listed (the SHA-256 of its secret)", required=True)
 
@@ -68,38 +64,6 @@ class AuditLog(BaseModel):
     model_config = ConfigDict(extra="forbid")
     organisation_id: str
     records: list[AuditEntry]
-
-
-@contextmanager
-def _domain_errors() -> Iterator[None]:
-    """The account rules' refusals as the API answers them (never a 500)."""
-    try:
-        yield
-    except NotAllowed as exc:
-        raise ApiError(403, "role_not_grantable", str(exc)) from None
-    except PasswordRejected as exc:
-        raise ApiError(400, "weak_password", exc.message, {"problem": exc.problem}) from None
-    except WrongOrganisation as exc:
-        raise ApiError(400, "wrong_organisation", str(exc),
-                       {"facility_ids": list(exc.facility_ids)}) from None
-    except EmailTaken as exc:
-        raise ApiError(409, "email_taken", str(exc)) from None
-    except LastAdmin as exc:
-        raise ApiError(409, "last_admin", str(exc)) from None
-    except Conflict as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
-    except NotFound as exc:
-        raise ApiError(404, "user_not_found", f"{exc.what} is not a member of this "
-                       "organisation") from None
-
-
-def _caller(request: web.Request) -> tuple[str, str, PersonRole, str]:
-    """(organisation, actor user id, actor role, client address) of a signed-in caller."""
-    principal = request[PRINCIPAL]
-    if principal.organisation_id is None or principal.user_id is None:
-        raise ApiError(403, "forbidden", "this route is for signed-in people")
-    return (principal.organisation_id, principal.user_id, PersonRole(principal.role.value),
-            request.remote or "unknown")
 
 
 async def _member(request: web.Request, organisation_id: str, user_id: str) -> Member:

@@ -12,6 +12,7 @@ from schemas.identity import (
     AuditRecord,
     Membership,
     Organisation,
+    PasswordReset,
     PersonalToken,
     PersonRole,
     SignInFailures,
@@ -144,3 +145,15 @@ class IdentityArea:
 
     async def sign_in_failures(self, account: str) -> SignInFailures | None:
         return await self.identity.sign_in_failures(account)
+
+    async def add_password_reset(self, reset: PasswordReset, *,
+                                 audit: AuditRecord | None = None) -> None:
+        await self.identity.add_password_reset(reset, audit=audit)
+
+    async def password_reset(self, token_sha256: str) -> PasswordReset | None:
+        return await self.identity.password_reset(token_sha256)
+
+    async def use_password_reset(self, token_sha256: str, password_hash: str, *,
+                                 at: datetime, audit: AuditRecord | None = None) -> str:
+        return await self.identity.use_password_reset(token_sha256, password_hash, at=at,
+                                                      audit=audit)

@@ -204,6 +204,8 @@ class AuditAction(StrEnum):
     FACILITIES_ASSIGNED = "facilities_assigned"
     PASSWORD_CHANGED = "password_changed"
     PASSWORD_RESET = "password_reset"
+    PASSWORD_RESET_ISSUED = "password_reset_issued"
+    PASSWORD_RESET_FAILED = "password_reset_failed"
     TOKEN_CREATED = "token_created"
     TOKEN_REVOKED = "token_revoked"
 
@@ -255,3 +257,20 @@ class SignInFailures(_Record):
     failures: int = Field(ge=1)
     first_failed_at: UtcDatetime
     last_failed_at: UtcDatetime
+
+
+class PasswordReset(_Record):
+    """A one-time password-reset token issued to a user (by an admin, or at the CLI): only
+    its SHA-256 is stored; it sets a new password once, before ``expires_at``."""
+
+    token_sha256: Digest
+    user_id: Identifier
+    organisation_id: Identifier | None = None
+    """The organisation it was issued in (its audit records go there); none: at the CLI."""
+    created_at: UtcDatetime
+    expires_at: UtcDatetime
+    created_by: str = Field(max_length=200, description="who issued it (a user id, cli)")
+    used_at: UtcDatetime | None = None
+
+    def usable(self, now: datetime) -> bool:
+        return self.used_at is None and now < self.expires_at

@@ -14,7 +14,7 @@ from typing import Any
 from connectors.sqlite.migrations import SchemaTooNew
 from core.logs import configure_logging
 from core.metrics import Metrics
-from streams import admin_cli, forecast_cli, serve
+from streams import admin_cli, forecast_cli, people_cli, serve
 from streams.settings import Settings, SettingsError, load_settings
 
 
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("export-schemas", help="write JSON Schemas of the topic contracts")
     admin_cli.add_parsers(sub)
+    people_cli.add_parsers(sub)
     forecast_cli.add_parser(sub)
     return p
 
@@ -126,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return export()
     overrides: dict[str, Any] = {}
-    if args.command in ("facilities", "utility"):
+    if args.command in ("facilities", "utility", "org", "user"):
         overrides = {"data_dir": args.data_dir, "profile": args.profile}
     if args.command == "token":
         overrides = {"data_dir": args.data_dir}
@@ -165,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return admin_cli.create_token(settings, args)
     if args.command == "utility":
         return asyncio.run(admin_cli.utility(settings, args))
+    if args.command in ("org", "user"):
+        return asyncio.run(people_cli.run(settings, args))
     if args.command == "facilities":
         try:
             content = args.file.read_bytes()

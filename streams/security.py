@@ -31,6 +31,12 @@ class Security:
     """The local issuer's public keys, or None with an external identity provider."""
 
 
+def hasher(settings: Settings) -> PasswordHasher:
+    """argon2id with the settings' costs."""
+    return PasswordHasher(Argon2Params(time_cost=settings.argon2_time_cost,
+                                       memory_cost_kib=settings.argon2_memory_kib))
+
+
 def people(settings: Settings, identity: IdentityStore, sessions: SessionStore) -> People:
     """Sign-in's dependencies and policies, from the settings."""
     lockout = LockoutPolicy(free_failures=settings.sign_in_lockout_after,
@@ -38,11 +44,10 @@ def people(settings: Settings, identity: IdentityStore, sessions: SessionStore) 
                                        settings.sign_in_lockout_max_s),
                             max_s=settings.sign_in_lockout_max_s)
     policy = SignInPolicy(idle_timeout_s=settings.session_idle_timeout_s,
-                          lifetime_s=settings.session_lifetime_s, lockout=lockout)
-    hasher = PasswordHasher(Argon2Params(time_cost=settings.argon2_time_cost,
-                                         memory_cost_kib=settings.argon2_memory_kib))
+                          lifetime_s=settings.session_lifetime_s, lockout=lockout,
+                          password_reset_ttl_s=settings.password_reset_ttl_s)
     per_account, per_address = settings.sign_in_account_per_min, settings.sign_in_address_per_min
-    return People(identity=identity, sessions=sessions, hasher=hasher, policy=policy,
+    return People(identity=identity, sessions=sessions, hasher=hasher(settings), policy=policy,
                   secure_cookies=settings.api_secure_cookies,
                   account_limiter=RateLimiter(per_account / 60, per_account),
                   address_limiter=RateLimiter(per_address / 60, per_address))

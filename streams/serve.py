@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from api.context import ApiDeps, HealthCheck
     from api.dr_deps import DrApi
+    from streams.demo_people import DemoUser
     from streams.runtime import Runtime
     from streams.security import Security
     from tables.ports.cache import Cache
@@ -107,10 +108,13 @@ async def _start_run(settings: Settings, shutdown: Shutdown) -> bool:
     _lag_probe(shutdown, runtime.metrics)
     shutdown.on_stop_steps(runtime.stop_steps)
     await runtime.open()
+    demo_users: list[DemoUser] = []
     if settings.demo_fleet:
         await runtime.store.upsert_facilities(list(fleet.facilities))
         await runtime.store.upsert_meters(list(fleet.meters))
         await runtime.reload_registry()
+        demo_users = await _demo_people(settings, runtime.store,
+                                        [f.facility_id for f in fleet.facilities])
     await runtime.start()
     shutdown.stop_when(runtime.vital, runtime.until_failed())
 
@@ -128,6 +132,11 @@ async def _start_run(settings: Settings, shutdown: Shutdown) -> bool:
     await listen(settings, shutdown, app)
     _banner(settings, runtime, first=fleet.facilities[0].facility_id if fleet.facilities
             else "FACILITY")
+    if demo_users:
+        from streams.demo_people import demo_block
+
+        print(demo_block(demo_users, base_url=f"http://{settings.api_host}:{settings.api_port}"),
+              flush=True)
 
     if settings.simulate:
         if settings.mqtt_url:
@@ -168,6 +177,16 @@ async def _security(settings: Settings, store: Store, shutdown: Shutdown) -> Sec
     guard = await guarding.__aenter__()
     shutdown.on_stop("security close", lambda: guarding.__aexit__(None, None, None))
     return guard
+
+
+async def _demo_people(settings: Settings, store: Store,
+                       facility_ids: list[str]) -> list[DemoUser]:
+    """The demo organisation and its users, the new ones with their passwords
+    (``streams/demo_people.py``)."""
+    from streams.demo_people import provision
+    from streams.security import hasher
+
+    return await provision(store, hasher(settings), facility_ids, at=datetime.now(UTC))
 
 
 def _sessions(settings: Settings, store: Store, shutdown: Shutdown) -> SessionStore:

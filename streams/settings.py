@@ -108,6 +108,7 @@ class Settings(BaseModel):
     # minute's worth each at once); an account is locked after sign_in_lockout_after
     # consecutive failures, for sign_in_lockout_base_s doubling with each further failure
     # up to sign_in_lockout_max_s. argon2id's costs (50-250 ms a sign-in is the target).
+    # A one-time password-reset token works for password_reset_ttl_s.
     api_secure_cookies: bool = False
     session_idle_timeout_s: Annotated[float, Field(ge=60, le=7 * 86_400)] = 1800.0
     session_lifetime_s: Annotated[float, Field(ge=300, le=31 * 86_400)] = 12 * 3600.0
@@ -118,6 +119,7 @@ class Settings(BaseModel):
     sign_in_lockout_max_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 3600.0
     argon2_time_cost: Annotated[int, Field(ge=1, le=20)] = 2
     argon2_memory_kib: Annotated[int, Field(ge=8 * 1024, le=1024 * 1024)] = 19_456
+    password_reset_ttl_s: Annotated[float, Field(ge=60, le=7 * 86_400)] = 1800.0
 
     # Demo fleet: register the simulated facilities and meters, and publish their readings
     # (in-process, or over MQTT when mqtt_url is set).

@@ -21,6 +21,7 @@ from schemas.identity import (
     AuditRecord,
     Membership,
     Organisation,
+    PasswordReset,
     PersonRole,
     User,
     UserStatus,
@@ -33,7 +34,18 @@ from tables.ports.identity import (
     LastAdmin,
     NotFound,
     WrongOrganisation,
+    check_password_reset,
 )
+
+_RESET = ("token_sha256, user_id, organisation_id, created_at_us, expires_at_us, created_by, "
+          "used_at_us")
+
+
+def _reset(r: tuple[Any, ...]) -> PasswordReset:
+    return PasswordReset(token_sha256=r[0], user_id=r[1], organisation_id=r[2],
+                         created_at=dt(r[3]), expires_at=dt(r[4]), created_by=r[5],
+                         used_at=None if r[6] is None else dt(r[6]))
+
 
 _USER = ("user_id, email, display_name, status, created_at_us, last_sign_in_at_us, "
          "password_hash, oidc_issuer, oidc_subject")
@@ -340,3 +352,42 @@ class SqliteIdentity(SqliteIdentityRecords):
             conn.execute("DELETE FROM sign_in_failures WHERE account = ?", (key,))
 
         await self._write("record_sign_in_success", audit, fn)
+
+    # -- password resets (migration 0003) --------------------------------------------------
+
+    async def add_password_reset(self, reset: PasswordReset, *,
+                                 audit: AuditRecord | None = None) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            _need(conn, "users", "user_id", reset.user_id, "user")
+            if _exists(conn, "password_resets", "token_sha256", reset.token_sha256):
+                raise Conflict("that password-reset token exists already")
+            conn.execute("DELETE FROM password_resets WHERE user_id = ? AND used_at_us IS NULL",
+                         (reset.user_id,))
+            conn.execute(f"INSERT INTO password_resets ({_RESET}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (reset.token_sha256, reset.user_id, reset.organisation_id,
+                          us(reset.created_at), us(reset.expires_at), reset.created_by,
+                          None if reset.used_at is None else us(reset.used_at)))
+
+        await self._write("add_password_reset", audit, fn)
+
+    async def password_reset(self, token_sha256: str) -> PasswordReset | None:
+        rows = await self._db.read(f"SELECT {_RESET} FROM password_resets WHERE "
+                                   "token_sha256 = ?", (token_sha256,))
+        return _reset(rows[0]) if rows else None
+
+    async def use_password_reset(self, token_sha256: str, password_hash: str, *,
+                                 at: datetime, audit: AuditRecord | None = None) -> str:
+        def fn(conn: sqlite3.Connection) -> str:
+            row = conn.execute(f"SELECT {_RESET} FROM password_resets WHERE token_sha256 = ?",
+                               (token_sha256,)).fetchone()
+            reset = None if row is None else _reset(row)
+            status = None if reset is None else conn.execute(
+                "SELECT status FROM users WHERE user_id = ?", (reset.user_id,)).fetchone()
+            used = check_password_reset(reset, None if status is None else status[0], at=at)
+            conn.execute("UPDATE password_resets SET used_at_us = ? WHERE token_sha256 = ?",
+                         (us(at), token_sha256))
+            conn.execute("UPDATE users SET password_hash = ? WHERE user_id = ?",
+                         (password_hash, used.user_id))
+            return used.user_id
+
+        return await self._write("use_password_reset", audit, fn)

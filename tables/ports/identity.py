@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol, TypeAlias
+from typing import Literal, Protocol, TypeAlias
 
 from schemas.identity import (
     AuditAction,
     AuditRecord,
     Membership,
     Organisation,
+    PasswordReset,
     PersonalToken,
     PersonRole,
     SessionRecord,
@@ -106,6 +107,38 @@ def check_personal_token(token: PersonalToken, role: PersonRole | None,
             beyond := sorted(set(token.facility_ids) - allowed_facility_ids)):
         raise BeyondOwner(f"a personal token's owner may not see facilities "
                           f"{', '.join(beyond)}")
+
+
+ResetRefusal = Literal["unknown", "used", "expired", "disabled"]
+
+
+class ResetTokenRefused(IdentityError):
+    """A password-reset token that sets no password (``reason``): unknown (or replaced by a
+    newer one), used already, expired, or its user is disabled."""
+
+    def __init__(self, reason: ResetRefusal) -> None:
+        super().__init__({
+            "unknown": "this password-reset token is not valid (or a newer one replaced it)",
+            "used": "this password-reset token has been used already; ask for a new one",
+            "expired": "this password-reset token has expired; ask for a new one",
+            "disabled": "this account is disabled; an admin must re-enable it first",
+        }[reason])
+        self.reason = reason
+
+
+def check_password_reset(reset: PasswordReset | None, user_status: str | None, *,
+                         at: datetime) -> PasswordReset:
+    """What ``use_password_reset`` refuses (``ResetTokenRefused``), given the reset and its
+    user's status (none: no such user); the adapters call this inside their transaction."""
+    if reset is None or user_status is None:
+        raise ResetTokenRefused("unknown")
+    if reset.used_at is not None:
+        raise ResetTokenRefused("used")
+    if at >= reset.expires_at:
+        raise ResetTokenRefused("expired")
+    if user_status != "active":
+        raise ResetTokenRefused("disabled")
+    return reset
 
 
 class IdentityStore(Protocol):
@@ -270,6 +303,24 @@ class IdentityStore(Protocol):
         ...
 
     async def sign_in_failures(self, account: str) -> SignInFailures | None: ...
+
+    # -- password resets -----------------------------------------------------------------
+
+    async def add_password_reset(self, reset: PasswordReset, *,
+                                 audit: AuditRecord | None = None) -> None:
+        """A new one-time token for the user, replacing their unused ones (only the newest
+        works): ``NotFound`` for an unknown user, ``Conflict`` on a taken digest."""
+        ...
+
+    async def password_reset(self, token_sha256: str) -> PasswordReset | None: ...
+
+    async def use_password_reset(self, token_sha256: str, password_hash: str, *,
+                                 at: datetime, audit: AuditRecord | None = None) -> str:
+        """Marks the token used and sets its user's password hash, in one transaction: the
+        user's id. ``ResetTokenRefused`` (nothing written) unless the token is known, unused,
+        unexpired at ``at``, and its user active (``check_password_reset``), so that of two
+        concurrent uses exactly one succeeds."""
+        ...
 
 
 class SessionStore(Protocol):

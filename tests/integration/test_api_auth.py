@@ -34,7 +34,7 @@ from connectors.sqlite import SqliteStore
 from core.metrics import Metrics
 from schemas.access import Utility
 from schemas.dr import DrEvent, webhook_event_uuid
-from schemas.identity import PersonRole, sha256_hex
+from schemas.identity import PasswordReset, PersonRole, sha256_hex
 from schemas.metadata import Facility, Meter, MeterType
 from tests.auth_helpers import AUDIENCE, ISSUER, authenticator, bearer, issuer, token
 from tests.people_helpers import (
@@ -87,8 +87,12 @@ POLICY: dict[tuple[str, str], frozenset[Role] | None] = {
     ("DELETE", "/api/sessions"): NOBODY,
     ("DELETE", "/api/sessions/{session_id}"): NOBODY,
     ("GET", "/api/audit"): NOBODY,
+    ("POST", "/api/users/{user_id}/password-reset"): NOBODY,
+    # Public: the one-time token in the body is the credential.
+    ("POST", "/api/auth/password-reset"): PUBLIC,
 }
-OK_STATUS = {("POST", "/api/dr-events"): 201, ("POST", "/api/users"): 201}
+OK_STATUS = {("POST", "/api/dr-events"): 201, ("POST", "/api/users"): 201,
+             ("POST", "/api/users/{user_id}/password-reset"): 201}
 EVERY_PERSON = frozenset(PersonRole)
 USER_MANAGERS = frozenset({PersonRole.ADMIN, PersonRole.ENERGY_MANAGER})
 # The same routes for signed-in people (issue 16), by their role in org-1, which owns plant-a
@@ -120,11 +124,16 @@ PERSON_POLICY: dict[tuple[str, str], frozenset[PersonRole] | None] = {
     ("DELETE", "/api/sessions"): EVERY_PERSON,
     ("DELETE", "/api/sessions/{session_id}"): EVERY_PERSON,  # its own
     ("GET", "/api/audit"): frozenset({PersonRole.ADMIN}),
+    ("POST", "/api/users/{user_id}/password-reset"): USER_MANAGERS,
+    ("POST", "/api/auth/password-reset"): PUBLIC,
 }
 ORG_WIDE = frozenset({PersonRole.ADMIN, PersonRole.ENERGY_MANAGER})
 A3 = "plant-a3"
 EVENT_ID = webhook_event_uuid("gridco", "E-0", A)
 HASHER = PasswordHasher(FAST)
+RESET_TOKEN = "matrix-reset-token-0123456789abcdefghijklmnopq"
+"""A password reset of org-2's viewer, issued in each test's store: the public reset route's
+well-formed call."""
 
 
 def request_kwargs(method: str, path: str) -> dict[str, Any]:
@@ -143,6 +152,8 @@ def request_kwargs(method: str, path: str) -> dict[str, Any]:
             "X-SEMS-Timestamp": str(stamp), "X-SEMS-Signature": sign("whsec", stamp, body)}}
     if method == "POST" and path == "/api/dr-events":
         return {"json": {"facility_id": A, "target_reduction_kw": 10, **window}}
+    if path == "/api/auth/password-reset":
+        return {"json": {"token": RESET_TOKEN, "new_password": "a long unusual passphrase"}}
     if path == "/api/auth/login":
         return {"json": {"email": email_of(PersonRole.VIEWER), "password": PASSWORD}}
     if (method, path) == ("POST", "/api/users"):
@@ -179,9 +190,12 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     await s.upsert_meters([Meter(meter_id=f"{f}-main", facility_id=f, meter_type=MeterType.MAIN)
                            for f in (A, B, A3)])
     await seed(s, HASHER, facilities={ORG: (A, A3), OTHER_ORG: (B,)}, assigned=(A,))
+    now = datetime.now(UTC)
+    await s.add_password_reset(PasswordReset(
+        token_sha256=sha256_hex(RESET_TOKEN), user_id=user_id_of(PersonRole.VIEWER, OTHER_ORG),
+        created_at=now, expires_at=now + timedelta(hours=1), created_by="test"))
     await s.upsert_utility(Utility(utility_id="gridco", name="GridCo", facility_ids=(A,),
                                    webhook_secret=SecretStr("whsec")))
-    now = datetime.now(UTC)
     await s.insert_dr_event(DrEvent(id=EVENT_ID, event_id="E-0", utility_id="gridco",
                                     facility_id=A, source="webhook", event_start=now,
                                     event_end=now + timedelta(hours=1), created_at=now,

@@ -44,7 +44,8 @@ T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 TABLES = {"facilities", "meters", "dr_events", "load_forecasts", "dead_letters",
           "window_checkpoints", "utilities", "utility_api_keys", "bms_commands",
           "organisations", "organisation_facilities", "users", "memberships",
-          "facility_assignments", "personal_tokens", "sign_in_failures", "audit_log"}
+          "facility_assignments", "personal_tokens", "sign_in_failures", "audit_log",
+          "password_resets"}
 TIMEOUT_S = 1.0  # the outage tests' store timeout
 PASSWORD = "hunter2-secret"  # trust authentication accepts it; it must never show in an error
 
@@ -124,7 +125,7 @@ async def store(migrated: str) -> AsyncIterator[PostgresStore]:
 def test_upgrade_applies_every_migration_and_a_second_upgrade_is_a_no_op(database: str) -> None:
     assert current_revision(database) is None
     upgrade(database)
-    assert current_revision(database) == head_revision() == "0008"
+    assert current_revision(database) == head_revision() == "0009"
     assert tables(database) == TABLES
     oids = execute(database, "SELECT relname, oid FROM pg_class WHERE relkind = 'r'")
     execute(database, "INSERT INTO facilities VALUES ('plant-a', 'A', 'UTC', 10)")
@@ -140,7 +141,7 @@ def test_a_database_at_0007_gains_the_identity_tables_with_its_rows(database: st
     """The release before people (issue 16): its facilities stay, and get an organisation."""
     upgrade(database, "0007")
     execute(database, "INSERT INTO facilities VALUES ('plant-a', 'A', 'UTC', 10)")
-    upgrade(database)
+    upgrade(database, "0008")
     assert current_revision(database) == "0008"
     execute(database, "INSERT INTO organisations VALUES ('acme', 'Acme')")
     execute(database, "INSERT INTO organisation_facilities VALUES ('plant-a', 'acme')")
@@ -153,7 +154,30 @@ def test_a_database_at_0007_gains_the_identity_tables_with_its_rows(database: st
     downgrade(database, "0007")
     assert tables(database) == TABLES - {
         "organisations", "organisation_facilities", "users", "memberships",
-        "facility_assignments", "personal_tokens", "sign_in_failures", "audit_log"}
+        "facility_assignments", "personal_tokens", "sign_in_failures", "audit_log",
+        "password_resets"}
+
+
+def test_a_database_at_0008_gains_password_resets_that_go_with_their_user(
+    database: str,
+) -> None:
+    """The release before password resets (issue 16): its users stay and may take resets;
+    a deleted user's resets are deleted with them."""
+    upgrade(database, "0008")
+    execute(database, "INSERT INTO users (user_id, email, display_name, status, created_at) "
+                      "VALUES ('u-1', 'ops@acme.example', 'Ops', 'active', now())")
+    upgrade(database)
+    assert current_revision(database) == "0009"
+    execute(database, "INSERT INTO password_resets (token_sha256, user_id, created_at, "
+                      "expires_at, created_by) VALUES ('d1', 'u-1', now(), "
+                      "now() + interval '30 minutes', 'cli')")
+    with pytest.raises(psycopg.errors.CheckViolation):  # it must expire after it is made
+        execute(database, "INSERT INTO password_resets (token_sha256, user_id, created_at, "
+                          "expires_at, created_by) VALUES ('d2', 'u-1', now(), now(), 'cli')")
+    execute(database, "DELETE FROM users WHERE user_id = 'u-1'")
+    assert execute(database, "SELECT token_sha256 FROM password_resets") == []
+    downgrade(database, "0008")
+    assert tables(database) == TABLES - {"password_resets"}
 
 
 def test_downgrade_to_base_drops_the_tables_and_upgrade_works_again(migrated: str) -> None:
@@ -263,6 +287,10 @@ SCHEMA = {
     "audit_log": "audit_id bigint not null, at timestamp with time zone not null, actor_id "
                  "text, action text not null, organisation_id text C, target text, "
                  "client_address text, details jsonb not null",
+    "password_resets": "token_sha256 text not null, user_id text C not null, organisation_id "
+                       "text C, created_at timestamp with time zone not null, expires_at "
+                       "timestamp with time zone not null, created_by text not null, used_at "
+                       "timestamp with time zone",
 }
 
 

@@ -16,7 +16,7 @@ from connectors.sqlite import SqliteStore
 from connectors.sqlite.migrations import LATEST, MIGRATIONS, SchemaTooNew, migrate
 from core.metrics import Metrics
 from schemas.dr import DrEvent
-from schemas.identity import Organisation, PersonRole, User
+from schemas.identity import Organisation, PasswordReset, PersonRole, User
 from schemas.metadata import Facility, MeterType
 from schemas.reading import SensorReading
 from schemas.rollup import Scope, WindowName
@@ -129,7 +129,8 @@ async def test_a_new_store_and_an_upgraded_one_have_the_same_schema(tmp_path: Pa
         "facilities", "meters", "readings", "rollups", "dead_letters", "window_checkpoints",
         "utilities", "utility_api_keys", "load_forecasts", "dr_events", "bms_commands",
         "organisations", "organisation_facilities", "users", "memberships",
-        "facility_assignments", "personal_tokens", "sign_in_failures", "audit_log", "sessions"}
+        "facility_assignments", "personal_tokens", "sign_in_failures", "audit_log", "sessions",
+        "password_resets"}
     assert user_version(tmp_path / "new.db") == user_version(tmp_path / "old.db") == LATEST
 
 
@@ -253,3 +254,29 @@ async def test_a_store_at_version_1_gains_the_identity_tables_with_its_data(
     new = tmp_path / "new.db"
     await (await opened(new)).close()
     assert schema(new) == schema(path)
+
+
+async def test_a_store_at_version_2_gains_password_resets_that_go_with_their_user(
+    tmp_path: Path,
+) -> None:
+    """A file of the release before password resets (issue 16) keeps its users, and a
+    deleted user's resets are deleted with them (the trigger of migration 3)."""
+    path = cf168ae_file(tmp_path / "sems.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert migrate(conn, MIGRATIONS[:2]) == [1, 2]
+    finally:
+        conn.close()
+    store = await opened(path)
+    try:
+        assert user_version(path) == LATEST >= 3
+        await store.add_user(User(user_id="u-1", email="ops@acme.example", display_name="Ops",
+                                  created_at=T0))
+        reset = PasswordReset(token_sha256="a" * 64, user_id="u-1", created_at=T0,
+                              expires_at=T0 + timedelta(minutes=30), created_by="cli")
+        await store.add_password_reset(reset)
+        assert await store.password_reset("a" * 64) == reset
+        await store.delete_user("u-1")
+        assert await store.password_reset("a" * 64) is None
+    finally:
+        await store.close()

@@ -100,6 +100,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the schema of the releases before numbered migrations", _baseline),
     Migration(2, "people: organisations, users, roles, sessions, audit log (issue 16)",
               _sql("0002_identity.sql")),
+    Migration(3, "one-time password-reset tokens (issue 16)", _sql("0003_password_resets.sql")),
 )
 LATEST = MIGRATIONS[-1].version
 
