@@ -23,12 +23,12 @@ from psycopg.rows import TupleRow
 
 from connectors.identity_input import checked_inputs, sign_in_account
 from connectors.postgres.db import Conn, PostgresDb
-from connectors.postgres.identity_records import PostgresIdentityRecords
+from connectors.postgres.identity_records import _lock, _one
+from connectors.postgres.identity_resets import PostgresPasswordResets
 from schemas.identity import (
     AuditRecord,
     Membership,
     Organisation,
-    PasswordReset,
     PersonRole,
     User,
     UserStatus,
@@ -41,38 +41,17 @@ from tables.ports.identity import (
     LastAdmin,
     NotFound,
     WrongOrganisation,
-    check_password_reset,
 )
 
 _USER = ("user_id, email, display_name, status, created_at, last_sign_in_at, password_hash, "
          "oidc_issuer, oidc_subject")
-_RESET = "token_sha256, user_id, organisation_id, created_at, expires_at, created_by, used_at"
 _ACTIVE_ADMINS = ("SELECT count(*) FROM memberships m JOIN users u USING (user_id) WHERE "
                   "m.organisation_id = %s AND m.role = 'admin' AND u.status = 'active'")
-
-
-def _reset(r: TupleRow) -> PasswordReset:
-    return PasswordReset(token_sha256=r[0], user_id=r[1], organisation_id=r[2],
-                         created_at=r[3], expires_at=r[4], created_by=r[5], used_at=r[6])
 
 
 def _user(r: TupleRow) -> User:
     return User(user_id=r[0], email=r[1], display_name=r[2], status=r[3], created_at=r[4],
                 last_sign_in_at=r[5], password_hash=r[6], oidc_issuer=r[7], oidc_subject=r[8])
-
-
-async def _one(conn: Conn, sql: str, params: tuple[object, ...]) -> TupleRow | None:
-    return await (await conn.execute(sql, params)).fetchone()
-
-
-async def _lock(conn: Conn, table: str, column: str, value: str, what: str) -> None:
-    """Locks the row against changes, not against rows that refer to it (``FOR NO KEY
-    UPDATE``: an insert's foreign-key check takes ``FOR KEY SHARE``, which ``FOR UPDATE``
-    would make wait, and which then deadlocked with a transaction holding that row's
-    referrers); ``NotFound`` when there is none."""
-    if await _one(conn, f"SELECT 1 FROM {table} WHERE {column} = %s FOR NO KEY UPDATE",
-                  (value,)) is None:
-        raise NotFound(f"{what} {value}")
 
 
 async def _lock_organisations(conn: Conn, organisation_ids: set[str]) -> set[str]:
@@ -128,7 +107,7 @@ def _unique(exc: psycopg.errors.UniqueViolation, user: User) -> Exception:
 
 
 @checked_inputs
-class PostgresIdentity(PostgresIdentityRecords):
+class PostgresIdentity(PostgresPasswordResets):
     """``IdentityStore`` through the store's pool (``PostgresDb``); the audit log, personal
     tokens and sign-in failures are in the base class."""
 
@@ -395,48 +374,3 @@ class PostgresIdentity(PostgresIdentityRecords):
             await conn.execute("DELETE FROM sign_in_failures WHERE account = %s", (key,))
 
         await self._change("record_sign_in_success", audit, fn)
-
-    # -- password resets (migration 0009) --------------------------------------------------
-
-    async def add_password_reset(self, reset: PasswordReset, *,
-                                 audit: AuditRecord | None = None) -> None:
-        async def fn(conn: Conn) -> None:
-            await _lock(conn, "users", "user_id", reset.user_id, "user")
-            await conn.execute("DELETE FROM password_resets WHERE user_id = %s AND "
-                               "used_at IS NULL AND token_sha256 <> %s",
-                               (reset.user_id, reset.token_sha256))
-            cursor = await conn.execute(
-                f"INSERT INTO password_resets ({_RESET}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (token_sha256) DO NOTHING",
-                (reset.token_sha256, reset.user_id, reset.organisation_id, reset.created_at,
-                 reset.expires_at, reset.created_by, reset.used_at))
-            if cursor.rowcount == 0:
-                raise Conflict("that password-reset token exists already")
-
-        await self._change("add_password_reset", audit, fn)
-
-    async def password_reset(self, token_sha256: str) -> PasswordReset | None:
-        rows = await self._db.read("password_reset", f"SELECT {_RESET} FROM password_resets "
-                                   "WHERE token_sha256 = %s", (token_sha256,))
-        return _reset(rows[0]) if rows else None
-
-    async def use_password_reset(self, token_sha256: str, password_hash: str, *,
-                                 at: datetime, audit: AuditRecord | None = None) -> str:
-        async def fn(conn: Conn) -> str:
-            # The user's row first, then the token's, as add_password_reset locks them.
-            found = await _one(conn, "SELECT user_id FROM password_resets WHERE "
-                               "token_sha256 = %s", (token_sha256,))
-            status = None if found is None else await _one(
-                conn, "SELECT status FROM users WHERE user_id = %s FOR NO KEY UPDATE",
-                (found[0],))
-            row = await _one(conn, f"SELECT {_RESET} FROM password_resets WHERE "
-                             "token_sha256 = %s FOR UPDATE", (token_sha256,))
-            used = check_password_reset(None if row is None else _reset(row),
-                                        None if status is None else status[0], at=at)
-            await conn.execute("UPDATE password_resets SET used_at = %s WHERE "
-                               "token_sha256 = %s", (at, token_sha256))
-            await conn.execute("UPDATE users SET password_hash = %s WHERE user_id = %s",
-                               (password_hash, used.user_id))
-            return used.user_id
-
-        return await self._change("use_password_reset", audit, fn)

@@ -22,7 +22,13 @@ from schemas.identity import (
     PersonRole,
     SignInFailures,
 )
-from tables.ports.identity import Audits, Conflict, audit_records, check_personal_token
+from tables.ports.identity import (
+    Audits,
+    Conflict,
+    NotFound,
+    audit_records,
+    check_personal_token,
+)
 
 T = TypeVar("T")
 
@@ -59,6 +65,21 @@ def _token(r: TupleRow) -> PersonalToken:
 def _failures(r: TupleRow) -> SignInFailures:
     return SignInFailures(account=r[0], failures=r[1], first_failed_at=r[2],
                           last_failed_at=r[3])
+
+
+
+async def _one(conn: Conn, sql: str, params: tuple[object, ...]) -> TupleRow | None:
+    return await (await conn.execute(sql, params)).fetchone()
+
+
+async def _lock(conn: Conn, table: str, column: str, value: str, what: str) -> None:
+    """Locks the row against changes, not against rows that refer to it (``FOR NO KEY
+    UPDATE``: an insert's foreign-key check takes ``FOR KEY SHARE``, which ``FOR UPDATE``
+    would make wait, and which then deadlocked with a transaction holding that row's
+    referrers); ``NotFound`` when there is none."""
+    if await _one(conn, f"SELECT 1 FROM {table} WHERE {column} = %s FOR NO KEY UPDATE",
+                  (value,)) is None:
+        raise NotFound(f"{what} {value}")
 
 
 class PostgresIdentityRecords:
