@@ -235,9 +235,12 @@ async def _list_users(store: Store, organisation_id: str | None) -> None:
 async def _sessions(settings: Settings, store: Store) -> AsyncIterator[SessionStore]:
     """The profile's session store (a disabled user's sessions end at once), its Redis
     client closed after."""
+    from streams.settings import SettingsError
     from streams.stores import build_sessions
 
     sessions = build_sessions(settings, store)
+    if sessions is None:
+        raise SettingsError("SEMS_REDIS_URL is required for sessions in the production profile")
     try:
         yield sessions
     finally:

@@ -189,8 +189,9 @@ async def _demo_people(settings: Settings, store: Store,
     return await provision(store, hasher(settings), facility_ids, at=datetime.now(UTC))
 
 
-def _sessions(settings: Settings, store: Store, shutdown: Shutdown) -> SessionStore:
-    """The session store, its Redis client (production) closed at the stop."""
+def _sessions(settings: Settings, store: Store, shutdown: Shutdown) -> SessionStore | None:
+    """The session store (None: production without Redis, no sign-in), its Redis client
+    closed at the stop."""
     from streams.stores import build_sessions
 
     sessions = build_sessions(settings, store)

@@ -3,6 +3,8 @@ InfluxDB, PostgreSQL and Redis. Runtimes and the API see only the ports."""
 
 from __future__ import annotations
 
+import logging
+
 from connectors.cache import MemoryCache, RedisCache
 from connectors.sqlite import SqliteStore
 from connectors.weather import ClimatologyWeather, NoWeather, WeatherApiClient
@@ -12,6 +14,8 @@ from tables.ports.cache import Cache
 from tables.ports.identity import SessionStore
 from tables.ports.store import Store
 from tables.ports.weather import WeatherProvider
+
+log = logging.getLogger(__name__)
 
 
 def build_store(settings: Settings, metrics: Metrics) -> Store:
@@ -44,17 +48,21 @@ def build_cache(settings: Settings) -> Cache | None:
     return MemoryCache()
 
 
-def build_sessions(settings: Settings, store: Store) -> SessionStore:
+def build_sessions(settings: Settings, store: Store) -> SessionStore | None:
     """Where signed-in sessions live (issue 16): in the embedded store's file, or in Redis in
-    production (``SEMS_REDIS_URL``; sessions need it, there is no in-process fallback that
-    would sign people out at every restart or differ between API processes). Not yet open:
-    the Redis client connects on first use and is closed by the composition root."""
+    production (``SEMS_REDIS_URL``). Production without Redis has none: people cannot sign in
+    (``POST /api/auth/login`` answers 503 ``sign_in_unavailable``) while bearer tokens and API
+    keys work as before; there is no in-process fallback that would sign people out at every
+    restart or differ between API processes. Not yet open: the Redis client connects on first
+    use and is closed by the composition root."""
     if settings.profile == "embedded":
         if not isinstance(store, SqliteStore):
             raise SettingsError("the embedded profile keeps sessions in its SQLite store")
         return store.sessions
     if not settings.redis_url:
-        raise SettingsError("SEMS_REDIS_URL is required for sessions in the production profile")
+        log.warning("no SEMS_REDIS_URL: people cannot sign in (sessions live in Redis in the "
+                    "production profile); bearer tokens and API keys work")
+        return None
     from connectors.cache.redis_sessions import RedisSessions
 
     return RedisSessions(settings.redis_url)
